@@ -1,0 +1,233 @@
+"""Check a config against the live catalog before anything is applied.
+
+Every problem becomes one line naming domain, foreign key and column, so a
+config that names `计划名称` where the table has `计划全称` says exactly that.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from .config import Config, Domain, ForeignKey
+from .names import qualified
+from .order import processing_order
+
+CATALOG_SQL = Path(__file__).resolve().parent.parent / "sql" / "catalog"
+TRACKING_TYPES = {
+    "_source": "text",
+    "_needs_review": "boolean",
+    "_derived_from_domain": "text",
+    "_derived_at": "timestamp with time zone",
+}
+
+
+def query(name: str) -> str:
+    return (CATALOG_SQL / f"{name}.sql").read_text(encoding="utf-8")
+
+
+@dataclass
+class Report:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    # (domain, fk, target column) of optional mappings whose fact column is absent
+    skipped: set[tuple[str, str, str]] = field(default_factory=set)
+
+
+@dataclass
+class Table:
+    schema: str
+    name: str
+    oid: int | None = None
+    kind: str | None = None
+    columns: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return qualified(self.schema, self.name)
+
+    def missing(self, column: str) -> str:
+        hint = difflib.get_close_matches(column, list(self.columns), n=1, cutoff=0.5)
+        suggestion = f' (did you mean "{hint[0]}"?)' if hint else ""
+        return f'column "{column}" does not exist in {self.label}{suggestion}'
+
+
+class Catalog:
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+        self._tables: dict[tuple[str, str], Table] = {}
+
+    def table(self, schema: str, name: str) -> Table:
+        key = (schema, name)
+        if key not in self._tables:
+            t = Table(schema, name)
+            row = self.conn.execute(query("relation"), {"schema": schema, "name": name}).fetchone()
+            if row:
+                t.oid, t.kind = row
+                cur = self.conn.cursor(row_factory=psycopg.rows.dict_row)
+                t.columns = {c["name"]: c for c in cur.execute(query("columns"), {"oid": t.oid})}
+            self._tables[key] = t
+        return self._tables[key]
+
+    def unique_keys(self, t: Table) -> list[list[str]]:
+        return [row[1] for row in self.conn.execute(query("unique_keys"), {"oid": t.oid})]
+
+    def foreign_keys(self, t: Table) -> list[dict]:
+        cur = self.conn.cursor(row_factory=psycopg.rows.dict_row)
+        return list(cur.execute(query("foreign_keys"), {"oid": t.oid}))
+
+    def assignable(self, source: dict, target: dict) -> bool:
+        # Anything converts to a string column (INSERT uses the I/O conversion).
+        if target["category"] == "S":
+            return True
+        row = self.conn.execute(
+            query("assignment_cast"), {"source": source["base_type"], "target": target["base_type"]}
+        ).fetchone()
+        return bool(row[0])
+
+    def default_error(self, t: Table, defaults: dict) -> str | None:
+        """Convert the defaults the way the generated function will; say why it fails."""
+        with self.conn.transaction(force_rollback=True):
+            try:
+                self.conn.execute(
+                    f"SELECT jsonb_populate_record(NULL::{t.label}, %s::jsonb)",
+                    [json.dumps(defaults, ensure_ascii=False)],
+                )
+            except psycopg.Error as e:
+                return (e.diag.message_primary or str(e)).strip()
+        return None
+
+
+def check(conn: psycopg.Connection, config: Config) -> Report:
+    """All catalog problems of the config; nothing is changed in the database."""
+    report = Report()
+    catalog = Catalog(conn)
+    for name, domain in config.domains.items():
+        _check_domain(catalog, report, name, domain)
+    return report
+
+
+def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -> None:
+    fact = catalog.table(domain.fact_schema, domain.fact_table_for(name))
+    if fact.oid is None or fact.kind not in ("r", "p"):
+        what = "does not exist" if fact.oid is None else "is not a table"
+        hint = "" if domain.fact_table else " (fact_table is not set; it defaults to the domain name)"
+        report.errors.append(f"domain {name}: fact table {fact.label} {what}{hint}")
+        return
+    order = processing_order(name, domain)
+    targets = {(fk.target_schema, fk.target_table): fk.name for fk in order}
+    for fk in order:
+        place = f"domain {name}, foreign key {fk.name}"
+        errors_before = len(report.errors)
+        parent = catalog.table(fk.target_schema, fk.target_table)
+        if parent.oid is None or parent.kind not in ("r", "p"):
+            what = "does not exist" if parent.oid is None else "is not a table"
+            report.errors.append(f"{place}: target table {parent.label} {what}")
+            continue
+
+        for col in fk.sources:
+            if col not in fact.columns:
+                report.errors.append(f"{place}: source_column: {fact.missing(col)}")
+        for col in fk.keys:
+            if col not in parent.columns:
+                report.errors.append(f"{place}: target_key: {parent.missing(col)}")
+        if len(report.errors) > errors_before:
+            continue
+
+        if not any(set(k) == set(fk.keys) for k in catalog.unique_keys(parent)):
+            keys = ", ".join(f'"{k}"' for k in fk.keys)
+            report.errors.append(
+                f"{place}: target_key ({keys}) is not a primary key or unique constraint of {parent.label}"
+            )
+        for s, k in zip(fk.sources, fk.keys):
+            if not catalog.assignable(fact.columns[s], parent.columns[k]):
+                report.errors.append(
+                    f'{place}: column "{s}" ({fact.columns[s]["type"]}) of {fact.label} cannot be stored in '
+                    f'key column "{k}" ({parent.columns[k]["type"]}) of {parent.label}'
+                )
+
+        covered = set(fk.keys)
+        for m in fk.mappings():
+            missing_sources = [c for c in m.sources() if c not in fact.columns]
+            if missing_sources:
+                if m.optional:
+                    report.skipped.add((name, fk.name, m.target))
+                    report.warnings.append(
+                        f'{place}: optional column "{m.target}" skipped: {fact.missing(missing_sources[0])}'
+                    )
+                else:
+                    report.errors.append(f"{place}: backfill column {m.target}: {fact.missing(missing_sources[0])}")
+                continue
+            if m.target not in parent.columns:
+                report.errors.append(f"{place}: {parent.missing(m.target)}")
+                continue
+            target = parent.columns[m.target]
+            if target["generated"]:
+                report.errors.append(f'{place}: column "{m.target}" of {parent.label} is generated and cannot be set')
+                continue
+            covered.add(m.target)
+            if m.aggregation in ("first", "max_by", "min_by"):
+                src = fact.columns[m.source]
+                if not catalog.assignable(src, target):
+                    report.errors.append(
+                        f'{place}: column "{m.source}" ({src["type"]}) of {fact.label} cannot be stored in '
+                        f'column "{m.target}" ({target["type"]}) of {parent.label}'
+                    )
+            elif m.aggregation == "count_distinct" and target["category"] not in ("N", "S"):
+                report.errors.append(
+                    f'{place}: column "{m.target}" ({target["type"]}) of {parent.label} cannot hold a count'
+                )
+            elif m.aggregation in ("concat_distinct", "template") and target["category"] != "S":
+                report.errors.append(
+                    f'{place}: column "{m.target}" ({target["type"]}) of {parent.label} cannot hold text '
+                    f"({m.aggregation})"
+                )
+        for col in fk.defaults:
+            if col not in parent.columns:
+                report.errors.append(f"{place}: defaults: {parent.missing(col)}")
+            else:
+                covered.add(col)
+        if fk.defaults and all(c in parent.columns for c in fk.defaults):
+            problem = catalog.default_error(parent, dict(fk.defaults))
+            if problem:
+                report.errors.append(f"{place}: defaults: {problem}")
+
+        for col, info in parent.columns.items():
+            if col in TRACKING_TYPES:
+                if info["type"] != TRACKING_TYPES[col]:
+                    report.errors.append(
+                        f'{place}: column "{col}" of {parent.label} is {info["type"]}, '
+                        f"but refdata tracks with {TRACKING_TYPES[col]}"
+                    )
+                continue
+            if info["not_null"] and not info["has_default"] and col not in covered:
+                report.errors.append(
+                    f'{place}: column "{col}" of {parent.label} is NOT NULL without a default; '
+                    f"map it (backfill_columns/derive_columns) or give it a value in defaults"
+                )
+
+        # A parent that references another parent of this domain must come after it.
+        for ref in catalog.foreign_keys(parent):
+            other = targets.get((ref["referenced_schema"], ref["referenced_table"]))
+            if other and other != fk.name and not _depends(order, fk, other):
+                report.errors.append(
+                    f"{place}: {parent.label} references {qualified(ref['referenced_schema'], ref['referenced_table'])} "
+                    f"(foreign key {other}); add depends_on: [{other}]"
+                )
+
+
+def _depends(order: list[ForeignKey], fk: ForeignKey, other: str) -> bool:
+    by_name = {f.name: f for f in order}
+    stack, seen = list(fk.depends_on), set()
+    while stack:
+        n = stack.pop()
+        if n == other:
+            return True
+        if n not in seen:
+            seen.add(n)
+            stack.extend(by_name[n].depends_on)
+    return False

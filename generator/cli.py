@@ -1,0 +1,173 @@
+"""bin/refdata: the command line over config, rendering, applying and the demo.
+
+Exit codes: 0 success, 2 invalid input (config, arguments, data file), 1 any
+other failure. Errors are one line per problem; --debug adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __doc__ as package_doc
+from .errors import InputError, RefdataError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise InputError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(prog="refdata", description=package_doc)
+    p.add_argument("--config", metavar="PATH", help="config file (default: $REFDATA_CONFIG, then config/data_sources.yml)")
+    p.add_argument("--db", metavar="DSN", help="database (default: $REFDATA_DB, $DATABASE_URL, then the embedded cluster)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
+
+    sub.add_parser("validate", help="check the config (and the catalog, when a database is named); print the processing order")
+    r = sub.add_parser("render", help="write the SQL in apply order (stdout, or one file per object with -o)")
+    r.add_argument("-o", "--output", metavar="DIR", help="directory for numbered .sql files and apply.sql")
+    sub.add_parser("apply", help="check against the catalog and apply the SQL in one transaction")
+    sub.add_parser("demo", help="build the sample schema in a fresh database, apply the config, insert facts, show counts")
+    db = sub.add_parser("db", help="manage the embedded default cluster under .refdata/")
+    db.add_argument("action", choices=["start", "stop", "status", "url"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        args = parser.parse_args(argv)
+        return COMMANDS[args.command](args)
+    except RefdataError as e:
+        if debug:
+            raise
+        print(f"refdata: error: {e}".replace("\n", "\nrefdata: error: "), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("refdata: interrupted", file=sys.stderr)
+        return 1
+    except Exception as e:  # anything unexpected is still one line without --debug
+        if debug:
+            raise
+        print(f"refdata: error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+# -- commands -----------------------------------------------------------------
+
+
+def _config(args):
+    from .config import load_config, resolve_config_path
+
+    path = resolve_config_path(args.config)
+    return path, load_config(path)
+
+
+def _orders(path, config):
+    from .order import processing_order
+
+    try:
+        return {name: processing_order(name, d) for name, d in config.domains.items()}
+    except ValueError as e:
+        raise InputError(f"{path}: {e}") from None
+
+
+def cmd_validate(args) -> int:
+    from .apply import checked
+    from .db import connect, named_dsn, redact
+    from .names import qualified
+
+    path, config = _config(args)
+    orders = _orders(path, config)
+    count = sum(len(o) for o in orders.values())
+    print(f"{path}: {len(orders)} domain(s), {count} foreign key(s)")
+    for name, order in orders.items():
+        d = config.domains[name]
+        print(f"domain {name} (fact table {qualified(d.fact_schema, d.fact_table_for(name))}), processing order:")
+        for i, fk in enumerate(order, start=1):
+            deps = f"  after {', '.join(fk.depends_on)}" if fk.depends_on else ""
+            keys = ", ".join(fk.keys)
+            print(f"  {i}. {fk.name}: {', '.join(fk.sources)} -> {qualified(fk.target_schema, fk.target_table)} ({keys}){deps}")
+    dsn = named_dsn(args.db)
+    if not dsn:
+        print("catalog: not checked (no database named by --db, $REFDATA_DB or $DATABASE_URL)")
+        return 0
+    with connect(dsn) as conn:
+        _, report = checked(conn, config, str(path))
+        conn.rollback()
+    for w in report.warnings:
+        print(f"warning: {w}")
+    print(f"catalog: ok ({redact(dsn)})")
+    return 0
+
+
+def cmd_render(args) -> int:
+    from .render import render, script, write_directory
+
+    path, config = _config(args)
+    _orders(path, config)
+    statements = render(config)
+    if args.output:
+        files = write_directory(statements, Path(args.output))
+        print(f"wrote {len(files)} files to {args.output}; apply with: psql -v ON_ERROR_STOP=1 -f {files[0]}")
+    else:
+        sys.stdout.write(script(statements))
+    return 0
+
+
+def cmd_apply(args) -> int:
+    from .apply import apply
+    from .db import connect, redact, resolve_dsn
+
+    path, config = _config(args)
+    _orders(path, config)
+    dsn = resolve_dsn(args.db)
+    with connect(dsn) as conn:
+        statements, report = apply(conn, config, str(path))
+    for w in report.warnings:
+        print(f"warning: {w}")
+    print(f"applied {len(statements)} statements from {path} to {redact(dsn)}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run
+
+    path, config = _config(args)
+    _orders(path, config)
+    return run(args.db, config, str(path))
+
+
+def cmd_db(args) -> int:
+    from .cluster import Cluster
+
+    cluster = Cluster()
+    if args.action == "start":
+        started = cluster.start()
+        print(("started" if started else "already running") + f": {cluster.url()}")
+    elif args.action == "stop":
+        print("stopped" if cluster.stop() else "not running")
+    elif args.action == "status":
+        running = cluster.running()
+        print(f"{'running' if running else 'not running'}: {cluster.data}")
+        return 0 if running else 1
+    else:
+        print(cluster.url())
+    return 0
+
+
+COMMANDS = {
+    "validate": cmd_validate,
+    "render": cmd_render,
+    "apply": cmd_apply,
+    "demo": cmd_demo,
+    "db": cmd_db,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

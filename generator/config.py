@@ -1,0 +1,280 @@
+"""The YAML config: pydantic models, loading, and errors that name the place.
+
+Two spellings of a foreign key are accepted. The short one of the original
+proposal (`derive_columns`: fact columns copied into parent columns of the same
+name) and the richer one (`backfill_columns`: source -> target with an
+aggregation). Both normalise to `ForeignKey.mappings()`.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import InputError
+from .names import CONFIG_NAME
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = Path("config/data_sources.yml")
+
+Aggregation = Literal["first", "max_by", "min_by", "concat_distinct", "count_distinct", "template"]
+Scalar = Union[str, int, float, bool, None]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _names(value: str | list[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def template_fields(template: str) -> list[str]:
+    """Column names named as {placeholders} in a template, in order of first use."""
+    fields: list[str] = []
+    for _, field, spec, conversion in string.Formatter().parse(template):
+        if field is None:
+            continue
+        if field == "" or spec or conversion:
+            raise ValueError(f"template placeholders name a column, like {{计划名称}}: {template!r}")
+        if field not in fields:
+            fields.append(field)
+    return fields
+
+
+class BackfillColumn(Model):
+    source: str | None = None
+    target: str
+    optional: bool = False
+    aggregation: Aggregation = "first"
+    order_column: str | None = None
+    separator: str = "+"
+    sort: bool = True
+    template: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.aggregation in ("max_by", "min_by") and not self.order_column:
+            raise ValueError(f"aggregation {self.aggregation} needs order_column")
+        if self.aggregation == "template":
+            if not self.template:
+                raise ValueError("aggregation template needs template")
+            template_fields(self.template)
+        elif self.source is None:
+            raise ValueError(f"aggregation {self.aggregation} needs source")
+        if self.template is not None and self.aggregation != "template":
+            raise ValueError("template is only used with aggregation: template")
+        return self
+
+    def sources(self) -> list[str]:
+        """Fact columns this mapping reads."""
+        if self.aggregation == "template":
+            return template_fields(self.template)
+        cols = [self.source]
+        if self.order_column:
+            cols.append(self.order_column)
+        return cols
+
+
+class ForeignKey(Model):
+    name: str
+    source_column: str | list[str]
+    target_table: str
+    target_schema: str = "public"
+    target_key: str | list[str]
+    depends_on: list[str] = []
+    derive_columns: list[str] = []
+    backfill_columns: list[BackfillColumn] = []
+    defaults: dict[str, Scalar] = {}
+    mode: Literal["insert_missing", "fill_null_only"] = "insert_missing"
+    skip_blank_values: bool = True
+    blank_values: list[str] = []
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not CONFIG_NAME.match(v):
+            raise ValueError(f"{v!r} is not a valid name (letters, digits, underscore; not starting with a digit)")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(self.sources) != len(self.keys):
+            raise ValueError(
+                f"source_column has {len(self.sources)} column(s) but target_key has {len(self.keys)}"
+            )
+        if not self.sources:
+            raise ValueError("source_column is empty")
+        targets: dict[str, str] = {}
+        for m in self.mappings():
+            if m.target in self.keys:
+                raise ValueError(f"column {m.target!r} is the target key; it is always set from source_column")
+            if m.target in targets:
+                raise ValueError(f"column {m.target!r} is mapped twice")
+            targets[m.target] = m.target
+        for col in self.defaults:
+            if col in self.keys:
+                raise ValueError(f"defaults: column {col!r} is the target key; it is always set from source_column")
+        return self
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return _names(self.source_column)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return _names(self.target_key)
+
+    def mappings(self) -> list[BackfillColumn]:
+        """Every non-key parent column this FK sets from fact columns."""
+        out = [
+            BackfillColumn(source=c, target=c)
+            for c in self.derive_columns
+            if c not in self.sources and c not in self.keys
+        ]
+        out.extend(self.backfill_columns)
+        return out
+
+
+class Domain(Model):
+    fact_table: str | None = None
+    fact_schema: str = "public"
+    foreign_keys: Annotated[list[ForeignKey], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _check(self):
+        seen: set[str] = set()
+        for fk in self.foreign_keys:
+            if fk.name in seen:
+                raise ValueError(f"foreign key {fk.name}: duplicate name")
+            seen.add(fk.name)
+        for fk in self.foreign_keys:
+            for dep in fk.depends_on:
+                if dep not in seen:
+                    raise ValueError(f"foreign key {fk.name}: depends_on names unknown foreign key {dep!r}")
+                if dep == fk.name:
+                    raise ValueError(f"foreign key {fk.name}: depends_on names itself")
+        return self
+
+    def fact_table_for(self, domain: str) -> str:
+        # The proposal's example names no fact table; the domain name is the
+        # natural default (and the catalog check says so when it is missing).
+        return self.fact_table or domain
+
+
+class Config(Model):
+    domains: dict[str, Domain]
+
+    @field_validator("domains")
+    @classmethod
+    def _domain_names(cls, v: dict) -> dict:
+        for name in v:
+            if not CONFIG_NAME.match(name):
+                raise ValueError(f"domain {name!r} is not a valid name (letters, digits, underscore)")
+        if not v:
+            raise ValueError("no domains defined")
+        return v
+
+
+# --------------------------------------------------------------------------
+# loading
+
+
+def resolve_config_path(cli_value: str | None) -> Path:
+    """--config > $REFDATA_CONFIG > config/data_sources.yml (cwd, else the project's)."""
+    if cli_value:
+        return Path(cli_value)
+    env = os.environ.get("REFDATA_CONFIG")
+    if env:
+        return Path(env)
+    if DEFAULT_CONFIG.exists():
+        return DEFAULT_CONFIG
+    return PROJECT_ROOT / DEFAULT_CONFIG
+
+
+def load_config(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read config: {e}") from None
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(e, "problem", None) or str(e)
+        raise InputError(f"{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: expected a mapping with a 'domains' key")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise InputError(_describe(e.errors()[0], data, node, source)) from None
+
+
+def _describe(err: dict, data, node, source: str) -> str:
+    """One line: file:line: domain D, foreign key F: field: message."""
+    loc = list(err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown field {loc[-1]!r}"
+    elif err["type"] == "missing":
+        msg = f"missing required field {loc[-1]!r}"
+    # pydantic adds union member tags (e.g. 'str', 'list[str]') to the path
+    loc = [p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("str", "int", "float", "bool")))]
+    place: list[str] = []
+    field: list[str] = []
+    cursor = data
+    i = 0
+    if loc[:1] == ["domains"] and len(loc) > 1:
+        domain = loc[1]
+        place.append(f"domain {domain}")
+        cursor = data.get("domains", {}).get(domain, {}) if isinstance(data.get("domains"), dict) else {}
+        i = 2
+        if loc[2:3] == ["foreign_keys"] and len(loc) > 3 and isinstance(loc[3], int):
+            fks = cursor.get("foreign_keys") if isinstance(cursor, dict) else None
+            fk = fks[loc[3]] if isinstance(fks, list) and loc[3] < len(fks) else None
+            name = fk.get("name") if isinstance(fk, dict) else None
+            place.append(f"foreign key {name}" if name else f"foreign key #{loc[3] + 1}")
+            i = 4
+    for p in loc[i:]:
+        field.append(f"[{p}]" if isinstance(p, int) else ("." if field else "") + str(p))
+    line = _line_of(node, loc)
+    where = f"{source}:{line}" if line else source
+    parts = [where] + ([", ".join(place)] if place else [])
+    fieldtext = "".join(field)
+    if fieldtext and err["type"] not in ("extra_forbidden",) and not msg.startswith(fieldtext):
+        parts.append(f"field {fieldtext}")
+    return ": ".join(parts + [msg])
+
+
+def _line_of(node, loc: list) -> int | None:
+    """Line (1-based) of the deepest YAML node the error path reaches."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for p in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == p:
+                    line = k.start_mark.line + 1
+                    node = v
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(p, int) and p < len(node.value):
+            node = node.value[p]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line

@@ -1,0 +1,45 @@
+"""Which database to use, and connecting to it.
+
+--db > $REFDATA_DB > $DATABASE_URL > the embedded default cluster.
+"""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+
+from .cluster import Cluster
+from .errors import RefdataError
+
+
+def named_dsn(cli_value: str | None) -> str | None:
+    """The database the user named, if any (never starts the embedded cluster)."""
+    return cli_value or os.environ.get("REFDATA_DB") or os.environ.get("DATABASE_URL") or None
+
+
+def resolve_dsn(cli_value: str | None) -> str:
+    dsn = named_dsn(cli_value)
+    if dsn:
+        return dsn
+    cluster = Cluster()
+    cluster.start()
+    return cluster.url()
+
+
+def connect(dsn: str, **kwargs) -> psycopg.Connection:
+    try:
+        return psycopg.connect(dsn, **kwargs)
+    except psycopg.OperationalError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "connection failed"
+        raise RefdataError(f"cannot connect to {redact(dsn)}: {first}") from None
+
+
+def redact(dsn: str) -> str:
+    """A DSN fit for messages: no password."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "the database"
+    info.pop("password", None)
+    return psycopg.conninfo.make_conninfo(**info)

@@ -1,0 +1,88 @@
+"""The main job on sample data: a fresh database, the sample schema with its
+authoritative rows, the config applied, facts inserted with INSERT and COPY,
+then how many parents are authoritative and how many were derived."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from .apply import apply
+from .config import Config
+from .db import connect, redact, resolve_dsn
+from .names import ident
+from .sample import FACT, FACT_COLUMNS, Sizes, create_schema, fact_rows, load_reference
+
+DEMO_DATABASE = "refdata_demo"
+REFERENCE_TABLES = ["年金计划", "组合计划", "产品线", "组织架构"]
+
+
+def with_database(dsn: str, database: str) -> str:
+    return make_conninfo(dsn, dbname=database)
+
+
+def fresh_database(dsn: str, database: str) -> str:
+    with connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {ident(database)} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {ident(database)}")
+    return with_database(dsn, database)
+
+
+def insert_facts(conn: psycopg.Connection, rows: list[tuple], via_copy: bool) -> None:
+    cols = ", ".join(ident(c) for c in FACT_COLUMNS)
+    with conn.transaction(), conn.cursor() as cur:
+        if via_copy:
+            with cur.copy(f"COPY {FACT} ({cols}) FROM STDIN") as cp:
+                for row in rows:
+                    cp.write_row(row)
+        else:
+            marks = ", ".join(["%s"] * len(FACT_COLUMNS))
+            cur.executemany(f"INSERT INTO {FACT} ({cols}) VALUES ({marks})", rows)
+
+
+def counts(conn: psycopg.Connection) -> list[tuple]:
+    out = []
+    for table in REFERENCE_TABLES:
+        row = conn.execute(
+            f"""SELECT count(*) FILTER (WHERE "_source" = 'authoritative'),
+                       count(*) FILTER (WHERE "_source" = 'auto_derived'),
+                       count(*) FILTER (WHERE "_needs_review")
+                FROM {ident('mapping')}.{ident(table)}"""
+        ).fetchone()
+        out.append((f"mapping.{table}", *row))
+    return out
+
+
+def run(db: str | None, config: Config, source: str, sizes: Sizes | None = None) -> int:
+    sizes = sizes or Sizes()
+    dsn = fresh_database(resolve_dsn(db), DEMO_DATABASE)
+    with connect(dsn) as conn:
+        with conn.transaction():
+            create_schema(conn)
+            load_reference(conn, sizes)
+        statements, _ = apply(conn, config, source)
+        print(f"applied {len(statements)} statements from {source} to database {DEMO_DATABASE}")
+        rows = list(fact_rows(sizes))
+        split = len(rows) // 4
+        insert_facts(conn, rows[:split], via_copy=False)
+        insert_facts(conn, rows[split:], via_copy=True)
+        facts = conn.execute(f"SELECT count(*) FROM {FACT}").fetchone()[0]
+        print(f"inserted {split} fact rows with INSERT and {len(rows) - split} with COPY into business.规模明细 "
+              f"({facts} rows now)\n")
+        table = counts(conn)
+    header = ("reference table", "authoritative", "auto_derived", "needs_review")
+    widths = [max(_width(str(r[i])) for r in [header, *table]) for i in range(4)]
+    for r in [header, *table]:
+        print("  ".join(_pad(str(v), widths[i], right=i > 0) for i, v in enumerate(r)))
+    print(f"\nlook around: psql \"{redact(dsn)}\"")
+    return 0
+
+
+def _width(text: str) -> int:
+    # CJK characters take two terminal columns.
+    return sum(2 if ord(ch) > 0x2E80 else 1 for ch in text)
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    fill = " " * (width - _width(text))
+    return fill + text if right else text + fill

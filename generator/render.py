@@ -1,0 +1,301 @@
+"""Render the config into SQL statements, in apply order.
+
+Rendering needs the config only, never a database: types are left to
+PostgreSQL (row variables declared as ``table%ROWTYPE``, defaults converted by
+``jsonb_populate_record``), and the catalog checks (catalog.py) make sure they
+will fit before anything is applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+from psycopg.types.json import Jsonb
+
+from .config import BackfillColumn, Config, Domain, ForeignKey, template_fields
+from .names import ident, literal, object_name, qualified
+from .order import processing_order
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(SQL_DIR)),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+_env.filters["ident"] = ident
+_env.filters["literal"] = literal
+
+
+def sql_file(path: str, **context) -> str:
+    """A static .sql file or a .sql.j2 template under sql/, rendered."""
+    return _env.get_template(path).render(**context).strip() + "\n"
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One SQL object's statement(s); `params` are bound by apply."""
+
+    kind: str
+    name: str
+    sql: str
+    params: dict | None = None
+
+    def bound_params(self) -> dict | None:
+        """Parameters as apply binds them (JSON documents as jsonb)."""
+        if not self.params:
+            return None
+        return {k: Jsonb(v) if isinstance(v, (dict, list)) else v for k, v in self.params.items()}
+
+    def script(self) -> str:
+        """The text a DBA runs with psql: parameters become quoted literals."""
+        if not self.params:
+            return self.sql
+        return self.sql % {k: literal(v) for k, v in self.params.items()}
+
+
+def format_template(template: str) -> str:
+    """A `{column}` template as a format() string with positional %n$s slots."""
+    import string
+
+    fields = template_fields(template)
+    out = []
+    for text, name, _, _ in string.Formatter().parse(template):
+        out.append(text.replace("%", "%%"))
+        if name is not None:
+            out.append(f"%{fields.index(name) + 1}$s")
+    return "".join(out)
+
+
+@dataclass
+class FkView:
+    """A foreign key as the templates see it: quoted names, SQL fragments."""
+
+    fk: ForeignKey
+    i: int
+    domain: str
+    skip: frozenset = frozenset()
+    mappings: list[BackfillColumn] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.mappings = [m for m in self.fk.mappings() if (self.domain, self.fk.name, m.target) not in self.skip]
+
+    @property
+    def name(self) -> str:
+        return self.fk.name
+
+    @property
+    def target(self) -> str:
+        return qualified(self.fk.target_schema, self.fk.target_table)
+
+    @property
+    def mode(self) -> str:
+        # Filling NULLs needs something to fill them with.
+        return self.fk.mode if self.mappings else "insert_missing"
+
+    @property
+    def has_markers(self) -> bool:
+        return self.fk.skip_blank_values and bool(self.fk.blank_values)
+
+    @property
+    def key_pairs(self) -> list[tuple[str, str]]:
+        return [(ident(t), ident(s)) for s, t in zip(self.fk.sources, self.fk.keys)]
+
+    @property
+    def key_list(self) -> str:
+        return ", ".join(ident(k) for k in self.fk.keys)
+
+    @property
+    def source_list(self) -> str:
+        return ", ".join(ident(s) for s in self.fk.sources)
+
+    @property
+    def mapped_targets(self) -> list[str]:
+        return [ident(m.target) for m in self.mappings]
+
+    @property
+    def defaults(self) -> list[str]:
+        return [ident(c) for c in self.fk.defaults]
+
+    @property
+    def insert_columns(self) -> list[str]:
+        cols = [ident(k) for k in self.fk.keys] + self.mapped_targets
+        cols += [c for c in self.defaults if c not in cols]
+        return cols
+
+    def path(self, *keys: str) -> str:
+        return "ARRAY[" + ", ".join(literal(k) for k in ("fk", self.name) + keys) + "]"
+
+    def match(self, alias: str, record: str, on_target: bool = False) -> str:
+        cols = self.fk.keys if on_target else self.fk.sources
+        return " AND ".join(
+            f"{alias}.{ident(t)} = {record}.{ident(s)}" for s, t in zip(cols, self.fk.keys)
+        )
+
+    def keys_usable(self, record: str) -> str:
+        """Key present: not NULL, and not empty or whitespace when blanks are skipped."""
+        parts = []
+        for s in self.fk.sources:
+            parts.append(f"{record}.{ident(s)} IS NOT NULL")
+            if self.fk.skip_blank_values:
+                parts.append(f"btrim({record}.{ident(s)}::text) <> ''")
+        return " AND ".join(parts)
+
+    def is_marker(self, record: str, params: str) -> str:
+        markers = f"({params} #> {self.path('blank_values')})"
+        return " OR ".join(f"{markers} ? btrim({record}.{ident(s)}::text)" for s in self.fk.sources)
+
+    def row_expression(self, m: BackfillColumn, record: str, params: str) -> str:
+        """The parent value one fact row gives; set-based loads aggregate many."""
+        if m.aggregation == "template":
+            args = "".join(f", {record}.{ident(c)}" for c in template_fields(m.template))
+            return f"format({params} #>> {self.path('templates', m.target)}{args})"
+        src = f"{record}.{ident(m.source)}"
+        if m.aggregation == "concat_distinct":
+            return f"{src}::text"
+        if m.aggregation == "count_distinct":
+            return f"({src} IS NOT NULL)::integer"
+        return src
+
+    def row_assignments(self, record: str, params: str) -> list[tuple[str, str]]:
+        return [(ident(m.target), self.row_expression(m, record, params)) for m in self.mappings]
+
+    def params(self) -> dict:
+        return {
+            "blank_values": sorted(set(self.fk.blank_values)),
+            "defaults": dict(self.fk.defaults),
+            "templates": {
+                m.target: format_template(m.template) for m in self.mappings if m.aggregation == "template"
+            },
+        }
+
+    def trigger_columns(self) -> list[str]:
+        cols = list(self.fk.sources)
+        if self.mode == "fill_null_only":
+            for m in self.mappings:
+                cols += [c for c in m.sources() if c not in cols]
+        return cols
+
+
+def backfill_function(domain: str) -> str:
+    return qualified("refdata", object_name(domain, "backfill"))
+
+
+def fact_table(domain: str, d: Domain) -> str:
+    return qualified(d.fact_schema, d.fact_table_for(domain))
+
+
+def domain_views(domain: str, d: Domain, skip: frozenset = frozenset()) -> list[FkView]:
+    return [FkView(fk, i, domain, skip) for i, fk in enumerate(processing_order(domain, d), start=1)]
+
+
+def render(config: Config, skip: set[tuple[str, str, str]] = frozenset()) -> list[Statement]:
+    """Every statement, in apply order.
+
+    `skip` names optional mappings (domain, fk, target column) whose fact
+    column the catalog check found absent.
+    """
+    skip = frozenset(skip)
+    out = [
+        Statement("schema", "refdata", sql_file("schema/refdata.sql")),
+        Statement("table", "refdata.domain_param", sql_file("tables/domain_param.sql")),
+    ]
+    views = {name: domain_views(name, d, skip) for name, d in config.domains.items()}
+
+    seen: set[tuple[str, str]] = set()
+    for fks in views.values():
+        for v in fks:
+            key = (v.fk.target_schema, v.fk.target_table)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(
+                Statement(
+                    "tracking",
+                    f"{v.fk.target_schema}.{v.fk.target_table}",
+                    sql_file(
+                        "tracking/columns.sql.j2",
+                        table=v.target,
+                        check_name=object_name(v.fk.target_table, "source_check"),
+                        index_name=object_name(v.fk.target_table, "needs_review"),
+                    ),
+                )
+            )
+
+    for name, d in config.domains.items():
+        fks = views[name]
+        params = {"domain": name, "fk": {v.name: v.params() for v in fks}}
+        out.append(
+            Statement(
+                "params",
+                f"refdata.domain_param.{name}",
+                sql_file("params/domain_param.sql.j2"),
+                {"domain": name, "params": params},
+            )
+        )
+        function = backfill_function(name)
+        out.append(
+            Statement(
+                "function",
+                f"refdata.{object_name(name, 'backfill')}",
+                sql_file(
+                    "functions/backfill.sql.j2",
+                    function=function,
+                    fks=fks,
+                    domain_literal=literal(name),
+                    comment=literal(f"refdata: derives missing parents of {fact_table(name, d)} (domain {name})"),
+                ),
+            )
+        )
+        columns: list[str] = []
+        for v in fks:
+            columns += [c for c in v.trigger_columns() if c not in columns]
+        out.append(
+            Statement(
+                "trigger",
+                f"{d.fact_schema}.{d.fact_table_for(name)}.{object_name(name, 'backfill')}",
+                sql_file(
+                    "triggers/backfill.sql.j2",
+                    trigger=object_name(name, "backfill"),
+                    columns=[ident(c) for c in columns],
+                    fact_table=fact_table(name, d),
+                    function=function,
+                ),
+            )
+        )
+    return out
+
+
+def script(statements: list[Statement]) -> str:
+    """One psql script, all or nothing."""
+    body = "\n".join(s.script() for s in statements)
+    return (
+        "-- Generated by refdata. Apply with:\n"
+        "--   psql -v ON_ERROR_STOP=1 -f refdata.sql \"$DATABASE_URL\"\n"
+        "\\set ON_ERROR_STOP on\n"
+        "BEGIN;\n\n" + body + "\nCOMMIT;\n"
+    )
+
+
+def write_directory(statements: list[Statement], directory: Path) -> list[Path]:
+    """One file per object, numbered in apply order, plus apply.sql running them all."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n, s in enumerate(statements, start=1):
+        safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in s.name)
+        path = directory / f"{n:03d}_{s.kind}_{safe}.sql"
+        path.write_text(s.script(), encoding="utf-8")
+        paths.append(path)
+    apply = directory / "apply.sql"
+    apply.write_text(
+        "-- Generated by refdata. Apply with:\n"
+        f"--   psql -v ON_ERROR_STOP=1 -f {directory}/apply.sql \"$DATABASE_URL\"\n"
+        "\\set ON_ERROR_STOP on\nBEGIN;\n"
+        + "".join(f"\\ir {p.name}\n" for p in paths)
+        + "COMMIT;\n",
+        encoding="utf-8",
+    )
+    return [apply] + paths
