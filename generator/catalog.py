@@ -120,6 +120,19 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
         return
     order = processing_order(name, domain)
     targets = {(fk.target_schema, fk.target_table): fk.name for fk in order}
+    for col in fact.columns:
+        if col.startswith("_rd_"):
+            report.errors.append(f'domain {name}: column "{col}" of {fact.label} uses the prefix _rd_ refdata reserves')
+    if domain.trigger_mode == "statement" and not domain.defer_foreign_keys:
+        # Statement-level triggers run after the statement; immediate FK
+        # checks run before them and would fail on parents not derived yet.
+        for ref in catalog.foreign_keys(fact):
+            if (ref["referenced_schema"], ref["referenced_table"]) in targets and not ref["deferred"]:
+                report.errors.append(
+                    f"domain {name}, foreign key {targets[(ref['referenced_schema'], ref['referenced_table'])]}: "
+                    f'trigger_mode statement needs constraint "{ref["name"]}" of {fact.label} to be '
+                    f"DEFERRABLE INITIALLY DEFERRED (or set defer_foreign_keys: true)"
+                )
     for fk in order:
         place = f"domain {name}, foreign key {fk.name}"
         errors_before = len(report.errors)

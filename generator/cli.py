@@ -30,6 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("render", help="write the SQL in apply order (stdout, or one file per object with -o)")
     r.add_argument("-o", "--output", metavar="DIR", help="directory for numbered .sql files and apply.sql")
     sub.add_parser("apply", help="check against the catalog and apply the SQL in one transaction")
+    ld = sub.add_parser("load", help="load a CSV file of fact rows through the staging table, deriving missing parents set-based")
+    ld.add_argument("domain", metavar="DOMAIN")
+    ld.add_argument("file", metavar="FILE")
+    ld.add_argument("--delimiter", default=",", help="field delimiter (default ,)")
+    ld.add_argument("--encoding", default="utf-8", help="file encoding, e.g. gbk for Excel exports (default utf-8)")
+    ld.add_argument("--null", default="", metavar="MARKER", help="field value read as NULL (default: empty)")
+    ld.add_argument("--rejects", metavar="FILE", help="write bad rows with their reason here and load the rest")
     sub.add_parser("demo", help="build the sample schema in a fresh database, apply the config, insert facts, show counts")
     db = sub.add_parser("db", help="manage the embedded default cluster under .refdata/")
     db.add_argument("action", choices=["start", "stop", "status", "url"])
@@ -134,6 +141,19 @@ def cmd_apply(args) -> int:
     return 0
 
 
+def cmd_load(args) -> int:
+    from .db import connect, resolve_dsn
+    from .load import Loader, Options, summary
+
+    path, config = _config(args)
+    options = Options(args.delimiter, args.encoding, args.null, Path(args.rejects) if args.rejects else None)
+    with connect(resolve_dsn(args.db)) as conn:
+        loader = Loader(conn, config, args.domain, Path(args.file), options)
+        result = loader.run(progress=sys.stderr.isatty())
+    print(summary(result, Path(args.file), loader.fact_label))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run
 
@@ -164,6 +184,7 @@ COMMANDS = {
     "validate": cmd_validate,
     "render": cmd_render,
     "apply": cmd_apply,
+    "load": cmd_load,
     "demo": cmd_demo,
     "db": cmd_db,
 }

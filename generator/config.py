@@ -144,6 +144,8 @@ class ForeignKey(Model):
 class Domain(Model):
     fact_table: str | None = None
     fact_schema: str = "public"
+    trigger_mode: Literal["row", "statement"] = "row"
+    defer_foreign_keys: bool = False
     foreign_keys: Annotated[list[ForeignKey], Field(min_length=1)]
 
     @model_validator(mode="after")

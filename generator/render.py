@@ -92,6 +92,11 @@ class FkView:
         return qualified(self.fk.target_schema, self.fk.target_table)
 
     @property
+    def table_literal(self) -> str:
+        """The parent as it is named in counts: schema.table, unquoted."""
+        return literal(f"{self.fk.target_schema}.{self.fk.target_table}")
+
+    @property
     def mode(self) -> str:
         # Filling NULLs needs something to fill them with.
         return self.fk.mode if self.mappings else "insert_missing"
@@ -121,10 +126,24 @@ class FkView:
         return [ident(c) for c in self.fk.defaults]
 
     @property
+    def key_idents(self) -> list[str]:
+        return [ident(k) for k in self.fk.keys]
+
+    @property
+    def source_idents(self) -> list[str]:
+        return [ident(s) for s in self.fk.sources]
+
+    @property
+    def value_columns(self) -> list[str]:
+        """Non-key parent columns a derived row sets: mapped, then defaults."""
+        return self.mapped_targets + [c for c in self.defaults if c not in self.mapped_targets]
+
+    @property
     def insert_columns(self) -> list[str]:
-        cols = [ident(k) for k in self.fk.keys] + self.mapped_targets
-        cols += [c for c in self.defaults if c not in cols]
-        return cols
+        return self.key_idents + self.value_columns
+
+    def group_by(self, alias: str) -> str:
+        return ", ".join(f"{alias}.{s}" for s in self.source_idents)
 
     def path(self, *keys: str) -> str:
         return "ARRAY[" + ", ".join(literal(k) for k in ("fk", self.name) + keys) + "]"
@@ -155,10 +174,42 @@ class FkView:
             return f"format({params} #>> {self.path('templates', m.target)}{args})"
         src = f"{record}.{ident(m.source)}"
         if m.aggregation == "concat_distinct":
-            return f"{src}::text"
+            return self._concat(f"ARRAY[{src}::text]", m, params)
         if m.aggregation == "count_distinct":
             return f"({src} IS NOT NULL)::integer"
         return src
+
+    def set_expression(self, m: BackfillColumn, alias: str, params: str) -> str:
+        """The parent value many fact rows sharing a key give (GROUP BY key).
+
+        For a single row each reduces to `row_expression`, so the row trigger
+        and the bulk path derive the same parents.
+        """
+        line = f'{alias}."_rd_line"'
+        if m.aggregation == "template":
+            args = "".join(
+                f", (array_agg({alias}.{ident(c)} ORDER BY {line}))[1]" for c in template_fields(m.template)
+            )
+            return f"format({params} #>> {self.path('templates', m.target)}{args})"
+        src = f"{alias}.{ident(m.source)}"
+        if m.aggregation == "concat_distinct":
+            return self._concat(f"array_agg({src}::text ORDER BY {line})", m, params)
+        if m.aggregation == "count_distinct":
+            return f"count(DISTINCT {src})"
+        if m.aggregation == "first":
+            order = line
+        else:
+            direction = "DESC" if m.aggregation == "max_by" else "ASC"
+            order = f"{alias}.{ident(m.order_column)} {direction} NULLS LAST, {line}"
+        return f"(array_agg({src} ORDER BY {order}) FILTER (WHERE {src} IS NOT NULL))[1]"
+
+    def _concat(self, values: str, m: BackfillColumn, params: str) -> str:
+        separator = f"{params} #>> {self.path('separators', m.target)}"
+        return f"refdata.concat_distinct({values}, {separator}, {'true' if m.sort else 'false'})"
+
+    def set_assignments(self, alias: str, params: str) -> list[tuple[str, str]]:
+        """(column name as a JSON key, aggregate) for jsonb_build_object."""
+        return [(literal(m.target), self.set_expression(m, alias, params)) for m in self.mappings]
 
     def row_assignments(self, record: str, params: str) -> list[tuple[str, str]]:
         return [(ident(m.target), self.row_expression(m, record, params)) for m in self.mappings]
@@ -170,7 +221,17 @@ class FkView:
             "templates": {
                 m.target: format_template(m.template) for m in self.mappings if m.aggregation == "template"
             },
+            "separators": {m.target: m.separator for m in self.mappings if m.aggregation == "concat_distinct"},
         }
+
+    def blank_condition(self, record: str, params: str) -> str:
+        """A key is present but blank (so skipped): empty, whitespace, or a marker."""
+        if not self.fk.skip_blank_values:
+            return "false"
+        parts = [f"({record}.{ident(s)} IS NOT NULL AND btrim({record}.{ident(s)}::text) = '')" for s in self.fk.sources]
+        if self.has_markers:
+            parts.append(f"({self.is_marker(record, params)})")
+        return " OR ".join(parts)
 
     def trigger_columns(self) -> list[str]:
         cols = list(self.fk.sources)
@@ -180,8 +241,13 @@ class FkView:
         return cols
 
 
-def backfill_function(domain: str) -> str:
-    return qualified("refdata", object_name(domain, "backfill"))
+def refdata_name(domain: str, what: str) -> str:
+    """Qualified name of a per-domain function in schema refdata."""
+    return qualified("refdata", object_name(domain, what))
+
+
+def stage_table(domain: str) -> str:
+    return qualified("refdata_stage", domain)
 
 
 def fact_table(domain: str, d: Domain) -> str:
@@ -201,7 +267,9 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset()) -> lis
     skip = frozenset(skip)
     out = [
         Statement("schema", "refdata", sql_file("schema/refdata.sql")),
+        Statement("schema", "refdata_stage", sql_file("schema/refdata_stage.sql")),
         Statement("table", "refdata.domain_param", sql_file("tables/domain_param.sql")),
+        Statement("function", "refdata.concat_distinct", sql_file("functions/concat_distinct.sql")),
     ]
     views = {name: domain_views(name, d, skip) for name, d in config.domains.items()}
 
@@ -227,45 +295,52 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset()) -> lis
 
     for name, d in config.domains.items():
         fks = views[name]
+        fact = fact_table(name, d)
+        common = {"fks": fks, "domain_literal": literal(name), "fact_literal": literal(fact)}
+
+        def function(kind: str, what: str, template: str, comment: str, **extra) -> Statement:
+            fn = refdata_name(name, what)
+            sql = sql_file(template, function=fn, comment=literal(f"refdata: {comment} (domain {name})"),
+                           **common, **extra)
+            return Statement(kind, f"refdata.{object_name(name, what)}", sql)
+
         params = {"domain": name, "fk": {v.name: v.params() for v in fks}}
-        out.append(
-            Statement(
-                "params",
-                f"refdata.domain_param.{name}",
-                sql_file("params/domain_param.sql.j2"),
-                {"domain": name, "params": params},
-            )
+        out.append(Statement("params", f"refdata.domain_param.{name}", sql_file("params/domain_param.sql.j2"),
+                             {"domain": name, "params": params}))
+        out.append(function("function", "backfill", "functions/backfill.sql.j2",
+                            f"derives missing parents of each row written to {fact}"))
+        out.append(function("function", "backfill_set", "functions/backfill_statement.sql.j2",
+                            f"derives missing parents of each statement's rows written to {fact}"))
+        stage = stage_table(name)
+        out.append(Statement("stage", f"refdata_stage.{name}", sql_file(
+            "stage/table.sql.j2", stage=stage, stage_literal=literal(stage), fact_literal=literal(fact),
+            comment=literal(f"refdata: staging rows of {fact} (domain {name}); see {refdata_name(name, 'load')}"),
+        )))
+        blank = " + ".join(
+            f"({v.blank_condition('s', '_rd_params')})::integer" for v in fks
         )
-        function = backfill_function(name)
-        out.append(
-            Statement(
-                "function",
-                f"refdata.{object_name(name, 'backfill')}",
-                sql_file(
-                    "functions/backfill.sql.j2",
-                    function=function,
-                    fks=fks,
-                    domain_literal=literal(name),
-                    comment=literal(f"refdata: derives missing parents of {fact_table(name, d)} (domain {name})"),
-                ),
-            )
-        )
+        out.append(function("function", "load", "functions/load.sql.j2",
+                            f"loads staged rows of {stage} into {fact}",
+                            stage=stage, stage_literal=literal(stage), blank_condition=f"{blank} > 0"))
+        if d.defer_foreign_keys:
+            targets = sorted({literal(v.target) for v in fks})
+            out.append(Statement("constraints", f"{d.fact_schema}.{d.fact_table_for(name)}.deferred", sql_file(
+                "constraints/defer.sql.j2", fact_literal=literal(fact), targets=targets)))
         columns: list[str] = []
         for v in fks:
             columns += [c for c in v.trigger_columns() if c not in columns]
-        out.append(
-            Statement(
-                "trigger",
-                f"{d.fact_schema}.{d.fact_table_for(name)}.{object_name(name, 'backfill')}",
-                sql_file(
-                    "triggers/backfill.sql.j2",
-                    trigger=object_name(name, "backfill"),
-                    columns=[ident(c) for c in columns],
-                    fact_table=fact_table(name, d),
-                    function=function,
-                ),
-            )
-        )
+        out.append(Statement("trigger", f"{d.fact_schema}.{d.fact_table_for(name)}.{object_name(name, 'backfill')}",
+                             sql_file(
+            "triggers/backfill.sql.j2",
+            mode=d.trigger_mode,
+            row_trigger=object_name(name, "backfill"),
+            insert_trigger=object_name(name, "backfill_insert"),
+            update_trigger=object_name(name, "backfill_update"),
+            columns=[ident(c) for c in columns],
+            fact_table=fact,
+            row_function=refdata_name(name, "backfill"),
+            statement_function=refdata_name(name, "backfill_set"),
+        )))
     return out
 
 

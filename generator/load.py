@@ -1,0 +1,371 @@
+"""`refdata load DOMAIN FILE`: stream a CSV through COPY into the domain's
+staging table, then let the load function derive parents and insert facts,
+all in one transaction.
+
+Memory stays flat: rows go from the file to COPY one at a time (with
+--rejects, in bounded chunks). A bad row aborts the whole load with one line
+naming file, line, column and reason; with --rejects it is written there
+with its reason and the rest loads.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import difflib
+import io
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+
+from .catalog import Catalog
+from .config import Config
+from .errors import InputError, RefdataError
+from .names import ident
+from .render import refdata_name, stage_table
+
+RETRIES = 3
+CHUNK_ROWS = 5_000  # rows buffered per COPY attempt with --rejects
+RETRYABLE = ("40P01", "40001")  # deadlock detected, serialization failure
+
+
+@dataclass
+class Options:
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    null: str = ""
+    rejects: Path | None = None
+
+
+@dataclass
+class Result:
+    rows: int = 0
+    facts: int = 0
+    derived: dict = field(default_factory=dict)
+    blank_keys: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    attempts: int = 1
+
+
+class BadRow(Exception):
+    """A record that cannot load; `text` is the decoded line for encoding errors."""
+
+    def __init__(self, line: int | None, column: str | None, reason: str, raw: list[str] | None = None,
+                 text: str | None = None):
+        super().__init__(reason)
+        self.line, self.column, self.reason, self.raw, self.text = line, column, reason, raw, text
+
+
+# -- reading the file ------------------------------------------------------------
+
+
+def records(path: Path, options: Options) -> Iterator[tuple[int, list[str], BadRow | None]]:
+    """(starting line, fields, problem) for each CSV record, the header first.
+
+    A line with bytes that are not valid in the encoding still yields its
+    record (decoded with replacement characters) together with the problem,
+    so --rejects can set it aside and go on.
+    """
+    first_encoding = "utf-8-sig" if codecs.lookup(options.encoding).name == "utf-8" else options.encoding
+    state: dict = {"line": 0, "bad": None}
+
+    def lines():
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                state["line"] = number
+                try:
+                    yield raw.decode(first_encoding if number == 1 else options.encoding)
+                except UnicodeDecodeError as e:
+                    text = raw.decode(options.encoding, errors="replace")
+                    if state["bad"] is None:
+                        reason = f"not valid {options.encoding}: byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line"
+                        state["bad"] = BadRow(number, None, reason, text=text)
+                    yield text
+
+    reader = csv.reader(lines(), delimiter=options.delimiter, strict=True)
+    start = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise BadRow(start, None, f"malformed CSV: {e}") from None
+        bad, state["bad"] = state["bad"], None
+        if bad is not None:
+            bad.raw = fields
+        if fields or bad is not None:
+            yield start, fields, bad
+        start = state["line"] + 1
+
+
+# -- loading ---------------------------------------------------------------------
+
+
+class Loader:
+    def __init__(self, conn: psycopg.Connection, config: Config, domain: str, path: Path, options: Options):
+        if domain not in config.domains:
+            known = ", ".join(config.domains)
+            raise InputError(f"domain {domain} is not in the config (known: {known})")
+        if not path.is_file():
+            raise InputError(f"{path}: file not found")
+        try:
+            codecs.lookup(options.encoding)
+        except LookupError:
+            raise InputError(f"--encoding: unknown encoding {options.encoding!r}") from None
+        if len(options.delimiter) != 1:
+            raise InputError("--delimiter: must be one character")
+        self.conn, self.domain, self.path, self.options = conn, domain, path, options
+        self.d = config.domains[domain]
+        self.stage = stage_table(domain)
+        self.function = refdata_name(domain, "load")
+        catalog = Catalog(conn)
+        stage = catalog.table("refdata_stage", domain)
+        if stage.oid is None:
+            raise RefdataError(f"staging table {self.stage} does not exist; run refdata apply first")
+        fact = catalog.table(self.d.fact_schema, self.d.fact_table_for(domain))
+        conn.rollback()
+        self.loadable = {c: info for c, info in stage.columns.items() if not c.startswith("_rd_")}
+        self.required = {
+            c for c, info in fact.columns.items() if info["not_null"] and not info["has_default"] and c in self.loadable
+        }
+        self.fact_label = fact.label
+        self.columns: list[str] = []
+
+    def _header(self, fields: list[str]) -> list[str]:
+        columns = [f.strip() for f in fields]
+        seen = set()
+        for i, c in enumerate(columns, start=1):
+            if c not in self.loadable:
+                hint = difflib.get_close_matches(c, list(self.loadable), n=1, cutoff=0.5)
+                suggestion = f' (did you mean "{hint[0]}"?)' if hint else ""
+                raise InputError(
+                    f'{self.path}:1: column {i} "{c}" is not a loadable column of {self.fact_label}{suggestion}'
+                )
+            if c in seen:
+                raise InputError(f'{self.path}:1: column "{c}" appears twice in the header')
+            seen.add(c)
+        missing = sorted(self.required - seen)
+        if missing:
+            raise InputError(f'{self.path}:1: required column "{missing[0]}" (NOT NULL, no default) is not in the header')
+        self.columns = columns
+        return columns
+
+    def _check(self, line: int, fields: list[str], columns: list[str]) -> list[str | None]:
+        if len(fields) != len(columns):
+            raise BadRow(line, None, f"expected {len(columns)} fields, found {len(fields)}", fields)
+        values = [None if v == self.options.null else v for v in fields]
+        for c, v in zip(columns, values):
+            if v is None and c in self.required:
+                raise BadRow(line, c, "value required (column is NOT NULL)", fields)
+        return values
+
+    def run(self, progress: bool) -> Result:
+        for attempt in range(1, RETRIES + 1):
+            try:
+                result = self._attempt(progress)
+                result.attempts = attempt
+                return result
+            except psycopg.errors.Error as e:
+                self.conn.rollback()
+                if e.sqlstate in RETRYABLE and attempt < RETRIES:
+                    print(f"refdata: {e.diag.message_primary}; retrying the load (attempt {attempt + 1} of {RETRIES})",
+                          file=sys.stderr)
+                    time.sleep(0.2 * attempt)
+                    continue
+                raise self._translate(e) from None
+        raise AssertionError("unreachable")
+
+    def _attempt(self, progress: bool) -> Result:
+        result = Result()
+        started = time.monotonic()
+        meter = Progress(progress)
+        rows = records(self.path, self.options)
+        try:
+            first = next(rows, None)
+            if first is None:
+                raise InputError(f"{self.path}: empty file (a header row naming the fact columns is expected)")
+            if first[2] is not None:
+                raise first[2]
+            columns = self._header(first[1])
+            copy_sql = (
+                f"COPY {self.stage} ({', '.join(ident(c) for c in columns)}, \"_rd_line\") FROM STDIN"
+            )
+            with self.conn.transaction():
+                if self.options.rejects:
+                    self._copy_with_rejects(copy_sql, rows, columns, result, meter)
+                else:
+                    self._copy_all(copy_sql, rows, columns, result, meter)
+                meter.done(result.rows)
+                row = self.conn.execute(f"SELECT * FROM {self.function}(%s)", [columns]).fetchone()
+                result.facts, result.derived, result.blank_keys = row
+        except BadRow as bad:
+            raise InputError(self._where(bad)) from None
+        finally:
+            meter.clear()
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _copy_all(self, copy_sql, rows, columns, result, meter) -> None:
+        with self.conn.cursor() as cur:
+            try:
+                with cur.copy(copy_sql) as cp:
+                    for line, fields, bad in rows:
+                        if bad is not None:
+                            raise bad
+                        cp.write_row(self._check(line, fields, columns) + [line])
+                        result.rows += 1
+                        meter.tick(result.rows)
+            except psycopg.errors.DataError as e:
+                copy_line, column = _copy_position(e)
+                line = _nth_record_line(self.path, self.options, copy_line) if copy_line else None
+                raise BadRow(line, column, _reason(e)) from None
+
+    def _copy_with_rejects(self, copy_sql, rows, columns, result, meter) -> None:
+        with open(self.options.rejects, "w", encoding="utf-8", newline="") as out:
+            rejects = csv.writer(out)
+            rejects.writerow(["line", "column", "reason", "record"])
+
+            def reject(bad: BadRow, raw):
+                if bad.text is not None:
+                    record = bad.text.rstrip("\r\n")
+                else:
+                    buffer = io.StringIO()
+                    csv.writer(buffer, delimiter=self.options.delimiter).writerow(raw or [])
+                    record = buffer.getvalue().rstrip("\r\n")
+                rejects.writerow([bad.line, self._column_of(bad) or "", bad.reason, record])
+                result.rejected += 1
+
+            chunk: list[tuple[int, list, list]] = []
+
+            def flush():
+                pending = chunk[:]
+                chunk.clear()
+                while pending:
+                    try:
+                        with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(copy_sql) as cp:
+                            for line, values, _ in pending:
+                                cp.write_row(values + [line])
+                        result.rows += len(pending)
+                        return
+                    except psycopg.errors.DataError as e:
+                        copy_line, column = _copy_position(e)
+                        if not copy_line:
+                            raise
+                        line, _, raw = pending[copy_line - 1]
+                        reject(BadRow(line, column, _reason(e)), raw)
+                        del pending[copy_line - 1]
+
+            for line, fields, bad in rows:
+                if bad is not None:
+                    reject(bad, fields)
+                    continue
+                try:
+                    chunk.append((line, self._check(line, fields, columns), fields))
+                except BadRow as bad:
+                    reject(bad, fields)
+                    continue
+                meter.tick(result.rows + len(chunk))
+                if len(chunk) >= CHUNK_ROWS:
+                    flush()
+            flush()
+
+    def _column_of(self, bad: BadRow) -> str | None:
+        """For an undecodable line: the column holding the bad bytes."""
+        if bad.column or bad.text is None:
+            return bad.column
+        try:
+            fields = next(csv.reader([bad.text], delimiter=self.options.delimiter))
+        except (csv.Error, StopIteration):
+            return None
+        for i, value in enumerate(fields):
+            if "\ufffd" in value:
+                return self.columns[i] if i < len(self.columns) else f"field {i + 1}"
+        return None
+
+    def _where(self, bad: BadRow) -> str:
+        place = f"{self.path}:{bad.line}" if bad.line else str(self.path)
+        column = self._column_of(bad)
+        column = f': column "{column}"' if column else ""
+        return f"{place}{column}: {bad.reason}"
+
+    def _translate(self, e: psycopg.errors.Error) -> RefdataError:
+        message = (e.diag.message_primary or str(e)).strip()
+        detail = f" ({e.diag.message_detail.strip()})" if e.diag.message_detail else ""
+        # Class 22 (data) and 23 (constraints) come from the file's contents.
+        if e.sqlstate and e.sqlstate[:2] in ("22", "23"):
+            return InputError(f"{self.path}: {message}{detail}; nothing was loaded")
+        return RefdataError(f"load of {self.path} failed: {message}{detail}; nothing was loaded")
+
+
+def _copy_position(e: psycopg.errors.Error) -> tuple[int | None, str | None]:
+    """COPY's 'line N, column C' from the error context."""
+    m = re.search(r'COPY [^,]+, line (\d+)(?:, column ([^:]+))?', e.diag.context or "")
+    if not m:
+        return None, None
+    column = m.group(2)
+    return int(m.group(1)), (None if column in (None, "_rd_line") else column)
+
+
+def _reason(e: psycopg.errors.Error) -> str:
+    return (e.diag.message_primary or str(e)).strip()
+
+
+def _nth_record_line(path: Path, options: Options, n: int) -> int | None:
+    """Starting line of the n-th data record (1-based), found again on the error path only."""
+    try:
+        for i, (line, _, _) in enumerate(records(path, options)):
+            if i == n:
+                return line
+    except BadRow:
+        return None
+    return None
+
+
+class Progress:
+    """Rows and rows/s on a terminal's stderr; silent otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self.last = 0.0
+
+    def tick(self, rows: int) -> None:
+        if not self.enabled or rows % 1000:
+            return
+        now = time.monotonic()
+        if now - self.last >= 0.2:
+            self.last = now
+            rate = rows / max(now - self.started, 1e-9)
+            sys.stderr.write(f"\r{rows:>12,} rows  {rate:>10,.0f} rows/s")
+            sys.stderr.flush()
+
+    def done(self, rows: int) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r{rows:>12,} rows staged; deriving parents and inserting facts ...")
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def summary(result: Result, path: Path, fact_label: str) -> str:
+    rate = result.facts / result.seconds if result.seconds else 0
+    derived = ", ".join(f"{t} {n}" for t, n in sorted(result.derived.items())) or "none"
+    text = (
+        f"loaded {result.facts:,} fact rows from {path} into {fact_label} in {result.seconds:.1f} s "
+        f"({rate:,.0f} rows/s); parents derived: {derived}; blank keys skipped: {result.blank_keys:,}"
+    )
+    if result.rejected:
+        text += f"; rejected: {result.rejected:,} (see the rejects file)"
+    if result.attempts > 1:
+        text += f"; after {result.attempts} attempts"
+    return text
