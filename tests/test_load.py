@@ -1,0 +1,379 @@
+"""The bulk path: staging table + set-based load function, `refdata load`,
+the statement-level trigger mode, and agreement between all paths."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from generator.config import parse_config
+from generator.load import Loader, Options
+
+AGG_SCHEMA = """
+CREATE TABLE parent (
+    k          text PRIMARY KEY,
+    first_v    text,
+    max_v      text,
+    min_v      text,
+    cat_sorted text,
+    cat_seen   text,
+    cnt        integer,
+    tmpl       text NOT NULL,
+    status     text NOT NULL
+);
+CREATE TABLE fact (id serial, k text, v text, w text, o numeric);
+"""
+
+AGG_CONFIG = """
+domains:
+  agg:
+    fact_table: fact
+    foreign_keys:
+      - name: fk_parent
+        source_column: k
+        target_table: parent
+        target_key: k
+        backfill_columns:
+          - {source: v, target: first_v}
+          - {source: v, target: max_v, aggregation: max_by, order_column: o}
+          - {source: v, target: min_v, aggregation: min_by, order_column: o}
+          - {source: w, target: cat_sorted, aggregation: concat_distinct, separator: " | "}
+          - {source: w, target: cat_seen, aggregation: concat_distinct, sort: false}
+          - {source: w, target: cnt, aggregation: count_distinct}
+          - {target: tmpl, aggregation: template, template: "{k}: {v} 100%"}
+        defaults: {status: new}
+        blank_values: ["(空白)"]
+"""
+
+PARENT_COLUMNS = "k, first_v, max_v, min_v, cat_sorted, cat_seen, cnt, tmpl, status, _source, _needs_review, _derived_from_domain"
+
+
+def _apply(cli, write_config, text: str) -> Path:
+    path = write_config(text)
+    result = cli("--config", str(path), "apply")
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def _stage_and_load(conn, domain: str, columns: list[str], rows: list[tuple]):
+    """What `refdata load` does, in SQL: stage with load order, call the load function."""
+    cols = ", ".join(f'"{c}"' for c in columns)
+    marks = ", ".join(["%s"] * (len(columns) + 1))
+    with conn.transaction():
+        with conn.cursor() as cur:
+            cur.executemany(
+                f'INSERT INTO refdata_stage."{domain}" ({cols}, "_rd_line") VALUES ({marks})',
+                [row + (i,) for i, row in enumerate(rows, start=1)],
+            )
+        return conn.execute(f'SELECT * FROM refdata."{domain}__load"(%s)', [columns]).fetchone()
+
+
+def _parents(conn, order_by="k"):
+    return conn.execute(f"SELECT {PARENT_COLUMNS} FROM parent ORDER BY {order_by}").fetchall()
+
+
+def test_aggregations_over_many_rows_with_ties_and_nulls(postgresql, cli, write_config):
+    postgresql.execute(AGG_SCHEMA)
+    postgresql.commit()
+    _apply(cli, write_config, AGG_CONFIG)
+    rows = [  # (k, v, w, o) in load order
+        ("A", None, "z", 5),
+        ("A", "x1", "b", 1),
+        ("A", "x2", "z", 9),
+        ("A", "x3", None, 9),   # ties x2 on o; x2 came first
+        ("A", None, "a", None),
+        ("A", "x4", "b", None),  # NULL order values sort last either way
+        ("B", "y", "q", 3),
+        ("(空白)", "ignored", "q", 3),
+        ("  ", "ignored", "q", 3),
+        (None, "ignored", "q", 3),
+    ]
+    facts, derived, blank = _stage_and_load(postgresql, "agg", ["k", "v", "w", "o"], rows)
+    assert (facts, derived, blank) == (10, {"public.parent": 2}, 2)
+    assert _parents(postgresql) == [
+        ("A", "x1", "x2", "x1", "a | b | z", "z+b+a", 3, "A:  100%", "new", "auto_derived", True, "agg"),
+        ("B", "y", "y", "y", "q", "q", 1, "B: y 100%", "new", "auto_derived", True, "agg"),
+    ]
+    assert postgresql.execute('SELECT count(*) FROM refdata_stage."agg"').fetchone()[0] == 0
+
+
+def test_row_trigger_gives_the_same_values_for_a_single_row(postgresql, cli, write_config):
+    postgresql.execute(AGG_SCHEMA)
+    postgresql.commit()
+    _apply(cli, write_config, AGG_CONFIG)
+    _stage_and_load(postgresql, "agg", ["k", "v", "w", "o"], [("S", "v1", "w1", 7), ("N", None, None, None)])
+    staged = _parents(postgresql)
+    postgresql.execute("DELETE FROM parent; DELETE FROM fact")
+    postgresql.execute("INSERT INTO fact (k, v, w, o) VALUES ('S', 'v1', 'w1', 7), ('N', NULL, NULL, NULL)")
+    postgresql.commit()
+    assert _parents(postgresql) == staged
+    assert staged[0][:8] == ("N", None, None, None, None, None, 0, "N:  100%")
+
+
+def test_dependent_parents_are_derived_in_order_within_one_batch(sample, cli):
+    result = cli("apply")
+    assert result.returncode == 0, result.stderr
+    columns = ["月度", "计划代码", "计划名称", "组合代码", "组合名称"]
+    facts, derived, _ = _stage_and_load(
+        sample, "annuity_performance", columns,
+        [("2025-11-01", "PNEW1", "新计划", "QNEW1", "新组合"), ("2025-11-01", "PNEW1", "新计划", "QNEW2", None)],
+    )
+    assert facts == 2
+    assert derived["mapping.年金计划"] == 1 and derived["mapping.组合计划"] == 2
+    rows = sample.execute(
+        'SELECT "组合代码", "年金计划号", "_source" FROM mapping."组合计划" WHERE "组合代码" LIKE %s ORDER BY 1',
+        ["QNEW%"],
+    ).fetchall()
+    assert rows == [("QNEW1", "PNEW1", "auto_derived"), ("QNEW2", "PNEW1", "auto_derived")]
+
+
+# -- refdata load --------------------------------------------------------------------
+
+HEADER = "月度,计划代码,计划名称,组合代码,组合名称,产品线代码,机构代码,期末资产规模"
+
+
+def _csv(tmp_path: Path, name: str, lines: list[str], encoding: str = "utf-8") -> Path:
+    path = tmp_path / name
+    path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
+    return path
+
+
+def _fact_count(conn) -> int:
+    return conn.execute('SELECT count(*) FROM business."规模明细"').fetchone()[0]
+
+
+def test_load_cli_loads_and_summarises(sample, cli, tmp_path):
+    assert cli("apply").returncode == 0
+    path = _csv(tmp_path, "facts.csv", [
+        HEADER,
+        "2025-11-01,PL1,计划一,QL1,组合一,PL201,G000,100.50",
+        "2025-11-01,PL1,计划一,QL2,,PL999,G000,",
+        '2025-11-01,P00001,"名称, 带逗号",QT000001,,PL201,G000,5',
+    ])
+    result = cli("load", "annuity_performance", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "loaded 3 fact rows" in result.stdout
+    assert "mapping.年金计划 1" in result.stdout and "mapping.组合计划 2" in result.stdout
+    assert "mapping.产品线 1" in result.stdout
+    assert _fact_count(sample) == 3
+    assert sample.execute('SELECT "产品线" FROM mapping."产品线" WHERE "产品线代码" = %s', ["PL999"]).fetchone() == (
+        "待确认产品线 PL999",
+    )
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("2025-13-01,PX,n,QX,n,PL201,G000,1", 'bad.csv:3: column "月度": date/time field value out of range'),
+        ("2025-11-01,PX,n,QX,n,PL201,G000,abc", 'bad.csv:3: column "期末资产规模": invalid input syntax for type numeric'),
+        ("2025-11-01,PX,n,QX,n,PL201,G000", "bad.csv:3: expected 8 fields, found 7"),
+        ("2025-11-01," + "P" * 40 + ",n,QX,n,PL201,G000,1", 'bad.csv:3: column "计划代码": value too long'),
+        (",PX,n,QX,n,PL201,G000,1", 'bad.csv:3: column "月度": value required'),
+    ],
+)
+def test_a_bad_row_aborts_the_load_and_leaves_the_fact_table_unchanged(sample, cli, tmp_path, line, expected):
+    assert cli("apply").returncode == 0
+    path = _csv(tmp_path, "bad.csv", [HEADER, "2025-11-01,PGOOD,n,QGOOD,n,PL201,G000,1", line,
+                                      "2025-11-01,PGOOD2,n,QGOOD2,n,PL201,G000,1"])
+    result = cli("load", "annuity_performance", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert _fact_count(sample) == 0
+    assert sample.execute('SELECT count(*) FROM mapping."年金计划" WHERE "年金计划号" LIKE %s', ["PGOOD%"]).fetchone()[0] == 0
+
+
+def test_bad_encoding_names_line_and_column(sample, cli, tmp_path):
+    assert cli("apply").returncode == 0
+    path = tmp_path / "mixed.csv"
+    path.write_bytes((HEADER + "\n2025-11-01,P1,").encode() + "计划".encode("gbk") + b",Q1,n,PL201,G000,1\n")
+    result = cli("load", "annuity_performance", str(path))
+    assert result.returncode == 2
+    assert 'mixed.csv:2: column "计划名称": not valid utf-8' in result.stderr
+
+
+def test_unknown_header_column_is_named(sample, cli, tmp_path):
+    assert cli("apply").returncode == 0
+    path = _csv(tmp_path, "h.csv", ["月度,计划代号", "2025-11-01,P1"])
+    result = cli("load", "annuity_performance", str(path))
+    assert result.returncode == 2
+    assert 'h.csv:1: column 2 "计划代号" is not a loadable column of "business"."规模明细" (did you mean "计划代码"?)' in result.stderr
+
+
+def test_rejects_file_takes_bad_rows_and_the_rest_loads(sample, cli, tmp_path):
+    assert cli("apply").returncode == 0
+    path = _csv(tmp_path, "mixed.csv", [
+        HEADER,
+        "2025-11-01,PR1,n,QR1,n,PL201,G000,1",
+        "2025-13-01,PR2,n,QR2,n,PL201,G000,1",
+        "2025-11-01,PR3,n,QR3,n,PL201,G000",
+        "2025-11-01,PR4,n,QR4,n,PL201,G000,abc",
+        "2025-11-01,PR5,n,QR5,n,PL201,G000,5",
+    ])
+    rejects = tmp_path / "rejects.csv"
+    result = cli("load", "annuity_performance", str(path), "--rejects", str(rejects))
+    assert result.returncode == 0, result.stderr
+    assert "loaded 2 fact rows" in result.stdout and "rejected: 3" in result.stdout
+    assert [r[0] for r in sample.execute('SELECT "计划代码" FROM business."规模明细" ORDER BY 1')] == ["PR1", "PR5"]
+    text = rejects.read_text(encoding="utf-8").splitlines()
+    assert text[0] == "line,column,reason,record"
+    assert sorted(text[1:]) == sorted([
+        '3,月度,"date/time field value out of range: ""2025-13-01""","2025-13-01,PR2,n,QR2,n,PL201,G000,1"',
+        '4,,"expected 8 fields, found 7","2025-11-01,PR3,n,QR3,n,PL201,G000"',
+        '5,期末资产规模,"invalid input syntax for type numeric: ""abc""","2025-11-01,PR4,n,QR4,n,PL201,G000,abc"',
+    ])
+    # parents only for rows that loaded
+    assert sample.execute('SELECT count(*) FROM mapping."年金计划" WHERE "年金计划号" IN (%s, %s)', ["PR2", "PR4"]).fetchone()[0] == 0
+
+
+def test_gbk_input(sample, cli, tmp_path):
+    assert cli("apply").returncode == 0
+    path = _csv(tmp_path, "gbk.csv", [HEADER, "2025-11-01,PG1,国企年金计划,QG1,稳健组合,PL201,G000,1"], encoding="gbk")
+    result = cli("load", "annuity_performance", str(path), "--encoding", "gbk")
+    assert result.returncode == 0, result.stderr
+    assert sample.execute('SELECT "计划全称" FROM mapping."年金计划" WHERE "年金计划号" = %s', ["PG1"]).fetchone() == (
+        "国企年金计划",
+    )
+
+
+def test_concurrent_loads_with_overlapping_new_keys(sample, cli, tmp_path, dsn):
+    assert cli("apply").returncode == 0
+    config = parse_config(Path("config/data_sources.yml").read_text(encoding="utf-8"))
+    keys = [f"PC{i:03d}" for i in range(60)]
+    a = _csv(tmp_path, "a.csv", [HEADER] + [f"2025-11-01,{k},n,Q{k},n,PL201,G000,1" for k in keys])
+    b = _csv(tmp_path, "b.csv", [HEADER] + [f"2025-11-01,{k},n,Q{k},n,PL201,G000,2" for k in reversed(keys)])
+    errors = []
+    barrier = threading.Barrier(2)
+
+    def load(path):
+        try:
+            with psycopg.connect(dsn) as conn:
+                loader = Loader(conn, config, "annuity_performance", path, Options())
+                barrier.wait()
+                loader.run(progress=False)
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=load, args=(p,)) for p in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert _fact_count(sample) == 120
+    assert sample.execute(
+        'SELECT count(*), count(DISTINCT "计划代码") FROM business."规模明细"').fetchone() == (120, 60)
+    assert sample.execute(
+        """SELECT count(*) FROM mapping."年金计划" WHERE "年金计划号" LIKE 'PC%'""").fetchone()[0] == 60
+    assert sample.execute('SELECT count(*) FROM refdata_stage."annuity_performance"').fetchone()[0] == 0
+
+
+def test_concurrent_loads_never_see_each_others_staged_rows(sample, cli, dsn):
+    assert cli("apply").returncode == 0
+    with psycopg.connect(dsn) as other:
+        other.execute(
+            """INSERT INTO refdata_stage."annuity_performance" ("月度", "计划代码") VALUES ('2025-11-01', 'POTHER')""")
+        # other's batch is staged but not loaded; this session loads its own
+        facts, derived, _ = _stage_and_load(sample, "annuity_performance", ["月度", "计划代码"],
+                                            [("2025-11-01", "PMINE")])
+        assert facts == 1
+        other.commit()  # even committed, another batch's rows are not loaded or cleared
+        facts, _, _ = _stage_and_load(sample, "annuity_performance", ["月度", "计划代码"], [("2025-11-01", "PMINE2")])
+        assert facts == 1
+    assert [r[0] for r in sample.execute('SELECT "计划代码" FROM business."规模明细" ORDER BY 1')] == ["PMINE", "PMINE2"]
+    assert sample.execute('SELECT "计划代码" FROM refdata_stage."annuity_performance"').fetchall() == [("POTHER",)]
+
+
+# -- statement trigger mode and agreement between paths ------------------------------
+
+
+def _mode_config(trigger_mode: str, defer: bool) -> str:
+    text = Path("config/data_sources.yml").read_text(encoding="utf-8")
+    extra = f"    trigger_mode: {trigger_mode}\n" + ("    defer_foreign_keys: true\n" if defer else "")
+    return text.replace("    fact_table: 规模明细\n", "    fact_table: 规模明细\n" + extra)
+
+
+def test_statement_mode_is_refused_while_fks_are_checked_immediately(sample, cli, write_config):
+    path = write_config(_mode_config("statement", defer=False))
+    result = cli("--config", str(path), "validate")
+    assert result.returncode == 2
+    assert ('domain annuity_performance, foreign key fk_plan: trigger_mode statement needs constraint '
+            '"规模明细_计划代码_fkey" of "business"."规模明细" to be DEFERRABLE INITIALLY DEFERRED '
+            "(or set defer_foreign_keys: true)") in result.stderr
+
+
+def test_defer_foreign_keys_makes_the_domain_fks_deferred(sample, cli, write_config):
+    _apply(cli, write_config, _mode_config("statement", defer=True))
+    rows = sample.execute(
+        """SELECT conname, condeferrable AND condeferred FROM pg_constraint
+           WHERE conrelid = 'business."规模明细"'::regclass AND contype = 'f' ORDER BY 1""").fetchall()
+    assert len(rows) == 4 and all(deferred for _, deferred in rows)
+    # and it is now valid to validate without defer_foreign_keys
+    result = _apply(cli, write_config, _mode_config("statement", defer=False))
+    assert result
+
+
+FACTS = [  # each new key once: every path must agree exactly
+    ("2025-11-01", "PA1", "新计划甲", "单一计划", "QA1", "组合甲", "PL201", "G000", "100"),
+    ("2025-11-01", "PA2", None, None, "QA2", None, "PL950", "G901", "5"),
+    ("2025-11-01", "P00001", "已有计划", "单一计划", "QA3", "组合丙", "PL201", "G000", "7"),
+    ("2025-11-01", "PA3", "新计划乙", "集合计划", None, None, None, None, "1"),
+]
+FACT_COLS = ["月度", "计划代码", "计划名称", "计划类型", "组合代码", "组合名称", "产品线代码", "机构代码", "期末资产规模"]
+
+
+def _derived(conn):
+    out = {}
+    for table in ["年金计划", "组合计划", "产品线", "组织架构"]:
+        cur = conn.execute(f'SELECT * FROM mapping."{table}" WHERE _source = %s ORDER BY 1', ["auto_derived"])
+        names = [d.name for d in cur.description]
+        out[table] = [tuple(v for n, v in zip(names, row) if n != "_derived_at") for row in cur]
+    return out
+
+
+def _reset(conn):
+    conn.execute('DELETE FROM business."规模明细"')
+    for table in ["组合计划", "年金计划", "产品线", "组织架构"]:
+        conn.execute(f'DELETE FROM mapping."{table}" WHERE _source = %s', ["auto_derived"])
+    conn.commit()
+
+
+def test_row_mode_statement_mode_and_staging_derive_identical_parents(sample, cli, write_config):
+    cols = ", ".join(f'"{c}"' for c in FACT_COLS)
+    _apply(cli, write_config, _mode_config("row", defer=False))
+    with sample.cursor() as cur, cur.copy(f'COPY business."规模明细" ({cols}) FROM STDIN') as cp:
+        for row in FACTS:
+            cp.write_row(row)
+    sample.commit()
+    by_row = _derived(sample)
+    assert all(by_row.values()), by_row
+
+    _reset(sample)
+    _stage_and_load(sample, "annuity_performance", FACT_COLS, FACTS)
+    by_stage = _derived(sample)
+
+    _reset(sample)
+    _apply(cli, write_config, _mode_config("statement", defer=True))
+    with sample.cursor() as cur, cur.copy(f'COPY business."规模明细" ({cols}) FROM STDIN') as cp:
+        for row in FACTS:
+            cp.write_row(row)
+    sample.commit()
+    by_statement = _derived(sample)
+
+    assert by_row == by_stage == by_statement
+    assert by_row["年金计划"][0][:6] == ("PA1", "新计划甲", "单一计划", None, "G000", "待审核")
+    assert _fact_count(sample) == len(FACTS)
+
+
+def test_statement_mode_covers_multi_row_insert_and_update(sample, cli, write_config):
+    _apply(cli, write_config, _mode_config("statement", defer=True))
+    sample.execute("""INSERT INTO business."规模明细" ("月度", "计划代码", "组合代码")
+                      VALUES ('2025-11-01', 'PS1', 'QS1'), ('2025-11-01', 'PS1', 'QS2')""")
+    sample.execute("""UPDATE business."规模明细" SET "计划代码" = 'PS2' WHERE "组合代码" = 'QS2'""")
+    sample.commit()
+    plans = sample.execute(
+        """SELECT "年金计划号" FROM mapping."年金计划" WHERE _source = 'auto_derived' ORDER BY 1""").fetchall()
+    assert plans == [("PS1",), ("PS2",)]
