@@ -89,6 +89,15 @@ class Catalog:
         ).fetchone()
         return bool(row[0])
 
+    def comparable(self, source: dict, target: dict) -> bool:
+        """Whether `target = source` resolves to an operator without casts (key look-ups)."""
+        with self.conn.transaction(force_rollback=True):
+            try:
+                self.conn.execute(f"SELECT NULL::{target['type']} = NULL::{source['type']}")
+            except psycopg.Error:
+                return False
+        return True
+
     def default_error(self, t: Table, defaults: dict) -> str | None:
         """Convert the defaults the way the generated function will; say why it fails."""
         with self.conn.transaction(force_rollback=True):
@@ -157,11 +166,17 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
                 f"{place}: target_key ({keys}) is not a primary key or unique constraint of {parent.label}"
             )
         for s, k in zip(fk.sources, fk.keys):
-            if not catalog.assignable(fact.columns[s], parent.columns[k]):
-                report.errors.append(
-                    f'{place}: column "{s}" ({fact.columns[s]["type"]}) of {fact.label} cannot be stored in '
-                    f'key column "{k}" ({parent.columns[k]["type"]}) of {parent.label}'
-                )
+            src, tgt = fact.columns[s], parent.columns[k]
+            if not catalog.assignable(src, tgt):
+                problem = "cannot be stored in"
+            elif not catalog.comparable(src, tgt):
+                problem = "cannot be compared with (no = operator without a cast)"
+            else:
+                continue
+            report.errors.append(
+                f'{place}: column "{s}" ({src["type"]}) of {fact.label} {problem} '
+                f'key column "{k}" ({tgt["type"]}) of {parent.label}'
+            )
 
         covered = set(fk.keys)
         for m in fk.mappings():

@@ -16,7 +16,8 @@ from .errors import InputError, RefdataError
 
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
-        raise InputError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("refdata").strip()
+        raise InputError(f"{command}: {message}" if command else message)
 
 
 def build_parser() -> argparse.ArgumentParser:

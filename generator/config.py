@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InputError
-from .names import CONFIG_NAME
+from .names import CONFIG_NAME, MAX_IDENTIFIER_BYTES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = Path("config/data_sources.yml")
@@ -28,6 +28,18 @@ Scalar = Union[str, int, float, bool, None]
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _identifier(value: str) -> str:
+    # PostgreSQL cuts longer names to 63 bytes, so such a name can never match.
+    if not value:
+        raise ValueError("empty name")
+    if len(value.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
+        raise ValueError(f"{value!r} is longer than PostgreSQL's {MAX_IDENTIFIER_BYTES} bytes")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
 
 
 def _names(value: str | list[str]) -> tuple[str, ...]:
@@ -48,11 +60,11 @@ def template_fields(template: str) -> list[str]:
 
 
 class BackfillColumn(Model):
-    source: str | None = None
-    target: str
+    source: Identifier | None = None
+    target: Identifier
     optional: bool = False
     aggregation: Aggregation = "first"
-    order_column: str | None = None
+    order_column: Identifier | None = None
     separator: str = "+"
     sort: bool = True
     template: str | None = None
@@ -83,14 +95,14 @@ class BackfillColumn(Model):
 
 class ForeignKey(Model):
     name: str
-    source_column: str | list[str]
-    target_table: str
-    target_schema: str = "public"
-    target_key: str | list[str]
+    source_column: Identifier | list[Identifier]
+    target_table: Identifier
+    target_schema: Identifier = "public"
+    target_key: Identifier | list[Identifier]
     depends_on: list[str] = []
-    derive_columns: list[str] = []
+    derive_columns: list[Identifier] = []
     backfill_columns: list[BackfillColumn] = []
-    defaults: dict[str, Scalar] = {}
+    defaults: dict[Identifier, Scalar] = {}
     mode: Literal["insert_missing", "fill_null_only"] = "insert_missing"
     skip_blank_values: bool = True
     blank_values: list[str] = []
@@ -142,8 +154,8 @@ class ForeignKey(Model):
 
 
 class Domain(Model):
-    fact_table: str | None = None
-    fact_schema: str = "public"
+    fact_table: Identifier | None = None
+    fact_schema: Identifier = "public"
     trigger_mode: Literal["row", "statement"] = "row"
     defer_foreign_keys: bool = False
     foreign_keys: Annotated[list[ForeignKey], Field(min_length=1)]

@@ -26,7 +26,7 @@ import psycopg
 from .catalog import Catalog
 from .config import Config
 from .errors import InputError, RefdataError
-from .names import ident
+from .names import ident, object_name
 from .render import refdata_name, stage_table
 
 RETRIES = 3
@@ -126,7 +126,7 @@ class Loader:
         self.stage = stage_table(domain)
         self.function = refdata_name(domain, "load")
         catalog = Catalog(conn)
-        stage = catalog.table("refdata_stage", domain)
+        stage = catalog.table("refdata_stage", object_name(domain))
         if stage.oid is None:
             raise RefdataError(f"staging table {self.stage} does not exist; run refdata apply first")
         fact = catalog.table(self.d.fact_schema, self.d.fact_table_for(domain))

@@ -57,6 +57,15 @@ class Statement:
         return self.sql % {k: literal(v) for k, v in self.params.items()}
 
 
+# What counts as whitespace in a blank key: ASCII whitespace, no-break,
+# figure, narrow and ideographic spaces, and a stray byte-order mark.
+BLANK_CHARACTERS = "E' \\t\\n\\r\\f\\v\\u00A0\\u2007\\u202F\\u3000\\uFEFF'"
+
+
+def trimmed(expr: str) -> str:
+    return f"btrim({expr}::text, {BLANK_CHARACTERS})"
+
+
 def format_template(template: str) -> str:
     """A `{column}` template as a format() string with positional %n$s slots."""
     import string
@@ -160,12 +169,12 @@ class FkView:
         for s in self.fk.sources:
             parts.append(f"{record}.{ident(s)} IS NOT NULL")
             if self.fk.skip_blank_values:
-                parts.append(f"btrim({record}.{ident(s)}::text) <> ''")
+                parts.append(f"{trimmed(f'{record}.{ident(s)}')} <> ''")
         return " AND ".join(parts)
 
     def is_marker(self, record: str, params: str) -> str:
         markers = f"({params} #> {self.path('blank_values')})"
-        return " OR ".join(f"{markers} ? btrim({record}.{ident(s)}::text)" for s in self.fk.sources)
+        return " OR ".join(f"{markers} ? {trimmed(f'{record}.{ident(s)}')}" for s in self.fk.sources)
 
     def row_expression(self, m: BackfillColumn, record: str, params: str) -> str:
         """The parent value one fact row gives; set-based loads aggregate many."""
@@ -228,7 +237,7 @@ class FkView:
         """A key is present but blank (so skipped): empty, whitespace, or a marker."""
         if not self.fk.skip_blank_values:
             return "false"
-        parts = [f"({record}.{ident(s)} IS NOT NULL AND btrim({record}.{ident(s)}::text) = '')" for s in self.fk.sources]
+        parts = [f"({record}.{ident(s)} IS NOT NULL AND {trimmed(f'{record}.{ident(s)}')} = '')" for s in self.fk.sources]
         if self.has_markers:
             parts.append(f"({self.is_marker(record, params)})")
         return " OR ".join(parts)
@@ -247,7 +256,7 @@ def refdata_name(domain: str, what: str) -> str:
 
 
 def stage_table(domain: str) -> str:
-    return qualified("refdata_stage", domain)
+    return qualified("refdata_stage", object_name(domain))
 
 
 def fact_table(domain: str, d: Domain) -> str:

@@ -21,7 +21,8 @@ CLUSTER = Cluster(Path(os.environ.get("REFDATA_TEST_HOME") or ROOT / ".refdata" 
 CLUSTER.start()
 
 postgresql_noproc = factories.postgresql_noproc(
-    host=str(CLUSTER.socket_dir), port=5432, user="postgres", dbname="refdata_test"
+    host=str(CLUSTER.socket_dir), port=5432, user="postgres",
+    dbname=f"refdata_test_{os.getpid()}",  # concurrent pytest runs on one cluster stay apart
 )
 postgresql = factories.postgresql("postgresql_noproc")
 
@@ -71,7 +72,7 @@ def role(postgresql):
 
     def make(name: str, grants: list[str] = ()) -> psycopg.Connection:
         with postgresql.transaction():
-            if not postgresql.execute("SELECT FROM pg_roles WHERE rolname = %s", [name]).fetchone():
+            if not postgresql.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone():
                 postgresql.execute(f'CREATE ROLE "{name}" LOGIN')
             for g in grants:
                 postgresql.execute(g.format(role=f'"{name}"'))
@@ -97,3 +98,41 @@ def db(postgresql) -> psycopg.Connection:
 def sample_db(sample, db) -> psycopg.Connection:
     """`sample`, committed, through the autocommit connection."""
     return db
+
+
+def catalog_snapshot(conn: psycopg.Connection) -> dict:
+    """What refdata apply creates or changes, read back from the catalog:
+    function and trigger definitions, columns, constraints and indexes of the
+    tables that carry tracking columns, and the rows of refdata.domain_param."""
+    q = lambda sql: conn.execute(sql).fetchall()  # noqa: E731
+    tracked = """(SELECT attrelid FROM pg_attribute WHERE attname = '_source' AND NOT attisdropped
+                  UNION SELECT oid FROM pg_class WHERE relnamespace::regnamespace::text LIKE 'refdata%')"""
+    snap = {
+        "schemas": q("SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace "
+                     "WHERE nspname LIKE 'refdata%' ORDER BY 1"),
+        "relations": q("SELECT c.relname, c.relkind, c.relacl::text, obj_description(c.oid, 'pg_class') "
+                       "FROM pg_class c WHERE c.relnamespace::regnamespace::text LIKE 'refdata%' ORDER BY 1"),
+        "functions": q("SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), p.proacl::text, "
+                       "obj_description(p.oid, 'pg_proc') FROM pg_proc p "
+                       "WHERE p.pronamespace::regnamespace::text LIKE 'refdata%' ORDER BY 1"),
+        "triggers": q("SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid), tgenabled "
+                      "FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1, 2"),
+        "columns": q(f"""SELECT a.attrelid::regclass::text, a.attnum, a.attname,
+                               format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                               pg_get_expr(d.adbin, d.adrelid)
+                        FROM pg_attribute a LEFT JOIN pg_attrdef d ON (d.adrelid, d.adnum) = (a.attrelid, a.attnum)
+                        WHERE a.attrelid IN {tracked} AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2"""),
+        "constraints": q(f"SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                         f"WHERE conrelid IN {tracked} ORDER BY 1, 2"),
+        "indexes": q(f"SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index "
+                     f"WHERE indrelid IN {tracked} ORDER BY 1"),
+        "domain_param": q("SELECT domain, params::text, updated_at FROM refdata.domain_param ORDER BY 1")
+        if conn.execute("SELECT to_regclass('refdata.domain_param')").fetchone()[0]
+        else [],
+    }
+    return snap
+
+
+@pytest.fixture
+def snapshot():
+    return catalog_snapshot

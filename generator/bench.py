@@ -1,0 +1,668 @@
+"""bin/bench: what the backfill costs, on the sample schema at realistic sizes.
+
+Builds the sample schema in a fresh database (`refdata_bench`, recreated per
+run): 2,000 plans, 8,000 portfolios, 20 product lines, 300 organisations and
+`--rows` fact rows (default 200,000), about 5% of them naming keys no parent
+has yet. Then times, on the same rows and from the same state each time:
+
+  baseline     plain COPY into the FK-constrained fact table, the missing
+               parents created beforehand, no refdata triggers (what users
+               pay today);
+  row          COPY through the row trigger (trigger_mode: row);
+  statement    COPY through the statement trigger (trigger_mode: statement,
+               defer_foreign_keys: true);
+  staging      `refdata load` of a CSV file of the rows (the Loader), with the
+               COPY into staging and the load function timed apart, and the
+               load function's statements timed in a separate profiled run
+               (auto_explain, superuser only);
+  client       the original proposal's client-side service: Python derives the
+               missing parents, inserts them with executemany, then COPYs;
+  single-row   INSERTs one per transaction, without and with the triggers;
+
+and the peak memory (max RSS) of `refdata load` on a 1,000,000-row file.
+
+Each variant runs --repeat times, interleaved, from a reset state (facts
+truncated, auto-derived parents deleted, VACUUM ANALYZE, CHECKPOINT); the
+median counts. Every run is checked (fact rows loaded, auto-derived parents
+per table equal across variants); a wrong count stops the bench with exit
+code 1. Targets are printed next to the results as PASS/MISS; a MISS does
+not change the exit code (this is a benchmark, not a test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import yaml
+
+from .apply import apply
+from .cluster import PROJECT_ROOT
+from .config import Config, Domain, ForeignKey, load_config, resolve_config_path, template_fields
+from .db import connect, redact, resolve_dsn
+from .demo import fresh_database
+from .errors import InputError, RefdataError
+from .load import Loader, Options
+from .names import ident, qualified
+from .order import processing_order
+from .render import refdata_name, stage_table
+from .sample import FACT_COLUMNS, Sizes, create_schema, fact_rows, load_reference
+
+BENCH_DATABASE = "refdata_bench"
+FACT_SCHEMA, FACT_TABLE = "business", "规模明细"
+AUTO_DERIVED = "auto_derived"
+PROFILE_MIN_MS = 1  # auto_explain threshold: the per-row FK checks stay below it
+
+# Runs a command and writes its max RSS (KiB) to argv[1]. A child forked from
+# the bench itself would report the bench's own high-water mark (Linux keeps
+# the larger of the forked copy's and the new program's across exec), so the
+# load is started from this small process instead.
+RSS_HELPER = """\
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+proc.returncode = os.waitstatus_to_exitcode(status)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+sys.exit(proc.returncode)
+"""
+
+# (what, comparison, target); ratios are "higher is better" unless noted.
+TARGETS = {
+    "staging": 1.00,  # rows/s vs baseline, at least
+    "statement": 0.95,
+    "row": 0.60,
+    "backfill": 5.0,  # client derive-and-insert time / in-database derive time, at least
+    "single": 1.10,  # latency with trigger / without, at most
+    "memory_mb": 150,  # max RSS of a 1M-row `refdata load`, at most
+}
+
+
+def bench_sizes(rows: int) -> Sizes:
+    return Sizes(plans=2_000, portfolios=8_000, product_lines=20, organisations=300, facts=rows, new_share=0.05)
+
+
+# -- measuring -------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    seconds: float
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+class TimedConnection(psycopg.Connection):
+    """A connection that records how long each `execute` takes.
+
+    The Loader runs its load function with `conn.execute`, so this tells the
+    load function apart from the COPY into staging without touching load.py.
+    """
+
+    def execute(self, query, params=None, **kwargs):
+        started = time.perf_counter()
+        try:
+            return super().execute(query, params, **kwargs)
+        finally:
+            self.__dict__.setdefault("timings", []).append((str(query), time.perf_counter() - started))
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+# -- the bench -------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, dsn: str, config_path: Path, domain: str, sizes: Sizes, workdir: Path, explain: bool):
+        self.dsn, self.domain, self.sizes, self.workdir, self.explain = dsn, domain, sizes, workdir, explain
+        self.configs: dict[str, tuple[Path, Config]] = {
+            mode: config_variant(config_path, domain, mode, workdir) for mode in ("row", "statement")
+        }
+        self.d: Domain = self.configs["row"][1].domains[domain]
+        self.order: list[ForeignKey] = processing_order(domain, self.d)
+        self.fact = qualified(FACT_SCHEMA, FACT_TABLE)
+        self.fact_name = f"{FACT_SCHEMA}.{FACT_TABLE}"
+        self.stage = stage_table(domain)
+        self.targets = list(dict.fromkeys(qualified(fk.target_schema, fk.target_table) for fk in self.order))
+        self.labels = list(dict.fromkeys(f"{fk.target_schema}.{fk.target_table}" for fk in self.order))
+        self.admin = connect(dsn, autocommit=True)
+        self.applied: str | None = None
+        self.can_checkpoint = True
+        self.can_profile = self._auto_explain()
+        self.expected: dict[str, tuple] = {}
+        self.rows: list[tuple] = []
+        self.csv_path = workdir / "facts.csv"
+        self.plans: list[str] = []
+
+    # -- setup ------------------------------------------------------------------
+
+    def _auto_explain(self) -> bool:
+        """Whether this session may LOAD auto_explain (superuser, library installed)."""
+        try:
+            self.admin.execute("LOAD 'auto_explain'")
+            return True
+        except psycopg.Error as e:
+            progress(f"no profiled staging run: LOAD 'auto_explain' failed: {e.diag.message_primary}")
+            return False
+
+    def setup(self) -> None:
+        with connect(self.dsn) as conn:
+            with conn.transaction():
+                create_schema(conn)
+                load_reference(conn, self.sizes)
+        self.configure("row")
+        # The bench vacuums and analyzes itself between runs; autovacuum would
+        # only add noise to the next run.
+        for table in [self.fact, self.stage, *self.targets]:
+            self.admin.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+        self.rows = list(fact_rows(self.sizes))
+        write_csv(self.csv_path, self.rows)
+
+    def configure(self, mode: str) -> None:
+        """mode: "none" (no refdata triggers, FKs checked at once), "row" or "statement"."""
+        if mode != "none" and self.applied != mode:
+            path, config = self.configs[mode]
+            apply(self.admin, config, str(path))
+            self.applied = mode
+        deferred = mode == "statement"
+        clause = "DEFERRABLE INITIALLY DEFERRED" if deferred else "NOT DEFERRABLE"
+        constraints = self.admin.execute(
+            """SELECT c.conname FROM pg_catalog.pg_constraint AS c
+               WHERE c.conrelid = %s::regclass AND c.contype = 'f' AND c.condeferred <> %s
+               ORDER BY c.conname""",
+            [self.fact, deferred],
+        ).fetchall()
+        for (name,) in constraints:
+            self.admin.execute(f"ALTER TABLE {self.fact} ALTER CONSTRAINT {ident(name)} {clause}")
+        self.admin.execute(f"ALTER TABLE {self.fact} {'DISABLE' if mode == 'none' else 'ENABLE'} TRIGGER USER")
+
+    def reset(self) -> None:
+        """The same state for every run: no facts, no auto-derived parents, fresh statistics."""
+        conn = self.admin
+        conn.execute(f"TRUNCATE {self.fact} RESTART IDENTITY")
+        conn.execute(f"TRUNCATE {self.stage}")
+        for target in reversed(self.targets):  # children before their parents
+            conn.execute(f'DELETE FROM {target} WHERE "_source" = %s', [AUTO_DERIVED])
+        for table in [self.fact, self.stage, *self.targets]:
+            conn.execute(f"VACUUM (ANALYZE) {table}")
+        if self.can_checkpoint:
+            try:
+                conn.execute("CHECKPOINT")
+            except psycopg.errors.InsufficientPrivilege:
+                self.can_checkpoint = False
+
+    def verify(self, kind: str, label: str, facts: int) -> tuple:
+        """Fact rows as expected and the same auto-derived parents as every other run of `kind`."""
+        n = self.admin.execute(f"SELECT count(*) FROM {self.fact}").fetchone()[0]
+        if n != facts:
+            raise RefdataError(f"{label}: {n:,} rows in {self.fact_name} after the run, expected {facts:,}")
+        counts = tuple(
+            self.admin.execute(f'SELECT count(*) FROM {t} WHERE "_source" = %s', [AUTO_DERIVED]).fetchone()[0]
+            for t in self.targets
+        )
+        if not any(counts):
+            raise RefdataError(f"{label}: no auto-derived parents, but about 5% of the rows name unknown keys")
+        expected = self.expected.setdefault(kind, counts)
+        if counts != expected:
+            raise RefdataError(
+                f"{label}: auto-derived parents {self.describe(counts)} differ from the other runs' {self.describe(expected)}"
+            )
+        return counts
+
+    def describe(self, counts: tuple) -> str:
+        return ", ".join(f"{t} {n:,}" for t, n in zip(self.labels, counts))
+
+    # -- the variants -------------------------------------------------------------
+
+    def copy_csv(self, conn: psycopg.Connection) -> None:
+        """COPY the CSV file as it is: the server parses it (what psql's \\copy does)."""
+        cols = ", ".join(ident(c) for c in FACT_COLUMNS)
+        with conn.cursor() as cur, open(self.csv_path, "rb") as f:
+            with cur.copy(f"COPY {self.fact} ({cols}) FROM STDIN (FORMAT csv, HEADER true)") as cp:
+                while block := f.read(1 << 20):
+                    cp.write(block)
+
+    def timed_copy(self, kind: str) -> Run:
+        with connect(self.dsn, autocommit=True) as conn:
+            started = time.perf_counter()
+            with conn.transaction():  # the commit (deferred FK checks) is part of the time
+                self.copy_csv(conn)
+            seconds = time.perf_counter() - started
+        self.verify("bulk", kind, len(self.rows))
+        return Run(seconds)
+
+    def baseline(self) -> Run:
+        self.configure("none")
+        with connect(self.dsn, autocommit=True) as conn, conn.transaction():
+            client_derive(conn, self.domain, self.d, self.rows)
+        self.analyze_parents()
+        return self.timed_copy("baseline")
+
+    def row(self) -> Run:
+        self.configure("row")
+        return self.timed_copy("row")
+
+    def statement(self) -> Run:
+        self.configure("statement")
+        return self.timed_copy("statement")
+
+    def staging(self) -> Run:
+        self.configure("row")
+        path, config = self.configs["row"]
+        with TimedConnection.connect(self.dsn, autocommit=True) as conn:
+            loader = Loader(conn, config, self.domain, self.csv_path, Options())
+            conn.__dict__["timings"] = []
+            started = time.perf_counter()
+            result = loader.run(progress=False)
+            seconds = time.perf_counter() - started
+            function = sum(t for q, t in conn.timings if refdata_name(self.domain, "load") in q)
+        if result.facts != len(self.rows):
+            raise RefdataError(f"staging: the load function reports {result.facts:,} facts, expected {len(self.rows):,}")
+        counts = self.verify("bulk", "staging", len(self.rows))
+        reported = tuple(result.derived.get(label, 0) for label in self.labels)
+        if reported != counts:
+            raise RefdataError(f"staging: the load function reports {self.describe(reported)} derived, "
+                               f"the tables hold {self.describe(counts)}")
+        return Run(seconds, {"function": function, "copy": seconds - function})
+
+    def staging_profile(self) -> Run:
+        """The staging path again, its load function's statements timed by auto_explain."""
+        self.configure("row")
+        path, config = self.configs["row"]
+        notices: list[str] = []
+        with connect(self.dsn, autocommit=True) as conn:
+            conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+            conn.execute("LOAD 'auto_explain'")
+            settings = {
+                "auto_explain.log_min_duration": f"{PROFILE_MIN_MS}ms",
+                "auto_explain.log_nested_statements": "on",
+                "auto_explain.log_level": "notice",
+                "auto_explain.log_analyze": "on" if self.explain else "off",
+                "auto_explain.log_buffers": "on" if self.explain else "off",
+            }
+            for name, value in settings.items():
+                conn.execute("SELECT set_config(%s, %s, false)", [name, value])
+            loader = Loader(conn, config, self.domain, self.csv_path, Options())
+            notices.clear()
+            started = time.perf_counter()
+            loader.run(progress=False)
+            seconds = time.perf_counter() - started
+        self.verify("bulk", "staging (profiled)", len(self.rows))
+        parts = {"derive": 0.0, "insert facts": 0.0, "other": 0.0}
+        plans = []
+        for text in notices:
+            m = re.match(r"duration: ([\d.]+) ms\s+plan:\nQuery Text: (.*)", text, re.S)
+            if not m or m.group(2).startswith("SELECT 1 FROM ONLY"):
+                continue  # not auto_explain's, or one of the few slow per-row FK checks
+            took, query = float(m.group(1)) / 1000, m.group(2)
+            if refdata_name(self.domain, "load") in query.split("\n", 1)[0]:
+                parts["function"] = took
+                continue
+            fk = next((fk for fk in self.order
+                       if any(f"{verb} {qualified(fk.target_schema, fk.target_table)}" in query
+                              for verb in ("INSERT INTO", "UPDATE"))), None)
+            if fk is not None:
+                parts["derive"] += took
+                parts[f"derive {fk.name}"] = parts.get(f"derive {fk.name}", 0.0) + took
+            elif f"INSERT INTO {self.fact}" in query:
+                parts["insert facts"] += took
+            else:
+                parts["other"] += took
+            plans.append((took, text))
+        if "function" not in parts:
+            raise RefdataError("staging (profiled): auto_explain reported no timing for the load function")
+        self.plans = [text for _, text in sorted(plans, reverse=True)]
+        return Run(seconds, parts)
+
+    def client(self) -> Run:
+        self.configure("none")
+        with connect(self.dsn, autocommit=True) as conn:
+            started = time.perf_counter()
+            with conn.transaction():
+                client_derive(conn, self.domain, self.d, self.rows)
+                derived = time.perf_counter()
+                self.copy_csv(conn)
+            seconds = time.perf_counter() - started
+        self.verify("bulk", "client", len(self.rows))
+        return Run(seconds, {"derive": derived - started})
+
+    def single(self, mode: str, n: int, parents_first: bool = False) -> Run:
+        """n INSERTs, one transaction each. Without triggers (mode "none") the
+        missing parents are created first, as for the baseline; `parents_first`
+        does the same with a trigger, to time the trigger when it finds every
+        parent."""
+        rows = self.rows[:n]
+        self.configure(mode)
+        if mode == "none" or parents_first:
+            with connect(self.dsn, autocommit=True) as conn, conn.transaction():
+                client_derive(conn, self.domain, self.d, rows)
+            self.analyze_parents()
+        cols = ", ".join(ident(c) for c in FACT_COLUMNS)
+        marks = ", ".join(["%s"] * len(FACT_COLUMNS))
+        sql = f"INSERT INTO {self.fact} ({cols}) VALUES ({marks})"
+        with connect(self.dsn, autocommit=True) as conn:
+            started = time.perf_counter()
+            for row in rows:
+                conn.execute(sql, row, prepare=True)
+            seconds = time.perf_counter() - started
+        self.verify("single", f"single-row INSERT ({mode})", n)
+        return Run(seconds)
+
+    def analyze_parents(self) -> None:
+        for target in self.targets:
+            self.admin.execute(f"ANALYZE {target}")
+
+    # -- memory -------------------------------------------------------------------
+
+    def memory(self, rows: int) -> tuple[float, float]:
+        """(max RSS in MiB, seconds) of `bin/refdata load` on a file of `rows` fact rows."""
+        path = self.workdir / "facts_memory.csv"
+        sizes = Sizes(**{**self.sizes.__dict__, "facts": rows})
+        write_csv(path, fact_rows(sizes))
+        self.reset()
+        self.configure("row")
+        config_path, _ = self.configs["row"]
+        cmd = [str(PROJECT_ROOT / "bin" / "refdata"), "--config", str(config_path), "--db", self.dsn,
+               "load", self.domain, str(path)]
+        rss = self.workdir / "maxrss"
+        with tempfile.TemporaryFile() as out:
+            started = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", RSS_HELPER, str(rss), *cmd], stdout=out, stderr=subprocess.STDOUT)
+            seconds = time.perf_counter() - started
+            out.seek(0)
+            output = out.read().decode("utf-8", "replace").strip()
+        path.unlink()
+        if proc.returncode != 0:
+            raise RefdataError(f"memory: refdata load exited with {proc.returncode}: {output.splitlines()[-1:]}")
+        n = self.admin.execute(f"SELECT count(*) FROM {self.fact}").fetchone()[0]
+        if n != rows:
+            raise RefdataError(f"memory: {n:,} rows in {self.fact_name} after refdata load, expected {rows:,}")
+        self.reset()
+        return int(rss.read_text()) / 1024, seconds  # ru_maxrss is in KiB on Linux
+
+
+# -- the client-side approach of the original proposal ---------------------------
+
+
+def client_derive(conn: psycopg.Connection, domain: str, d: Domain, rows: list[tuple],
+                  columns: list[str] = FACT_COLUMNS) -> int:
+    """Derive and insert the missing parents in Python, FK by FK in processing order.
+
+    For each FK: read the parent's existing keys, collect the distinct new
+    keys of the rows (blank keys and blank markers skipped) with the first
+    non-NULL value of each mapped column (templates filled from the first
+    row; every aggregation is taken as `first`, which is cheaper than max_by),
+    config defaults where nothing was found, then executemany INSERT … ON
+    CONFLICT DO NOTHING. Returns the number of parent rows sent.
+    """
+    at = {c: i for i, c in enumerate(columns)}
+    sent = 0
+    for fk in processing_order(domain, d):
+        target = qualified(fk.target_schema, fk.target_table)
+        keys = ", ".join(ident(k) for k in fk.keys)
+        existing = set(conn.execute(f"SELECT {keys} FROM {target}").fetchall())
+        mappings = [m for m in fk.mappings() if all(c in at for c in m.sources())]
+        key_at = [at[s] for s in fk.sources]
+        blanks = set(fk.blank_values)
+        found: dict[tuple, list] = {}
+        for row in rows:
+            key = tuple(row[i] for i in key_at)
+            if key in existing:
+                continue
+            if any(v is None or (fk.skip_blank_values and (str(v).strip() == "" or str(v).strip() in blanks))
+                   for v in key):
+                continue
+            values = found.get(key)
+            if values is None:
+                found[key] = [_value(m, row, at) for m in mappings]
+            elif None in values:
+                for j, m in enumerate(mappings):
+                    if values[j] is None:
+                        values[j] = _value(m, row, at)
+        mapped = [m.target for m in mappings]
+        extra = [c for c in fk.defaults if c not in mapped]
+        params = []
+        for key in sorted(found):
+            values = [fk.defaults.get(c) if v is None else v for c, v in zip(mapped, found[key])]
+            params.append([*key, *values, *(fk.defaults[c] for c in extra), AUTO_DERIVED, True, domain])
+        if not params:
+            continue
+        names = ", ".join(ident(c) for c in [*fk.keys, *mapped, *extra])
+        marks = ", ".join(["%s"] * (len(fk.keys) + len(mapped) + len(extra) + 3))
+        sql = (f'INSERT INTO {target} ({names}, "_source", "_needs_review", "_derived_from_domain", "_derived_at") '
+               f"VALUES ({marks}, now()) ON CONFLICT ({keys}) DO NOTHING")
+        with conn.cursor() as cur:
+            cur.executemany(sql, params)
+        sent += len(params)
+    return sent
+
+
+def _value(m, row: tuple, at: dict[str, int]):
+    if m.aggregation == "template":
+        fields = template_fields(m.template)
+        return m.template.format(**{c: "" if row[at[c]] is None else row[at[c]] for c in fields})
+    return row[at[m.source]]
+
+
+# -- files -----------------------------------------------------------------------
+
+
+def write_csv(path: Path, rows) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(FACT_COLUMNS)
+        out.writerows(rows)
+
+
+def config_variant(path: Path, domain: str, mode: str, directory: Path) -> tuple[Path, Config]:
+    """The config with only `domain`, in trigger_mode `mode` (statement: FKs deferred)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    d = dict(data["domains"][domain])
+    d["trigger_mode"] = mode
+    d["defer_foreign_keys"] = mode == "statement"
+    out = directory / f"{mode}.yml"
+    out.write_text(yaml.safe_dump({"domains": {domain: d}}, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return out, load_config(out)
+
+
+def sample_domain(path: Path, config: Config) -> str:
+    for name, d in config.domains.items():
+        if (d.fact_schema, d.fact_table_for(name)) == (FACT_SCHEMA, FACT_TABLE):
+            return name
+    raise InputError(f"{path}: no domain has fact table {FACT_SCHEMA}.{FACT_TABLE} (the sample schema's)")
+
+
+# -- report ----------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def report(b: Bench, results: dict[str, list[Run]], single_n: int, memory) -> list[str]:
+    rows = len(b.rows)
+    med = {k: median([r.seconds for r in v]) for k, v in results.items() if v}
+    base = med["baseline"]
+
+    def part(kind: str, name: str) -> float | None:
+        values = [r.parts[name] for r in results.get(kind, []) if name in r.parts]
+        return median(values) if values else None
+
+    def runs(kind: str) -> str:
+        return " ".join(f"{r.seconds:.2f}" for r in results[kind])
+
+    lines = [f"{'variant':<50} {'median s':>9} {'rows/s':>10} {'vs base':>8}   target        runs (s)"]
+
+    def line(label, kind, target=None):
+        ratio = base / med[kind]
+        goal = f"≥ {target:.2f}× {verdict(ratio >= target)}" if target is not None else ""
+        lines.append(f"{label:<50} {med[kind]:>9.2f} {rows / med[kind]:>10,.0f} {ratio:>7.2f}×   {goal:<13} {runs(kind)}")
+
+    def sub(label, seconds):
+        if seconds is not None:
+            lines.append(f"{'    ' + label:<50} {seconds:>9.2f}")
+
+    line("1 baseline: COPY, parents pre-created, no trigger", "baseline")
+    line("2 COPY through the row trigger", "row", TARGETS["row"])
+    line("  COPY through the statement trigger (FKs deferred)", "statement", TARGETS["statement"])
+    line("3 staging: refdata load (Loader, CSV file)", "staging", TARGETS["staging"])
+    sub("COPY into staging (Python CSV read) + commit", part("staging", "copy"))
+    sub("load function", part("staging", "function"))
+    profiled = "staging_profile" in results and results["staging_profile"]
+    if profiled:
+        sub("  derive parents (profiled run)", part("staging_profile", "derive"))
+        for fk in b.order:
+            sub(f"    {fk.name}", part("staging_profile", f"derive {fk.name}"))
+        sub("  insert facts from staging (profiled run)", part("staging_profile", "insert facts"))
+        sub("  other statements ≥ 1 ms (profiled run)", part("staging_profile", "other"))
+    line("4 client-side: derive+insert in Python, then COPY", "client")
+    sub("derive-and-insert step", part("client", "derive"))
+
+    lines.append("")
+    db_derive, py_derive = part("staging_profile", "derive"), part("client", "derive")
+    if db_derive:
+        speedup = py_derive / db_derive
+        lines.append(f"backfill step: in-database {db_derive:.3f} s vs client-side {py_derive:.3f} s: "
+                     f"{speedup:.1f}× faster   target ≥ {TARGETS['backfill']:.0f}× {verdict(speedup >= TARGETS['backfill'])}")
+    else:
+        lines.append(f"backfill step: client-side {py_derive:.3f} s; in-database not measured "
+                     "(the profiled run needs a superuser who may LOAD auto_explain)")
+
+    def latency(kind: str) -> float:
+        return med[kind] / single_n * 1000
+
+    def single(label: str, kind: str, goal: str = "") -> None:
+        ratio = latency(kind) / latency("single_none")
+        ms = " ".join(f"{r.seconds / single_n * 1000:.3f}" for r in results[kind])
+        lines.append(f"{'    ' + label:<50} {latency(kind):>6.3f} ms {ratio:>6.2f}×   {goal:<22} {ms}")
+
+    ratio = latency("single_row") / latency("single_none")
+    lines.append(f"5 single-row INSERT, {single_n:,} rows, one transaction each: mean latency, vs no trigger, runs (ms)")
+    single("without trigger (parents pre-created)", "single_none")
+    single("with the row trigger", "single_row",
+           f"target ≤ {TARGETS['single']:.2f}× {verdict(ratio <= TARGETS['single'])}")
+    single("with the row trigger, parents pre-created", "single_row_present", "(for information)")
+    single("with the statement trigger (FKs deferred)", "single_statement", "(for information)")
+
+    if memory:
+        mb, seconds, n = memory
+        lines.append(f"peak memory (max RSS) of bin/refdata load, {n:,} rows: {mb:.0f} MiB "
+                     f"(load took {seconds:.1f} s, {n / seconds:,.0f} rows/s)   "
+                     f"target ≤ {TARGETS['memory_mb']} MB {verdict(mb <= TARGETS['memory_mb'])}")
+    else:
+        lines.append("peak memory of a 1,000,000-row load: skipped (--skip-memory)")
+    return lines
+
+
+# -- command line ----------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--db", metavar="DSN", help="server to use (default: $REFDATA_DB, $DATABASE_URL, then the embedded "
+                   f"cluster); the bench (re)creates database {BENCH_DATABASE} there")
+    p.add_argument("--config", metavar="PATH", help="config (default: $REFDATA_CONFIG, then config/data_sources.yml)")
+    p.add_argument("--rows", type=int, default=200_000, metavar="N", help="fact rows (default 200,000)")
+    p.add_argument("--repeat", type=int, default=3, metavar="N", help="runs per variant, interleaved (default 3)")
+    p.add_argument("--single", type=int, default=2_000, metavar="N", help="single-row INSERTs per run (default 2,000)")
+    p.add_argument("--memory-rows", type=int, default=1_000_000, metavar="N",
+                   help="rows of the file whose load's peak memory is measured (default 1,000,000)")
+    p.add_argument("--skip-memory", action="store_true", help="skip the peak memory measurement")
+    p.add_argument("--explain", action="store_true",
+                   help="EXPLAIN ANALYZE the load function's statements in the profiled run and print the plans")
+    p.add_argument("--keep", action="store_true", help=f"keep database {BENCH_DATABASE} afterwards")
+    return p
+
+
+def progress(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def run(args) -> int:
+    if args.rows < 1 or args.repeat < 1 or args.single < 1 or args.memory_rows < 1:
+        raise InputError("bench: --rows, --repeat, --single and --memory-rows must be at least 1")
+    config_path = resolve_config_path(args.config)
+    domain = sample_domain(config_path, load_config(config_path))
+    server = resolve_dsn(args.db)
+    dsn = fresh_database(server, BENCH_DATABASE)
+    sizes = bench_sizes(args.rows)
+    single_n = min(args.single, args.rows)
+    with tempfile.TemporaryDirectory(prefix="refdata-bench-") as tmp:
+        b = Bench(dsn, config_path, domain, sizes, Path(tmp), args.explain)
+        try:
+            progress(f"building the sample schema and {args.rows:,} fact rows in {redact(dsn)} ...")
+            b.setup()
+            variants = [
+                ("baseline", b.baseline),
+                ("row", b.row),
+                ("statement", b.statement),
+                ("staging", b.staging),
+                *([("staging_profile", b.staging_profile)] if b.can_profile else []),
+                ("client", b.client),
+                ("single_none", lambda: b.single("none", single_n)),
+                ("single_row", lambda: b.single("row", single_n)),
+                ("single_row_present", lambda: b.single("row", single_n, parents_first=True)),
+                ("single_statement", lambda: b.single("statement", single_n)),
+            ]
+            results: dict[str, list[Run]] = {name: [] for name, _ in variants}
+            for i in range(1, args.repeat + 1):
+                for name, fn in variants:
+                    b.reset()
+                    r = fn()
+                    results[name].append(r)
+                    progress(f"run {i}/{args.repeat} {name}: {r.seconds:.2f} s")
+            memory = None
+            if not args.skip_memory:
+                progress(f"peak memory: writing {args.memory_rows:,} rows and running bin/refdata load ...")
+                mb, seconds = b.memory(args.memory_rows)
+                memory = (mb, seconds, args.memory_rows)
+            version = b.admin.execute("SHOW server_version").fetchone()[0]
+        finally:
+            b.admin.close()
+        derived = b.describe(b.expected["bulk"])
+        print(f"refdata bench: {args.rows:,} fact rows ({sizes.new_share:.0%} drawn with unknown keys), "
+              f"{sizes.plans:,} plans, {sizes.portfolios:,} portfolios, {sizes.product_lines} product lines, "
+              f"{sizes.organisations} organisations; median of {args.repeat} interleaved run(s)")
+        print(f"PostgreSQL {version} at {redact(server)}; config {config_path} (domain {domain}); "
+              f"{os.cpu_count()} CPUs")
+        print(f"auto-derived parents per run (equal in every variant): {derived}")
+        print()
+        for text in report(b, results, single_n, memory):
+            print(text)
+        if args.explain and b.plans:
+            print("\nload function statements, slowest first (auto_explain, last profiled run):")
+            for text in b.plans:
+                print(text.rstrip() + "\n")
+    if not args.keep:
+        with connect(server, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {ident(BENCH_DATABASE)} WITH (FORCE)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(build_parser().parse_args(argv))
+    except RefdataError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except psycopg.Error as e:
+        print(f"bench: error: {type(e).__name__}: {(e.diag.message_primary or str(e)).strip()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
