@@ -325,12 +325,9 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset()) -> lis
             "stage/table.sql.j2", stage=stage, stage_literal=literal(stage), fact_literal=literal(fact),
             comment=literal(f"refdata: staging rows of {fact} (domain {name}); see {refdata_name(name, 'load')}"),
         )))
-        blank = " + ".join(
-            f"({v.blank_condition('s', '_rd_params')})::integer" for v in fks
-        )
         out.append(function("function", "load", "functions/load.sql.j2",
                             f"loads staged rows of {stage} into {fact}",
-                            stage=stage, stage_literal=literal(stage), blank_condition=f"{blank} > 0"))
+                            stage=stage, stage_literal=literal(stage)))
         if d.defer_foreign_keys:
             targets = sorted({literal(v.target) for v in fks})
             out.append(Statement("constraints", f"{d.fact_schema}.{d.fact_table_for(name)}.deferred", sql_file(
