@@ -8,11 +8,13 @@ the server runs as the `postgres` system user.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import glob
 import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -44,12 +46,35 @@ def postgres_bindir() -> Path:
     )
 
 
+def _reachable_by(user: str, path: Path) -> bool:
+    """Whether `user` can get to `path` (each existing ancestor searchable)."""
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return False
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    return subprocess.run(["runuser", "-u", pw.pw_name, "--", "test", "-x", str(probe)],
+                          capture_output=True).returncode == 0
+
+
 class Cluster:
     def __init__(self, home: Path | None = None):
         self.home = (home or default_home()).resolve()
-        self.data = self.home / "pgdata"
-        self.socket_dir = self.home / "run"
-        self.log = self.home / "server.log"
+        base = self._server_base()
+        self.data = base / "pgdata"
+        self.socket_dir = base / "run"
+        self.log = base / "server.log"
+
+    def _server_base(self) -> Path:
+        """Where the server's files go: the home folder, unless the server's
+        user could not reach it (as root, a checkout under /root); then a
+        folder of its own under /tmp, named after the home so it is found again."""
+        if os.geteuid() != 0 or _reachable_by(SUPERUSER, self.home):
+            return self.home
+        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"refdata-{digest}"
 
     # -- running as someone PostgreSQL accepts -------------------------------
 
@@ -61,7 +86,7 @@ class Cluster:
         cmd = [str(postgres_bindir() / args[0]), *args[1:]]
         if self._as_root:
             cmd = ["runuser", "-u", SUPERUSER, "--", *cmd]
-        proc = subprocess.run(cmd, cwd=self.home, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=self.data.parent, capture_output=True, text=True)
         if check and proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip().splitlines()
             raise RefdataError(f"{args[0]} failed for cluster {self.data}: {detail[-1] if detail else proc.returncode}")
@@ -114,9 +139,10 @@ class Cluster:
                     f"running as root needs the '{SUPERUSER}' system user to own the embedded cluster "
                     "(it comes with the postgresql-15 package)"
                 ) from None
-        for d in (self.data, self.socket_dir):
+        own = [self.data, self.socket_dir] + ([self.data.parent] if self.data.parent != self.home else [])
+        for d in (self.data.parent, self.data, self.socket_dir):
             d.mkdir(parents=True, exist_ok=True)
-            if self._as_root:
+            if self._as_root and d in own:
                 os.chown(d, pw.pw_uid, pw.pw_gid)
         os.chmod(self.data, 0o700)
         if self._as_root:
