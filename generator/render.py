@@ -233,6 +233,13 @@ class FkView:
             "separators": {m.target: m.separator for m in self.mappings if m.aggregation == "concat_distinct"},
         }
 
+    def sources_not_null(self, record: str) -> str:
+        return " AND ".join(f"{record}.{ident(s)} IS NOT NULL" for s in self.fk.sources)
+
+    def blank_count(self, record: str, params: str) -> str:
+        """1 when this FK's key of the row is blank (so it derived nothing), else 0."""
+        return f"coalesce(({self.blank_condition(record, params)})::integer, 0)"
+
     def blank_condition(self, record: str, params: str) -> str:
         """A key is present but blank (so skipped): empty, whitespace, or a marker."""
         if not self.fk.skip_blank_values:
