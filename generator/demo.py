@@ -5,7 +5,7 @@ then how many parents are authoritative and how many were derived."""
 from __future__ import annotations
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from .apply import apply
 from .config import Config

@@ -8,6 +8,7 @@ will fit before anything is applied.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,8 +69,6 @@ def trimmed(expr: str) -> str:
 
 def format_template(template: str) -> str:
     """A `{column}` template as a format() string with positional %n$s slots."""
-    import string
-
     fields = template_fields(template)
     out = []
     for text, name, _, _ in string.Formatter().parse(template):
@@ -288,72 +287,62 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset()) -> lis
         Statement("function", "refdata.concat_distinct", sql_file("functions/concat_distinct.sql")),
     ]
     views = {name: domain_views(name, d, skip) for name, d in config.domains.items()}
-
-    seen: set[tuple[str, str]] = set()
-    for fks in views.values():
-        for v in fks:
-            key = (v.fk.target_schema, v.fk.target_table)
-            if key in seen:
-                continue
-            seen.add(key)
-            out.append(
-                Statement(
-                    "tracking",
-                    f"{v.fk.target_schema}.{v.fk.target_table}",
-                    sql_file(
-                        "tracking/columns.sql.j2",
-                        table=v.target,
-                        check_name=object_name(v.fk.target_table, "source_check"),
-                        index_name=object_name(v.fk.target_table, "needs_review"),
-                    ),
-                )
-            )
-
+    targets = {(v.fk.target_schema, v.fk.target_table): v for fks in views.values() for v in fks}
+    for (schema, table), v in targets.items():
+        out.append(Statement("tracking", f"{schema}.{table}", sql_file(
+            "tracking/columns.sql.j2",
+            table=v.target,
+            check_name=object_name(table, "source_check"),
+            index_name=object_name(table, "needs_review"),
+        )))
     for name, d in config.domains.items():
-        fks = views[name]
-        fact = fact_table(name, d)
-        common = {"fks": fks, "domain_literal": literal(name), "fact_literal": literal(fact)}
+        out += domain_statements(name, d, views[name])
+    return out
 
-        def function(kind: str, what: str, template: str, comment: str, **extra) -> Statement:
-            fn = refdata_name(name, what)
-            sql = sql_file(template, function=fn, comment=literal(f"refdata: {comment} (domain {name})"),
-                           **common, **extra)
-            return Statement(kind, f"refdata.{object_name(name, what)}", sql)
 
-        params = {"domain": name, "fk": {v.name: v.params() for v in fks}}
-        out.append(Statement("params", f"refdata.domain_param.{name}", sql_file("params/domain_param.sql.j2"),
-                             {"domain": name, "params": params}))
-        out.append(function("function", "backfill", "functions/backfill.sql.j2",
-                            f"derives missing parents of each row written to {fact}"))
-        out.append(function("function", "backfill_set", "functions/backfill_statement.sql.j2",
-                            f"derives missing parents of each statement's rows written to {fact}"))
-        stage = stage_table(name)
-        out.append(Statement("stage", f"refdata_stage.{name}", sql_file(
+def domain_statements(name: str, d: Domain, fks: list[FkView]) -> list[Statement]:
+    """Run-time values, functions, staging table and triggers of one domain."""
+    fact = fact_table(name, d)
+    stage = stage_table(name)
+    fact_label = f"{d.fact_schema}.{d.fact_table_for(name)}"
+    common = {"fks": fks, "domain_literal": literal(name), "fact_literal": literal(fact)}
+
+    def function(what: str, template: str, comment: str, **extra) -> Statement:
+        sql = sql_file(template, function=refdata_name(name, what),
+                       comment=literal(f"refdata: {comment} (domain {name})"), **common, **extra)
+        return Statement("function", f"refdata.{object_name(name, what)}", sql)
+
+    params = {"domain": name, "fk": {v.name: v.params() for v in fks}}
+    out = [
+        Statement("params", f"refdata.domain_param.{name}", sql_file("params/domain_param.sql.j2"),
+                  {"domain": name, "params": params}),
+        function("backfill", "functions/backfill.sql.j2", f"derives missing parents of each row written to {fact}"),
+        function("backfill_set", "functions/backfill_statement.sql.j2",
+                 f"derives missing parents of each statement's rows written to {fact}"),
+        Statement("stage", f"refdata_stage.{name}", sql_file(
             "stage/table.sql.j2", stage=stage, stage_literal=literal(stage), fact_literal=literal(fact),
             comment=literal(f"refdata: staging rows of {fact} (domain {name}); see {refdata_name(name, 'load')}"),
-        )))
-        out.append(function("function", "load", "functions/load.sql.j2",
-                            f"loads staged rows of {stage} into {fact}",
-                            stage=stage, stage_literal=literal(stage)))
-        if d.defer_foreign_keys:
-            targets = sorted({literal(v.target) for v in fks})
-            out.append(Statement("constraints", f"{d.fact_schema}.{d.fact_table_for(name)}.deferred", sql_file(
-                "constraints/defer.sql.j2", fact_literal=literal(fact), targets=targets)))
-        columns: list[str] = []
-        for v in fks:
-            columns += [c for c in v.trigger_columns() if c not in columns]
-        out.append(Statement("trigger", f"{d.fact_schema}.{d.fact_table_for(name)}.{object_name(name, 'backfill')}",
-                             sql_file(
-            "triggers/backfill.sql.j2",
-            mode=d.trigger_mode,
-            row_trigger=object_name(name, "backfill"),
-            insert_trigger=object_name(name, "backfill_insert"),
-            update_trigger=object_name(name, "backfill_update"),
-            columns=[ident(c) for c in columns],
-            fact_table=fact,
-            row_function=refdata_name(name, "backfill"),
-            statement_function=refdata_name(name, "backfill_set"),
-        )))
+        )),
+        function("load", "functions/load.sql.j2", f"loads staged rows of {stage} into {fact}",
+                 stage=stage, stage_literal=literal(stage)),
+    ]
+    if d.defer_foreign_keys:
+        out.append(Statement("constraints", f"{fact_label}.deferred", sql_file(
+            "constraints/defer.sql.j2", fact_literal=literal(fact), targets=sorted({literal(v.target) for v in fks}))))
+    columns: list[str] = []
+    for v in fks:
+        columns += [c for c in v.trigger_columns() if c not in columns]
+    out.append(Statement("trigger", f"{fact_label}.{object_name(name, 'backfill')}", sql_file(
+        "triggers/backfill.sql.j2",
+        mode=d.trigger_mode,
+        row_trigger=object_name(name, "backfill"),
+        insert_trigger=object_name(name, "backfill_insert"),
+        update_trigger=object_name(name, "backfill_update"),
+        columns=[ident(c) for c in columns],
+        fact_table=fact,
+        row_function=refdata_name(name, "backfill"),
+        statement_function=refdata_name(name, "backfill_set"),
+    )))
     return out
 
 
