@@ -292,8 +292,10 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset()) -> lis
         out.append(Statement("tracking", f"{schema}.{table}", sql_file(
             "tracking/columns.sql.j2",
             table=v.target,
+            table_literal=literal(v.target),
             check_name=object_name(table, "source_check"),
             index_name=object_name(table, "needs_review"),
+            index_literal=literal(qualified(schema, object_name(table, "needs_review"))),
         )))
     for name, d in config.domains.items():
         out += domain_statements(name, d, views[name])

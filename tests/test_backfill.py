@@ -80,6 +80,16 @@ def test_apply_twice_is_a_noop(sample_db, cli, snapshot):
     assert snapshot(sample_db) == first
 
 
+def test_reapply_does_not_lock_out_readers_of_reference_tables(sample_db, cli, dsn):
+    apply_ok(cli, SAMPLE_CONFIG)
+    with psycopg.connect(dsn) as reader:
+        # what every FK check holds on a parent row while a fact is written
+        reader.execute("""SELECT FROM mapping."年金计划" WHERE "年金计划号" = 'P00001' FOR KEY SHARE""")
+        result = cli("--config", str(SAMPLE_CONFIG), "apply", env={"PGOPTIONS": "-c lock_timeout=5s"})
+        assert result.returncode == 0, result.stderr
+        reader.rollback()
+
+
 def test_existing_rows_read_authoritative(sample_db, cli):
     before = reference_counts(sample_db)
     assert before == {"年金计划": 40, "组合计划": 100, "产品线": 4, "组织架构": 10}
