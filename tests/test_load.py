@@ -377,3 +377,28 @@ def test_statement_mode_covers_multi_row_insert_and_update(sample, cli, write_co
     plans = sample.execute(
         """SELECT "年金计划号" FROM mapping."年金计划" WHERE _source = 'auto_derived' ORDER BY 1""").fetchall()
     assert plans == [("PS1",), ("PS2",)]
+
+
+def test_quoted_newlines_load_and_errors_name_the_record_start(sample, cli, tmp_path):
+    assert cli("apply").returncode == 0
+    good = _csv(tmp_path, "ml.csv", ["月度,计划代码,计划名称,期末资产规模", '2025-11-01,PM1,"两行\n名称",1'])
+    result = cli("load", "annuity_performance", str(good))
+    assert result.returncode == 0, result.stderr
+    assert sample.execute('SELECT "计划全称" FROM mapping."年金计划" WHERE "年金计划号" = %s', ["PM1"]).fetchone() == (
+        "两行\n名称",
+    )
+    bad = _csv(tmp_path, "ml_bad.csv", ["月度,计划代码,计划名称,期末资产规模", '2025-11-01,PM2,"a\nb",1',
+                                        '2025-11-01,PM3,"c\nd",abc'])
+    result = cli("load", "annuity_performance", str(bad))
+    assert result.returncode == 2
+    assert 'ml_bad.csv:4: column "期末资产规模": invalid input syntax for type numeric: "abc"' in result.stderr
+
+
+def test_other_delimiter_and_null_marker(sample, cli, tmp_path):
+    assert cli("apply").returncode == 0
+    path = _csv(tmp_path, "semi.csv", ["月度;计划代码;计划名称;期末资产规模", "2025-11-01;PD1;NULL;1", "2025-11-01;PD2;;2"])
+    result = cli("load", "annuity_performance", str(path), "--delimiter", ";", "--null", "NULL")
+    assert result.returncode == 0, result.stderr
+    names = sample.execute("""SELECT "年金计划号", "计划全称" FROM mapping."年金计划"
+                              WHERE "年金计划号" LIKE 'PD%' ORDER BY 1""").fetchall()
+    assert names == [("PD1", "(待补充)"), ("PD2", "")]  # NULL took the default; an empty string is a value
