@@ -528,7 +528,7 @@ def report(b: Bench, results: dict[str, list[Run]], single_n: int, memory) -> li
     line("2 COPY through the row trigger", "row", TARGETS["row"])
     line("  COPY through the statement trigger (FKs deferred)", "statement", TARGETS["statement"])
     line("3 staging: refdata load (Loader, CSV file)", "staging", TARGETS["staging"])
-    sub("COPY into staging (Python CSV read) + commit", part("staging", "copy"))
+    sub("COPY into staging + commit", part("staging", "copy"))
     sub("load function", part("staging", "function"))
     profiled = "staging_profile" in results and results["staging_profile"]
     if profiled:
