@@ -234,7 +234,7 @@ class Loader:
         with self.conn.cursor() as cur:
             try:
                 with cur.copy(copy_sql) as cp, open(self.path, "rb") as f:
-                    lines = 0
+                    lines = -1  # the header
                     while block := f.read(1 << 20):
                         cp.write(block)
                         lines += block.count(b"\n")
