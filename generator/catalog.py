@@ -98,6 +98,15 @@ class Catalog:
                 return False
         return True
 
+    def coalescible(self, first: str, second: str) -> bool:
+        """Whether COALESCE(<first>, <second>) has a type (a value with a fallback)."""
+        with self.conn.transaction(force_rollback=True):
+            try:
+                self.conn.execute(f"SELECT COALESCE(NULL::{first}, NULL::{second})")
+            except psycopg.Error:
+                return False
+        return True
+
     def default_error(self, t: Table, defaults: dict) -> str | None:
         """Convert the defaults the way the generated function will; say why it fails."""
         with self.conn.transaction(force_rollback=True):
@@ -198,6 +207,17 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
                 report.errors.append(f'{place}: column "{m.target}" of {parent.label} is generated and cannot be set')
                 continue
             covered.add(m.target)
+            # A value that may fall back to a default or to the parent's own
+            # value is combined with COALESCE, which needs one type for both.
+            value_type = {"concat_distinct": "text", "template": "text", "count_distinct": "bigint"}.get(
+                m.aggregation, fact.columns[m.source]["type"] if m.source in fact.columns else "text")
+            if (m.target in fk.defaults or fk.mode == "fill_null_only") and not catalog.coalescible(
+                    value_type, target["type"]):
+                report.errors.append(
+                    f'{place}: column "{m.target}" ({target["type"]}) of {parent.label} is filled from a {value_type} '
+                    f"value that cannot be combined with its {'default' if m.target in fk.defaults else 'own value'}; "
+                    f"use a source column of a matching type"
+                )
             if m.aggregation in ("first", "max_by", "min_by"):
                 src = fact.columns[m.source]
                 if not catalog.assignable(src, target):

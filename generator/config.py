@@ -167,6 +167,15 @@ class Domain(Model):
             if fk.name in seen:
                 raise ValueError(f"foreign key {fk.name}: duplicate name")
             seen.add(fk.name)
+        targets: dict[tuple[str, str], ForeignKey] = {}
+        for fk in self.foreign_keys:
+            other = targets.setdefault((fk.target_schema, fk.target_table), fk)
+            if other is not fk and "fill_null_only" in (fk.mode, other.mode):
+                # Set-based, both would write the same new parent row in one statement.
+                raise ValueError(
+                    f"foreign key {fk.name}: mode fill_null_only cannot share target table "
+                    f"{fk.target_schema}.{fk.target_table} with foreign key {other.name}"
+                )
         for fk in self.foreign_keys:
             for dep in fk.depends_on:
                 if dep not in seen:

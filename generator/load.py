@@ -134,11 +134,13 @@ class Loader:
         fact = catalog.table(self.d.fact_schema, self.d.fact_table_for(domain))
         conn.rollback()
         self.loadable = {c: info for c, info in stage.columns.items() if not c.startswith("_rd_")}
-        self.required = {
-            c for c, info in fact.columns.items() if info["not_null"] and not info["has_default"] and c in self.loadable
-        }
+        # NOT NULL columns: a file must name those without a default, and no
+        # column it names may be empty there (it is inserted as given).
+        self.not_null = {c for c, info in fact.columns.items() if info["not_null"] and c in self.loadable}
+        self.required = {c for c in self.not_null if not fact.columns[c]["has_default"]}
         self.fact_label = fact.label
         self.columns: list[str] = []
+        self.python_path = False
 
     def _header(self, fields: list[str]) -> list[str]:
         columns = [f.strip() for f in fields]
@@ -164,7 +166,7 @@ class Loader:
             raise BadRow(line, None, f"expected {len(columns)} fields, found {len(fields)}", fields)
         values = [None if v == self.options.null else v for v in fields]
         for c, v in zip(columns, values):
-            if v is None and c in self.required:
+            if v is None and c in self.not_null:
                 raise BadRow(line, c, "value required (column is NOT NULL)", fields)
         return values
 
@@ -202,7 +204,7 @@ class Loader:
             with self.conn.transaction():
                 if self.options.rejects:
                     self._copy_with_rejects(copy_sql, rows, columns, result, meter)
-                elif self._server_parses():
+                elif self._server_parses() and not self.python_path:
                     rows.close()
                     self._copy_file(columns, result, meter)
                 else:
@@ -212,6 +214,9 @@ class Loader:
                 result.facts, result.derived, result.blank_keys = row
         except BadRow as bad:
             raise InputError(self._where(bad)) from None
+        except UsePythonPath:
+            self.python_path = True
+            return self._attempt(progress)
         finally:
             meter.clear()
         result.seconds = time.monotonic() - started
@@ -241,10 +246,11 @@ class Loader:
                         meter.tick(lines, force=True)
                 result.rows = cur.rowcount
             except psycopg.errors.DataError as e:
-                line, column = _copy_position(e)  # COPY counts the file's physical lines here
-                raise self._diagnose(line, column, _reason(e)) from None
-        if self.required:
-            test = " OR ".join(f"s.{ident(c)} IS NULL" for c in sorted(self.required))
+                line, column = _copy_position(e)
+                raise self._diagnose(line, column, _reason(e), _copy_value(e)) from None
+        named_not_null = sorted(self.not_null & set(columns))
+        if named_not_null:
+            test = " OR ".join(f"s.{ident(c)} IS NULL" for c in named_not_null)
             row = self.conn.execute(
                 f"""SELECT (SELECT count(*) FROM {self.stage} AS b
                             WHERE b."_rd_batch" = txid_current() AND b."_rd_line" <= s."_rd_line")
@@ -253,10 +259,16 @@ class Loader:
                     ORDER BY s."_rd_line" LIMIT 1"""
             ).fetchone()
             if row:
-                raise self._diagnose(_nth_record_line(self.path, self.options, row[0]), None, "value required")
+                raise self._diagnose(_nth_record_line(self.path, self.options, row[0]), None, "value required", None)
 
-    def _diagnose(self, line: int | None, column: str | None, reason: str) -> BadRow:
-        """The record holding `line` checked in Python, for the message the row path gives."""
+    def _diagnose(self, line: int | None, column: str | None, reason: str, value: str | None) -> Exception:
+        """What the server's COPY refused, said as the row path would say it.
+
+        The record holding `line` is checked in Python. When Python sees no
+        problem there and cannot confirm the server's complaint (the two CSV
+        parsers differ on blank lines and stray quotes, and the server counts
+        lines differently in CRLF files), the load is redone on the Python
+        path, which names the right line."""
         record = None
         if line is not None:
             try:
@@ -267,7 +279,7 @@ class Loader:
             except BadRow as bad:
                 return bad
         if record is None or record[0] == 1:  # no line, or the header
-            return BadRow(line, column, reason)
+            return UsePythonPath()
         start, fields, bad = record
         if bad is not None:
             return bad
@@ -275,7 +287,9 @@ class Loader:
             self._check(start, fields, self.columns)
         except BadRow as found:
             return found
-        return BadRow(start, column, reason, fields)
+        if column in self.columns and value is not None and fields[self.columns.index(column)] == value:
+            return BadRow(start, column, reason, fields)
+        return UsePythonPath()
 
     def _copy_all(self, copy_sql, rows, columns, result, meter) -> None:
         with self.conn.cursor() as cur:
@@ -376,6 +390,16 @@ def _copy_position(e: psycopg.errors.Error) -> tuple[int | None, str | None]:
         return None, None
     column = m.group(2)
     return int(m.group(1)), (None if column in (None, "_rd_line") else column)
+
+
+def _copy_value(e: psycopg.errors.Error) -> str | None:
+    """The value COPY quotes in its context (column C: "value")."""
+    m = re.search(r', column [^:]+: "(.*)"$', e.diag.context or "", re.S)
+    return m.group(1) if m else None
+
+
+class UsePythonPath(Exception):
+    """The server's CSV parser and Python's disagree about the file: read it in Python."""
 
 
 def _reason(e: psycopg.errors.Error) -> str:

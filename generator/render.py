@@ -215,9 +215,25 @@ class FkView:
         separator = f"{params} #>> {self.path('separators', m.target)}"
         return f"refdata.concat_distinct({values}, {separator}, {'true' if m.sort else 'false'})"
 
-    def set_assignments(self, alias: str, params: str) -> list[tuple[str, str]]:
-        """(column name as a JSON key, aggregate) for jsonb_build_object."""
-        return [(literal(m.target), self.set_expression(m, alias, params)) for m in self.mappings]
+    def set_aggregates(self, alias: str, params: str) -> list[tuple[str, str]]:
+        """("_rd_vN", aggregate) per mapping, in mapping order."""
+        return [(ident(f"_rd_v{n}"), self.set_expression(m, alias, params))
+                for n, m in enumerate(self.mappings, start=1)]
+
+    def set_values(self, grouped: str, defaults: str) -> list[str]:
+        """Per value column: the aggregate, the config default, or the first of both that is not NULL."""
+        mapped = {m.target: n for n, m in enumerate(self.mappings, start=1)}
+        values = []
+        for col in [m.target for m in self.mappings] + [c for c in self.fk.defaults if c not in mapped]:
+            parts = [f'{grouped}."_rd_v{mapped[col]}"'] if col in mapped else []
+            if col in self.fk.defaults:
+                parts.append(f"{defaults}.{ident(col)}")
+            values.append(parts[0] if len(parts) == 1 else f"COALESCE({', '.join(parts)})")
+        return values
+
+    def fill_pairs(self, grouped: str) -> list[tuple[str, str]]:
+        """(mapped column, its aggregate) for filling NULLs of existing parents."""
+        return [(ident(m.target), f'{grouped}."_rd_v{n}"') for n, m in enumerate(self.mappings, start=1)]
 
     def row_assignments(self, record: str, params: str) -> list[tuple[str, str]]:
         return [(ident(m.target), self.row_expression(m, record, params)) for m in self.mappings]
@@ -337,6 +353,7 @@ def domain_statements(name: str, d: Domain, fks: list[FkView]) -> list[Statement
     out.append(Statement("trigger", f"{fact_label}.{object_name(name, 'backfill')}", sql_file(
         "triggers/backfill.sql.j2",
         mode=d.trigger_mode,
+        domain_literal=literal(name),
         row_trigger=object_name(name, "backfill"),
         insert_trigger=object_name(name, "backfill_insert"),
         update_trigger=object_name(name, "backfill_update"),
