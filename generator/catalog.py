@@ -89,35 +89,28 @@ class Catalog:
         ).fetchone()
         return bool(row[0])
 
-    def comparable(self, source: dict, target: dict) -> bool:
-        """Whether `target = source` resolves to an operator without casts (key look-ups)."""
+    def _refusal(self, sql: str, params=None) -> str | None:
+        """Why the server refuses a probe query, or None; nothing it does stays."""
         with self.conn.transaction(force_rollback=True):
             try:
-                self.conn.execute(f"SELECT NULL::{target['type']} = NULL::{source['type']}")
-            except psycopg.Error:
-                return False
-        return True
-
-    def coalescible(self, first: str, second: str) -> bool:
-        """Whether COALESCE(<first>, <second>) has a type (a value with a fallback)."""
-        with self.conn.transaction(force_rollback=True):
-            try:
-                self.conn.execute(f"SELECT COALESCE(NULL::{first}, NULL::{second})")
-            except psycopg.Error:
-                return False
-        return True
-
-    def default_error(self, t: Table, defaults: dict) -> str | None:
-        """Convert the defaults the way the generated function will; say why it fails."""
-        with self.conn.transaction(force_rollback=True):
-            try:
-                self.conn.execute(
-                    f"SELECT jsonb_populate_record(NULL::{t.label}, %s::jsonb)",
-                    [json.dumps(defaults, ensure_ascii=False)],
-                )
+                self.conn.execute(sql, params)
             except psycopg.Error as e:
                 return (e.diag.message_primary or str(e)).strip()
         return None
+
+    def comparable(self, source: dict, target: dict) -> bool:
+        """Whether `target = source` resolves to an operator without casts (key look-ups)."""
+        return self._refusal(f"SELECT NULL::{target['type']} = NULL::{source['type']}") is None
+
+    def coalescible(self, first: str, second: str) -> bool:
+        """Whether COALESCE(<first>, <second>) has a type (a value with a fallback)."""
+        return self._refusal(f"SELECT COALESCE(NULL::{first}, NULL::{second})") is None
+
+    def default_error(self, t: Table, defaults: dict) -> str | None:
+        """Convert the defaults the way the generated function will; say why it fails."""
+        return self._refusal(
+            f"SELECT jsonb_populate_record(NULL::{t.label}, %s::jsonb)", [json.dumps(defaults, ensure_ascii=False)]
+        )
 
 
 def check(conn: psycopg.Connection, config: Config) -> Report:

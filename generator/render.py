@@ -178,8 +178,7 @@ class FkView:
     def row_expression(self, m: BackfillColumn, record: str, params: str) -> str:
         """The parent value one fact row gives; set-based loads aggregate many."""
         if m.aggregation == "template":
-            args = "".join(f", {record}.{ident(c)}" for c in template_fields(m.template))
-            return f"format({params} #>> {self.path('templates', m.target)}{args})"
+            return self._template(m, params, lambda c: f"{record}.{ident(c)}")
         src = f"{record}.{ident(m.source)}"
         if m.aggregation == "concat_distinct":
             return self._concat(f"ARRAY[{src}::text]", m, params)
@@ -194,11 +193,8 @@ class FkView:
         and the bulk path derive the same parents.
         """
         line = f'{alias}."_rd_line"'
-        if m.aggregation == "template":
-            args = "".join(
-                f", (array_agg({alias}.{ident(c)} ORDER BY {line}))[1]" for c in template_fields(m.template)
-            )
-            return f"format({params} #>> {self.path('templates', m.target)}{args})"
+        if m.aggregation == "template":  # filled from the first row in load order
+            return self._template(m, params, lambda c: f"(array_agg({alias}.{ident(c)} ORDER BY {line}))[1]")
         src = f"{alias}.{ident(m.source)}"
         if m.aggregation == "concat_distinct":
             return self._concat(f"array_agg({src}::text ORDER BY {line})", m, params)
@@ -210,6 +206,11 @@ class FkView:
             direction = "DESC" if m.aggregation == "max_by" else "ASC"
             order = f"{alias}.{ident(m.order_column)} {direction} NULLS LAST, {line}"
         return f"(array_agg({src} ORDER BY {order}) FILTER (WHERE {src} IS NOT NULL))[1]"
+
+    def _template(self, m: BackfillColumn, params: str, value_of) -> str:
+        """format() of the stored template with each named column's value bound as an argument."""
+        args = "".join(f", {value_of(c)}" for c in template_fields(m.template))
+        return f"format({params} #>> {self.path('templates', m.target)}{args})"
 
     def _concat(self, values: str, m: BackfillColumn, params: str) -> str:
         separator = f"{params} #>> {self.path('separators', m.target)}"

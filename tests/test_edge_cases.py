@@ -3,30 +3,12 @@ CSV files the server and Python parse differently, several domains on one fact t
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import psycopg
 import pytest
 
-
-def _apply(cli, write_config, text: str) -> Path:
-    path = write_config(textwrap.dedent(text))
-    result = cli("--config", str(path), "apply")
-    assert result.returncode == 0, result.stderr
-    return path
-
-
-def _stage_and_load(conn, domain: str, columns: list[str], rows: list[tuple]):
-    cols = ", ".join(f'"{c}"' for c in columns)
-    marks = ", ".join(["%s"] * (len(columns) + 1))
-    with conn.transaction():
-        with conn.cursor() as cur:
-            cur.executemany(
-                f'INSERT INTO refdata_stage."{domain}" ({cols}, "_rd_line") VALUES ({marks})',
-                [row + (i,) for i, row in enumerate(rows, start=1)],
-            )
-        return conn.execute(f'SELECT * FROM refdata."{domain}__load"(%s)', [columns]).fetchone()
+from helpers import apply_config, stage_and_load
 
 
 def _rows(conn, query: str, params=None) -> list[tuple]:
@@ -61,22 +43,22 @@ domains:
 
 def test_numeric_fact_value_into_integer_parent_column_bulk_path(db, cli, write_config):
     db.execute(TYPED_SCHEMA)
-    _apply(cli, write_config, TYPED_CONFIG.replace("MAPPED", "amount").replace("TARGET", "n"))
+    apply_config(cli, write_config, TYPED_CONFIG.replace("MAPPED", "amount").replace("TARGET", "n"))
     db.execute("INSERT INTO fact (k, amount) VALUES ('ROW', 100.00)")  # row trigger: fine
     assert _rows(db, "SELECT k, n FROM parent") == [("ROW", 100)]
     db.autocommit = False
     # bulk path: ERROR invalid input syntax for type integer: "100.00"
-    _stage_and_load(db, "typed", ["k", "amount"], [("BULK", "100.00")])
+    stage_and_load(db, "typed", ["k", "amount"], [("BULK", "100.00")])
     db.commit()
     assert _rows(db, "SELECT k, n FROM parent ORDER BY k") == [("BULK", 100), ("ROW", 100)]
 
 
 def test_timestamp_fact_value_into_text_parent_column_paths_agree(db, cli, write_config):
     db.execute(TYPED_SCHEMA)
-    _apply(cli, write_config, TYPED_CONFIG.replace("MAPPED", "at").replace("TARGET", "ts"))
+    apply_config(cli, write_config, TYPED_CONFIG.replace("MAPPED", "at").replace("TARGET", "ts"))
     db.execute("INSERT INTO fact (k, at) VALUES ('ROW', '2025-10-01 10:00:00')")
     db.autocommit = False
-    _stage_and_load(db, "typed", ["k", "at"], [("BULK", "2025-10-01 10:00:00")])
+    stage_and_load(db, "typed", ["k", "at"], [("BULK", "2025-10-01 10:00:00")])
     db.commit()
     assert _rows(db, "SELECT k, ts FROM parent ORDER BY k") == [
         ("BULK", "2025-10-01 10:00:00"), ("ROW", "2025-10-01 10:00:00")]
@@ -128,7 +110,7 @@ def test_fill_null_only_bulk_fill_survives_a_concurrent_update_of_the_parent(db,
     db.execute("""CREATE TABLE parent (k text PRIMARY KEY, name text, other text);
                   CREATE TABLE fact (id serial, k text, name text);
                   INSERT INTO parent VALUES ('P', NULL, NULL);""")
-    _apply(cli, write_config, """
+    apply_config(cli, write_config, """
     domains:
       fc:
         fact_table: fact
@@ -138,7 +120,7 @@ def test_fill_null_only_bulk_fill_survives_a_concurrent_update_of_the_parent(db,
     with psycopg.connect(dsn) as other:
         other.execute("UPDATE parent SET other = 'synced' WHERE k = 'P'")  # e.g. a sync touching another column
         db.autocommit = False
-        t = threading.Thread(target=_stage_and_load, args=(db, "fc", ["k", "name"], [("P", "filled")]))
+        t = threading.Thread(target=stage_and_load, args=(db, "fc", ["k", "name"], [("P", "filled")]))
         t.start()
         time.sleep(0.5)  # the load now waits for the parent's row lock
         other.commit()
@@ -167,7 +149,7 @@ def test_loader_cannot_plant_rows_in_another_loads_batch(sample_db, cli, role):
             [(x + i, "2025-11-01", "EVIL") for i in range(1, 50)],
         )
     victim.autocommit = False
-    facts, _, _ = _stage_and_load(victim, "annuity_performance", ["月度", "计划代码"], [("2025-11-01", "MINE")])
+    facts, _, _ = stage_and_load(victim, "annuity_performance", ["月度", "计划代码"], [("2025-11-01", "MINE")])
     victim.commit()
     assert facts == 1
     assert _rows(sample_db, 'SELECT "计划代码" FROM business."规模明细"') == [("MINE",)]
@@ -225,7 +207,7 @@ domains:
 
 def test_null_in_not_null_column_with_default_names_line_and_column(db, cli, write_config, tmp_path):
     db.execute(NND_SCHEMA)
-    config = _apply(cli, write_config, NND_CONFIG)
+    config = apply_config(cli, write_config, NND_CONFIG)
     path = _write(tmp_path, "f.csv", b"k,status\na,ok\nb,\n")
     result = cli("--config", str(config), "load", "nnd", str(path))
     assert result.returncode == 2
@@ -235,7 +217,7 @@ def test_null_in_not_null_column_with_default_names_line_and_column(db, cli, wri
 
 def test_rejects_takes_null_in_not_null_column_with_default(db, cli, write_config, tmp_path):
     db.execute(NND_SCHEMA)
-    config = _apply(cli, write_config, NND_CONFIG)
+    config = apply_config(cli, write_config, NND_CONFIG)
     path = _write(tmp_path, "f.csv", b"k,status\na,ok\nb,\n")
     rejects = tmp_path / "rejects.csv"
     result = cli("--config", str(config), "load", "nnd", str(path), "--rejects", str(rejects))
@@ -246,7 +228,7 @@ def test_rejects_takes_null_in_not_null_column_with_default(db, cli, write_confi
 def test_load_of_one_domain_keeps_another_domains_trigger_on_the_same_fact_table(db, cli, write_config, tmp_path):
     db.execute("""CREATE TABLE pa (k text PRIMARY KEY); CREATE TABLE pb (k text PRIMARY KEY);
                   CREATE TABLE fact (id serial, a text REFERENCES pa, b text REFERENCES pb);""")
-    config = _apply(cli, write_config, """
+    config = apply_config(cli, write_config, """
     domains:
       da:
         fact_table: fact

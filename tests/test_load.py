@@ -9,6 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from helpers import apply_config, stage_and_load
+
 from generator.config import parse_config
 from generator.load import Loader, Options
 
@@ -51,26 +53,6 @@ domains:
 PARENT_COLUMNS = "k, first_v, max_v, min_v, cat_sorted, cat_seen, cnt, tmpl, status, _source, _needs_review, _derived_from_domain"
 
 
-def _apply(cli, write_config, text: str) -> Path:
-    path = write_config(text)
-    result = cli("--config", str(path), "apply")
-    assert result.returncode == 0, result.stderr
-    return path
-
-
-def _stage_and_load(conn, domain: str, columns: list[str], rows: list[tuple]):
-    """What `refdata load` does, in SQL: stage with load order, call the load function."""
-    cols = ", ".join(f'"{c}"' for c in columns)
-    marks = ", ".join(["%s"] * (len(columns) + 1))
-    with conn.transaction():
-        with conn.cursor() as cur:
-            cur.executemany(
-                f'INSERT INTO refdata_stage."{domain}" ({cols}, "_rd_line") VALUES ({marks})',
-                [row + (i,) for i, row in enumerate(rows, start=1)],
-            )
-        return conn.execute(f'SELECT * FROM refdata."{domain}__load"(%s)', [columns]).fetchone()
-
-
 def _parents(conn, order_by="k"):
     return conn.execute(f"SELECT {PARENT_COLUMNS} FROM parent ORDER BY {order_by}").fetchall()
 
@@ -78,7 +60,7 @@ def _parents(conn, order_by="k"):
 def test_aggregations_over_many_rows_with_ties_and_nulls(postgresql, cli, write_config):
     postgresql.execute(AGG_SCHEMA)
     postgresql.commit()
-    _apply(cli, write_config, AGG_CONFIG)
+    apply_config(cli, write_config, AGG_CONFIG)
     rows = [  # (k, v, w, o) in load order
         ("A", None, "z", 5),
         ("A", "x1", "b", 1),
@@ -91,7 +73,7 @@ def test_aggregations_over_many_rows_with_ties_and_nulls(postgresql, cli, write_
         ("  ", "ignored", "q", 3),
         (None, "ignored", "q", 3),
     ]
-    facts, derived, blank = _stage_and_load(postgresql, "agg", ["k", "v", "w", "o"], rows)
+    facts, derived, blank = stage_and_load(postgresql, "agg", ["k", "v", "w", "o"], rows)
     assert (facts, derived, blank) == (10, {"public.parent": 2}, 2)
     assert _parents(postgresql) == [
         ("A", "x1", "x2", "x1", "a | b | z", "z+b+a", 3, "A:  100%", "new", "auto_derived", True, "agg"),
@@ -103,8 +85,8 @@ def test_aggregations_over_many_rows_with_ties_and_nulls(postgresql, cli, write_
 def test_row_trigger_gives_the_same_values_for_a_single_row(postgresql, cli, write_config):
     postgresql.execute(AGG_SCHEMA)
     postgresql.commit()
-    _apply(cli, write_config, AGG_CONFIG)
-    _stage_and_load(postgresql, "agg", ["k", "v", "w", "o"], [("S", "v1", "w1", 7), ("N", None, None, None)])
+    apply_config(cli, write_config, AGG_CONFIG)
+    stage_and_load(postgresql, "agg", ["k", "v", "w", "o"], [("S", "v1", "w1", 7), ("N", None, None, None)])
     staged = _parents(postgresql)
     postgresql.execute("DELETE FROM parent; DELETE FROM fact")
     postgresql.execute("INSERT INTO fact (k, v, w, o) VALUES ('S', 'v1', 'w1', 7), ('N', NULL, NULL, NULL)")
@@ -117,7 +99,7 @@ def test_dependent_parents_are_derived_in_order_within_one_batch(sample, cli):
     result = cli("apply")
     assert result.returncode == 0, result.stderr
     columns = ["月度", "计划代码", "计划名称", "组合代码", "组合名称"]
-    facts, derived, _ = _stage_and_load(
+    facts, derived, _ = stage_and_load(
         sample, "annuity_performance", columns,
         [("2025-11-01", "PNEW1", "新计划", "QNEW1", "新组合"), ("2025-11-01", "PNEW1", "新计划", "QNEW2", None)],
     )
@@ -277,11 +259,11 @@ def test_concurrent_loads_never_see_each_others_staged_rows(sample, cli, dsn):
         other.execute(
             """INSERT INTO refdata_stage."annuity_performance" ("月度", "计划代码") VALUES ('2025-11-01', 'POTHER')""")
         # other's batch is staged but not loaded; this session loads its own
-        facts, derived, _ = _stage_and_load(sample, "annuity_performance", ["月度", "计划代码"],
+        facts, derived, _ = stage_and_load(sample, "annuity_performance", ["月度", "计划代码"],
                                             [("2025-11-01", "PMINE")])
         assert facts == 1
         other.commit()  # even committed, another batch's rows are not loaded or cleared
-        facts, _, _ = _stage_and_load(sample, "annuity_performance", ["月度", "计划代码"], [("2025-11-01", "PMINE2")])
+        facts, _, _ = stage_and_load(sample, "annuity_performance", ["月度", "计划代码"], [("2025-11-01", "PMINE2")])
         assert facts == 1
     assert [r[0] for r in sample.execute('SELECT "计划代码" FROM business."规模明细" ORDER BY 1')] == ["PMINE", "PMINE2"]
     assert sample.execute('SELECT "计划代码" FROM refdata_stage."annuity_performance"').fetchall() == [("POTHER",)]
@@ -306,13 +288,13 @@ def test_statement_mode_is_refused_while_fks_are_checked_immediately(sample, cli
 
 
 def test_defer_foreign_keys_makes_the_domain_fks_deferred(sample, cli, write_config):
-    _apply(cli, write_config, _mode_config("statement", defer=True))
+    apply_config(cli, write_config, _mode_config("statement", defer=True))
     rows = sample.execute(
         """SELECT conname, condeferrable AND condeferred FROM pg_constraint
            WHERE conrelid = 'business."规模明细"'::regclass AND contype = 'f' ORDER BY 1""").fetchall()
     assert len(rows) == 4 and all(deferred for _, deferred in rows)
     # and it is now valid to validate without defer_foreign_keys
-    result = _apply(cli, write_config, _mode_config("statement", defer=False))
+    result = apply_config(cli, write_config, _mode_config("statement", defer=False))
     assert result
 
 
@@ -343,7 +325,7 @@ def _reset(conn):
 
 def test_row_mode_statement_mode_and_staging_derive_identical_parents(sample, cli, write_config):
     cols = ", ".join(f'"{c}"' for c in FACT_COLS)
-    _apply(cli, write_config, _mode_config("row", defer=False))
+    apply_config(cli, write_config, _mode_config("row", defer=False))
     with sample.cursor() as cur, cur.copy(f'COPY business."规模明细" ({cols}) FROM STDIN') as cp:
         for row in FACTS:
             cp.write_row(row)
@@ -352,11 +334,11 @@ def test_row_mode_statement_mode_and_staging_derive_identical_parents(sample, cl
     assert all(by_row.values()), by_row
 
     _reset(sample)
-    _stage_and_load(sample, "annuity_performance", FACT_COLS, FACTS)
+    stage_and_load(sample, "annuity_performance", FACT_COLS, FACTS)
     by_stage = _derived(sample)
 
     _reset(sample)
-    _apply(cli, write_config, _mode_config("statement", defer=True))
+    apply_config(cli, write_config, _mode_config("statement", defer=True))
     with sample.cursor() as cur, cur.copy(f'COPY business."规模明细" ({cols}) FROM STDIN') as cp:
         for row in FACTS:
             cp.write_row(row)
@@ -369,7 +351,7 @@ def test_row_mode_statement_mode_and_staging_derive_identical_parents(sample, cl
 
 
 def test_statement_mode_covers_multi_row_insert_and_update(sample, cli, write_config):
-    _apply(cli, write_config, _mode_config("statement", defer=True))
+    apply_config(cli, write_config, _mode_config("statement", defer=True))
     sample.execute("""INSERT INTO business."规模明细" ("月度", "计划代码", "组合代码")
                       VALUES ('2025-11-01', 'PS1', 'QS1'), ('2025-11-01', 'PS1', 'QS2')""")
     sample.execute("""UPDATE business."规模明细" SET "计划代码" = 'PS2' WHERE "组合代码" = 'QS2'""")

@@ -1,0 +1,26 @@
+"""Helpers shared by the bulk-path tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def apply_config(cli, write_config, text: str) -> Path:
+    """Write a config and `refdata apply` it; the test stops if that fails."""
+    path = write_config(text)
+    result = cli("--config", str(path), "apply")
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def stage_and_load(conn, domain: str, columns: list[str], rows: list[tuple]):
+    """What `refdata load` does, in SQL: stage with load order, call the load function."""
+    cols = ", ".join(f'"{c}"' for c in columns)
+    marks = ", ".join(["%s"] * (len(columns) + 1))
+    with conn.transaction():
+        with conn.cursor() as cur:
+            cur.executemany(
+                f'INSERT INTO refdata_stage."{domain}" ({cols}, "_rd_line") VALUES ({marks})',
+                [row + (i,) for i, row in enumerate(rows, start=1)],
+            )
+        return conn.execute(f'SELECT * FROM refdata."{domain}__load"(%s)', [columns]).fetchone()
