@@ -20,12 +20,33 @@ class ArgumentParser(argparse.ArgumentParser):
         raise InputError(f"{command}: {message}" if command else message)
 
 
+def _global_options(parser: argparse.ArgumentParser, default) -> None:
+    """--config, --db and --debug, accepted before or after the command.
+
+    The subcommands declare them with SUPPRESS as default, so a value given
+    before the command is not overwritten by the subcommand's default."""
+    g = parser.add_argument_group("global options (before or after the command)")
+    g.add_argument("--config", metavar="PATH", default=default,
+                   help="config file (default: $REFDATA_CONFIG, then config/data_sources.yml)")
+    g.add_argument("--db", metavar="DSN", default=default,
+                   help="database (default: $REFDATA_DB, $DATABASE_URL, then the embedded cluster)")
+    g.add_argument("--debug", action="store_true", default=default if default is argparse.SUPPRESS else False,
+                   help="show tracebacks")
+
+
+class _Subcommands(argparse._SubParsersAction):
+    def add_parser(self, name, **kwargs):
+        kwargs.setdefault("description", kwargs.get("help"))
+        parser = super().add_parser(name, **kwargs)
+        _global_options(parser, argparse.SUPPRESS)
+        return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="refdata", description=package_doc)
-    p.add_argument("--config", metavar="PATH", help="config file (default: $REFDATA_CONFIG, then config/data_sources.yml)")
-    p.add_argument("--db", metavar="DSN", help="database (default: $REFDATA_DB, $DATABASE_URL, then the embedded cluster)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser)
+    _global_options(p, None)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser,
+                           action=_Subcommands)
 
     sub.add_parser("validate", help="check the config (and the catalog, when a database is named); print the processing order")
     r = sub.add_parser("render", help="write the SQL in apply order (stdout, or one file per object with -o)")
