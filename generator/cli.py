@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--encoding", default="utf-8", help="file encoding, e.g. gbk for Excel exports (default utf-8)")
     ld.add_argument("--null", default="", metavar="MARKER", help="field value read as NULL (default: empty)")
     ld.add_argument("--rejects", metavar="FILE", help="write bad rows with their reason here and load the rest")
-    sub.add_parser("demo", help="build the sample schema in a fresh database, apply the config, insert facts, show counts")
+    sub.add_parser("demo", help="build the sample schema in a fresh database refdata_demo (on the embedded cluster "
+                   "unless --db is given; $REFDATA_DB, $DATABASE_URL and $REFDATA_CONFIG are not used), apply the "
+                   "project's config, insert facts, show counts")
     db = sub.add_parser("db", help="manage the embedded default cluster under .refdata/")
     db.add_argument("action", choices=["start", "stop", "status", "url"])
     return p
@@ -177,9 +179,12 @@ def cmd_load(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from .config import PROJECT_ROOT, DEFAULT_CONFIG, load_config
     from .demo import run
 
-    path, config = _config(args)
+    # The demo's own config fits the sample schema; $REFDATA_CONFIG names the user's.
+    path = Path(args.config) if args.config else PROJECT_ROOT / DEFAULT_CONFIG
+    config = load_config(path)
     _orders(path, config)
     return run(args.db, config, str(path))
 

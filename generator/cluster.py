@@ -168,7 +168,8 @@ class Cluster:
         import psycopg
 
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
-            if not conn.execute("SELECT FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
+            # SELECT 1, not SELECT: a row with no columns is the empty tuple, which is false.
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
                 conn.execute(f"CREATE DATABASE {ident(DATABASE)}")
 
     def url(self, database: str = DATABASE) -> str:

@@ -19,9 +19,17 @@ def named_dsn(cli_value: str | None) -> str | None:
 
 
 def resolve_dsn(cli_value: str | None) -> str:
-    dsn = named_dsn(cli_value)
-    if dsn:
-        return dsn
+    return named_dsn(cli_value) or embedded_dsn()
+
+
+def explicit_dsn(cli_value: str | None) -> str:
+    """--db, else the embedded cluster: for commands that create and drop
+    databases of their own (demo, bench), which must never follow the
+    environment to a server the user did not name on the command line."""
+    return cli_value or embedded_dsn()
+
+
+def embedded_dsn() -> str:
     cluster = Cluster()
     cluster.start()
     return cluster.url()

@@ -9,7 +9,7 @@ from psycopg.conninfo import make_conninfo
 
 from .apply import apply
 from .config import Config
-from .db import connect, redact, resolve_dsn
+from .db import connect, explicit_dsn, redact
 from .names import ident
 from .sample import FACT, FACT_COLUMNS, Sizes, create_schema, fact_rows, load_reference
 
@@ -54,8 +54,9 @@ def counts(conn: psycopg.Connection) -> list[tuple]:
 
 
 def run(db: str | None, config: Config, source: str, sizes: Sizes | None = None) -> int:
+    """`db` is what --db said: the demo never follows $REFDATA_DB or $DATABASE_URL."""
     sizes = sizes or Sizes()
-    dsn = fresh_database(resolve_dsn(db), DEMO_DATABASE)
+    dsn = fresh_database(explicit_dsn(db), DEMO_DATABASE)
     with connect(dsn) as conn:
         with conn.transaction():
             create_schema(conn)

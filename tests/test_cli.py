@@ -47,3 +47,68 @@ def test_every_command_help_lists_the_global_options(cli, command):
     assert result.returncode == 0, result.stderr
     for option in ("--config PATH", "--db DSN", "--debug"):
         assert option in result.stdout, (command, option)
+
+
+# -- the embedded cluster and the commands that own their database ----------------
+
+
+@pytest.fixture
+def embedded(tmp_path):
+    """A separate embedded cluster (its own REFDATA_HOME), so stopping it
+    leaves the test cluster alone; stopped and removed afterwards."""
+    import shutil
+
+    from generator.cluster import Cluster
+
+    home = tmp_path / "home"
+    cluster = Cluster(home)
+    yield home, cluster
+    cluster.stop()
+    if cluster.data.parent != cluster.home:
+        shutil.rmtree(cluster.data.parent, ignore_errors=True)
+
+
+def test_embedded_cluster_restarts_and_demo_stays_private(cli, embedded, tmp_path):
+    import csv
+
+    import psycopg
+
+    from generator.sample import FACT_COLUMNS, Sizes, create_schema, fact_rows, load_reference
+
+    home, cluster = embedded
+    # The user's environment names another server and another config; the
+    # demo must follow neither (both would fail here).
+    env = {"REFDATA_HOME": str(home), "REFDATA_DB": "host=/nonexistent dbname=theirs",
+           "DATABASE_URL": "host=/nonexistent dbname=theirs", "REFDATA_CONFIG": str(tmp_path / "theirs.yml")}
+
+    first = cli("db", "start", db=None, env=env)
+    assert first.returncode == 0 and first.stdout.startswith("started"), first.stderr
+    assert cli("db", "stop", db=None, env=env).stdout.strip() == "stopped"
+    assert cli("db", "status", db=None, env=env).returncode == 1
+
+    demo = cli("demo", db=None, env=env)  # starts the stopped cluster itself
+    assert demo.returncode == 0, demo.stderr
+    assert str(cluster.socket_dir) in demo.stdout
+    assert "mapping.年金计划" in demo.stdout
+
+    # The embedded default database gets the sample schema; then each command
+    # that starts the cluster works on the first try after a stop.
+    env_embedded = {"REFDATA_HOME": str(home)}
+    with psycopg.connect(cluster.url()) as conn:
+        create_schema(conn)
+        load_reference(conn, Sizes())
+    facts = tmp_path / "facts.csv"
+    with open(facts, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(FACT_COLUMNS)
+        w.writerows(list(fact_rows(Sizes(facts=20)))[:20])
+
+    assert cli("db", "stop", db=None, env=env).returncode == 0
+    started = cli("db", "start", db=None, env=env)
+    assert started.returncode == 0 and started.stdout.startswith("started"), started.stderr
+    assert cli("db", "status", db=None, env=env).returncode == 0
+
+    for args in (["apply"], ["load", "annuity_performance", str(facts)]):
+        assert cli("db", "stop", db=None, env=env).returncode == 0
+        result = cli(*args, db=None, env=env_embedded)
+        assert result.returncode == 0, (args, result.stderr)
