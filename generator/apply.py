@@ -21,11 +21,15 @@ def checked(conn: psycopg.Connection, config: Config, source: str) -> tuple[list
     return render(config, report.skipped), report
 
 
-def apply(conn: psycopg.Connection, config: Config, source: str) -> tuple[list[Statement], Report]:
-    """Check, then run every statement in one transaction: all of it or nothing."""
+def apply(conn: psycopg.Connection, config: Config, source: str,
+          prepared: tuple[list[Statement], Report] | None = None) -> tuple[list[Statement], Report]:
+    """Check, then run every statement in one transaction: all of it or nothing.
+
+    `prepared` is what `checked` gave for a database with the same catalog
+    (catalog.fingerprint), e.g. for copies of one template database."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [APPLY_LOCK_KEY])
-        statements, report = checked(conn, config, source)
+        statements, report = prepared or checked(conn, config, source)
         for s in statements:
             try:
                 conn.execute(s.sql, s.bound_params())

@@ -272,3 +272,11 @@ def _depends(order: list[ForeignKey], fk: ForeignKey, other: str) -> bool:
             seen.add(n)
             stack.extend(by_name[n].depends_on)
     return False
+
+
+def fingerprint(conn: psycopg.Connection, config: Config) -> str:
+    """Digest of the catalog the checks of `config` read: same digest, same findings."""
+    tables = sorted({(d.fact_schema, d.fact_table_for(name)) for name, d in config.domains.items()}
+                    | {(fk.target_schema, fk.target_table) for d in config.domains.values() for fk in d.foreign_keys})
+    row = conn.execute(query("fingerprint"), {"schemas": [t[0] for t in tables], "names": [t[1] for t in tables]})
+    return row.fetchone()[0]
