@@ -17,7 +17,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InputError
-from .names import CONFIG_NAME, MAX_IDENTIFIER_BYTES
+from .names import CONFIG_NAME, MAX_IDENTIFIER_BYTES, control_character, printable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = Path("config/data_sources.yml")
@@ -36,6 +36,11 @@ def _identifier(value: str) -> str:
         raise ValueError("empty name")
     if len(value.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
         raise ValueError(f"{value!r} is longer than PostgreSQL's {MAX_IDENTIFIER_BYTES} bytes")
+    # A line break in a name ends comments and psql lines wherever a name is
+    # written unquoted for its context; no real table needs one.
+    bad = control_character(value)
+    if bad:
+        raise ValueError(f"{value!r} contains the control character {bad}; names may not")
     return value
 
 
@@ -54,6 +59,7 @@ def template_fields(template: str) -> list[str]:
             continue
         if field == "" or spec or conversion:
             raise ValueError(f"template placeholders name a column, like {{计划名称}}: {template!r}")
+        _identifier(field)
         if field not in fields:
             fields.append(field)
     return fields
@@ -110,7 +116,7 @@ class ForeignKey(Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not CONFIG_NAME.match(v):
+        if not CONFIG_NAME.fullmatch(v):
             raise ValueError(f"{v!r} is not a valid name (letters, digits, underscore; not starting with a digit)")
         return v
 
@@ -197,7 +203,7 @@ class Config(Model):
     @classmethod
     def _domain_names(cls, v: dict) -> dict:
         for name in v:
-            if not CONFIG_NAME.match(name):
+            if not CONFIG_NAME.fullmatch(name):
                 raise ValueError(f"domain {name!r} is not a valid name (letters, digits, underscore)")
         if not v:
             raise ValueError("no domains defined")
@@ -244,7 +250,10 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise InputError(_describe(e.errors()[0], data, node, source)) from None
+        errors = e.errors()
+        # Of a union's failed branches, the one that says what is wrong with the value.
+        first = next((err for err in errors if err["type"] == "value_error"), errors[0])
+        raise InputError(_describe(first, data, node, source)) from None
 
 
 def _describe(err: dict, data, node, source: str) -> str:
@@ -280,7 +289,7 @@ def _describe(err: dict, data, node, source: str) -> str:
     fieldtext = "".join(field)
     if fieldtext and err["type"] not in ("extra_forbidden",) and not msg.startswith(fieldtext):
         parts.append(f"field {fieldtext}")
-    return ": ".join(parts + [msg])
+    return printable(": ".join(parts + [msg]))
 
 
 def _line_of(node, loc: list) -> int | None:

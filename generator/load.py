@@ -394,7 +394,7 @@ def _copy_position(e: psycopg.errors.Error) -> tuple[int | None, str | None]:
 
 def _copy_value(e: psycopg.errors.Error) -> str | None:
     """The value COPY quotes in its context (column C: "value")."""
-    m = re.search(r', column [^:]+: "(.*)"$', e.diag.context or "", re.S)
+    m = re.search(r', column [^:]+: "(.*)"\Z', e.diag.context or "", re.S)
     return m.group(1) if m else None
 
 

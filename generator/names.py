@@ -11,12 +11,33 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 
 MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1
 
 # Config names (domains, foreign keys) become parts of object names: keep them
 # to identifier characters (Unicode letters included) so they stay readable.
-CONFIG_NAME = re.compile(r"^[^\W\d]\w*$")
+# Always used with fullmatch: `$` would also match before a final newline.
+CONFIG_NAME = re.compile(r"[^\W\d]\w*")
+
+# Characters no identifier from a config may hold: ASCII and C1 controls
+# (newlines end `--` comments and psql lines), invisible format characters
+# (they make names read differently than they compare) and Unicode line and
+# paragraph separators.
+_CONTROL_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
+
+
+def printable(text: str) -> str:
+    """Text for a one-line message: control characters shown escaped (\\n, \\x1b, \\u2028)."""
+    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) in _CONTROL_CATEGORIES else ch for ch in text)
+
+
+def control_character(name: str) -> str | None:
+    """The first control character of a name, as U+XXXX, or None."""
+    for ch in name:
+        if unicodedata.category(ch) in _CONTROL_CATEGORIES:
+            return f"U+{ord(ch):04X}"
+    return None
 
 
 def ident(name: str) -> str:
@@ -51,7 +72,7 @@ def object_name(*parts: str) -> str:
 
 
 def literal(value) -> str:
-    """A SQL literal for a rendered script (standard_conforming_strings on)."""
+    """A SQL literal, read the same whatever standard_conforming_strings says."""
     if value is None:
         return "NULL"
     if isinstance(value, bool):
@@ -61,4 +82,25 @@ def literal(value) -> str:
     text = str(value)
     if "\x00" in text:
         raise ValueError("a value contains a NUL byte")
+    if "\\" in text:
+        # E'' means the same whatever standard_conforming_strings says, in a
+        # script and in a function body compiled by a session that turned it off.
+        return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
     return "'" + text.replace("'", "''") + "'"
+
+
+def dollar_quote(body: str, tag: str = "refdata") -> str:
+    """Quote a function body or DO block with a dollar tag that does not occur in it.
+
+    The body is the text between the tags; the tag is the first of `refdata`,
+    `refdata1`, ... whose closing delimiter first appears where the body ends,
+    so no name or value inside can end the quote early.
+    """
+    n = 0
+    candidate = tag
+    while True:
+        delimiter = f"${candidate}$"
+        if (body + delimiter).find(delimiter) == len(body):
+            return delimiter + body + delimiter
+        n += 1
+        candidate = f"{tag}{n}"

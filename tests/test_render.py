@@ -201,7 +201,7 @@ def test_render_to_directory(cli, tmp_path):
     assert any(f.startswith(f"{len(numbered):03d}_trigger_") for f in numbered)
     apply_sql = (out / "apply.sql").read_text(encoding="utf-8")
     lines = [line for line in apply_sql.splitlines() if line and not line.startswith("--")]
-    assert lines == ["\\set ON_ERROR_STOP on", "BEGIN;", *[f"\\ir {f}" for f in numbered], "COMMIT;"]
+    assert lines == ["\\set ON_ERROR_STOP on", "\\set ON_ERROR_ROLLBACK off", "BEGIN;", *[f"\\ir {f}" for f in numbered], "COMMIT;"]
     # the files together are the single script's statements
     single = cli("--config", str(SAMPLE_CONFIG), "render", db=None, env=no_database_env(tmp_path)).stdout
     for f in numbered:

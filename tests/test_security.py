@@ -1,0 +1,273 @@
+"""Security promises, each tried as an adversarial user would: names that try
+to become code, roles that try to become superuser, files that try to load
+less (or more) than they hold."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import textwrap
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from generator.config import PROJECT_ROOT
+
+SAMPLE_CONFIG = PROJECT_ROOT / "config" / "data_sources.yml"
+REFDATA = [str(PROJECT_ROOT / "bin" / "refdata")]
+
+
+def unique(prefix: str) -> str:
+    """A cluster-wide name no other run uses (roles outlive test databases)."""
+    return f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+
+def is_superuser(conn, role: str) -> bool:
+    return conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", [role]).fetchone()[0]
+
+
+def render_to_psql(cli_env_args: list[str], dsn: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`refdata render | psql -v ON_ERROR_STOP=1`, the README's DBA route, as a shell pipeline."""
+    import shlex
+    import sys
+
+    render = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "generator.cli", *cli_env_args, "render"])
+    pipeline = f"set -o pipefail; {render} | psql -X -q -v ON_ERROR_STOP=1 {shlex.quote(dsn)}"
+    full_env = {k: v for k, v in os.environ.items() if k not in ("REFDATA_DB", "DATABASE_URL", "REFDATA_CONFIG")}
+    full_env.update(env or {})
+    return subprocess.run(["bash", "-c", pipeline], capture_output=True, text=True, cwd=PROJECT_ROOT, env=full_env)
+
+
+def create(conn, statements: list[sql.Composable]) -> None:
+    for s in statements:
+        conn.execute(s)
+
+
+# -- names that try to become code -------------------------------------------------------
+
+# Where a name can sit in a config, and the config that puts it there.
+def injection_config(where: str, name: str) -> tuple[list[sql.Composable], str]:
+    """Tables for a config that names `name` at `where`, and that config (YAML)."""
+    quoted = '"' + name.encode("unicode_escape").decode().replace('"', '\\"') + '"'
+    fact_col, key_col, table, mapped = "k", "k", "parent", "name"
+    if where == "source_column":
+        fact_col = name
+    elif where == "target_key":
+        key_col = name
+    elif where == "target_table":
+        table = name
+    elif where == "backfill source":
+        mapped = name
+    tables = [
+        sql.SQL("CREATE TABLE {} ({} text PRIMARY KEY, name text)").format(sql.Identifier(table), sql.Identifier(key_col)),
+        sql.SQL("CREATE TABLE fact ({} text, {} text)").format(sql.Identifier(fact_col), sql.Identifier(mapped)),
+    ]
+    y = {k: (quoted if v == name else v) for k, v in
+         {"fact": fact_col, "key": key_col, "table": table, "mapped": mapped}.items()}
+    config = textwrap.dedent(f"""\
+        domains:
+          d:
+            fact_table: fact
+            foreign_keys:
+              - name: fk_p
+                source_column: {y['fact']}
+                target_table: {y['table']}
+                target_key: {y['key']}
+                backfill_columns:
+                  - {{source: {y['mapped']}, target: name}}
+        """)
+    return tables, config
+
+
+INJECTION_PLACES = ["source_column", "target_key", "target_table", "backfill source"]
+LINE_ENDS = ["\n", "\r", "\r\n"]
+
+
+@pytest.mark.parametrize("end", LINE_ENDS, ids=["lf", "cr", "crlf"])
+@pytest.mark.parametrize("where", INJECTION_PLACES)
+def test_a_name_with_a_line_break_cannot_run_as_code(db, dsn, cli, write_config, role, where, end):
+    """A legal, existing column named `k<newline>EXECUTE 'ALTER ROLE w SUPERUSER';--`
+    used to end a `--` comment inside the SECURITY DEFINER trigger and run
+    as its owner. It is refused (exit 2, one line naming file, line and
+    field) by apply and render, so nothing reaches the database either way."""
+    writer_name = unique("rd_writer")
+    name = f"k{end}EXECUTE 'ALTER ROLE {writer_name} SUPERUSER';--"
+    tables, config = injection_config(where, name)
+    create(db, tables)
+    path = write_config(config)
+    writer = role(writer_name, ["GRANT INSERT ON fact TO {role}"])
+
+    applied = cli("--config", str(path), "apply")
+    piped = render_to_psql(["--config", str(path)], dsn)
+    for result in (applied, piped):
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        assert re.match(rf"refdata: error: {re.escape(str(path))}:\d+: domain d, foreign key fk_p: ", lines[0])
+        assert "control character U+000" in lines[0]
+    assert db.execute("SELECT to_regnamespace('refdata')").fetchone() == (None,)
+
+    columns = [c for (c,) in db.execute("SELECT attname FROM pg_attribute WHERE attrelid = 'fact'::regclass "
+                                        "AND attnum > 0 ORDER BY attnum")]
+    writer.execute(sql.SQL("INSERT INTO fact ({}) VALUES ('NEW1', 'x')").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns))))
+    assert not is_superuser(db, writer_name)
+
+
+@pytest.mark.parametrize("field, yaml_value", [
+    ("domain", None),
+    ("name", '"fk_org\\n"'),
+    ("fact_schema", '"public\\n"'),
+    ("source_column", '"k\\u2028"'),
+    ("source_column", '[k, "k2\\x1b"]'),
+    ("target_schema", '"public\\t"'),
+    ("target_table", '"parent\\n"'),
+    ("target_key", '"k\\r"'),
+    ("derive_columns", '["name\\n"]'),
+    ("defaults", '{"name\\n": x}'),
+    ("order_column", '[{source: v, target: v, aggregation: max_by, order_column: "o\\n"}]'),
+    ("template", '[{target: v, aggregation: template, template: "x {a\\nb}"}]'),
+    ("target", '[{source: v, target: "v\\u200e"}]'),
+])
+def test_control_characters_in_any_config_name_are_refused(cli, write_config, field, yaml_value):
+    """Names match in full (a `$` anchor lets `fk_org\\n` through) and hold no
+    control character, wherever they sit: exit 2, one line naming file, line
+    and place."""
+    fk = {"name": "fk_p", "source_column": "k", "target_schema": "public", "target_table": "parent",
+          "target_key": "k"}
+    domain, schema, extra = "d", "public", ""
+    if field == "domain":
+        domain = '"d\\n"'
+    elif field == "fact_schema":
+        schema = yaml_value
+    elif field in fk:
+        fk[field] = yaml_value
+    elif field in ("derive_columns", "defaults"):
+        extra = f"        {field}: {yaml_value}\n"
+    else:
+        extra = f"        backfill_columns: {yaml_value}\n"
+    body = "      - " + "".join(f"        {k}: {v}\n" for k, v in fk.items()).lstrip()
+    text = f"domains:\n  {domain}:\n    fact_schema: {schema}\n    foreign_keys:\n{body}{extra}"
+    key = {"domain": "domains", "order_column": "backfill_columns", "template": "backfill_columns",
+           "target": "backfill_columns"}.get(field, field)
+    line = next(n for n, t in enumerate(text.splitlines(), start=1) if t.lstrip(" -").startswith(key + ":"))
+    path = write_config(text)
+    result = cli("--config", str(path), "validate", db=None)
+    assert result.returncode == 2, (text, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    if field == "domain":
+        assert lines[0] == f"refdata: error: {path}:{line}: field domains: domain 'd\\n' is not a valid name " \
+                           "(letters, digits, underscore)"
+    elif field == "name":
+        assert lines[0].startswith(f"refdata: error: {path}:{line}: "), lines[0]
+        assert "'fk_org\\n' is not a valid name" in lines[0]
+    else:
+        assert re.match(rf"refdata: error: {re.escape(str(path))}:{line}: domain d(, foreign key fk_p)?: "
+                        rf"field {key}", lines[0]), lines[0]
+        assert "contains the control character U+" in lines[0], lines[0]
+
+
+def test_generated_comments_carry_no_config_text(cli, tmp_path):
+    """A name inside a `--` comment is text, not a quoted identifier; the
+    comments of generated code hold no name from the config at all."""
+    result = cli("--config", str(SAMPLE_CONFIG), "render", db=None,
+                 env={"REFDATA_HOME": str(tmp_path / "none"), "PGHOST": str(tmp_path / "none")})
+    assert result.returncode == 0, result.stderr
+    from generator.config import load_config
+
+    config = load_config(SAMPLE_CONFIG)
+    names = set(config.domains)
+    for d in config.domains.values():
+        names |= {d.fact_schema, d.fact_table or ""}
+        for fk in d.foreign_keys:
+            names |= {fk.name, fk.target_schema, fk.target_table, *fk.sources, *fk.keys}
+            for m in fk.mappings():
+                names |= {m.target, *m.sources()}
+    names.discard("")
+    comments = re.findall(r"--[^\n]*", result.stdout)
+    assert len(comments) > 3
+    for comment in comments:
+        for name in names:
+            assert name not in comment, (name, comment)
+
+
+DOLLAR_SCHEMA = [
+    "CREATE TABLE victim (x int)",
+    'CREATE TABLE "p$refdata$;DROP TABLE victim;--" ("k$refdata$ x" text PRIMARY KEY, name text)',
+    'CREATE TABLE fact ("c$refdata$;DROP TABLE victim;--" text, name text)',
+]
+DOLLAR_CONFIG = """\
+domains:
+  d:
+    fact_table: fact
+    foreign_keys:
+      - name: fk_p
+        source_column: "c$refdata$;DROP TABLE victim;--"
+        target_table: "p$refdata$;DROP TABLE victim;--"
+        target_key: "k$refdata$ x"
+        derive_columns: [name]
+        defaults: {name: "$refdata$;DROP TABLE victim;--"}
+        blank_values: ["$refdata$"]
+"""
+
+
+def test_names_holding_the_dollar_tag_stay_names(db, dsn, cli, write_config, role, tmp_path):
+    """Bodies are quoted with a dollar tag that does not occur in them: names
+    holding `$refdata$` are applied as names, by apply and through psql, and
+    no DROP TABLE from a name runs."""
+    path = write_config(DOLLAR_CONFIG)
+    for s in DOLLAR_SCHEMA:
+        db.execute(s)
+    piped = render_to_psql(["--config", str(path)], dsn)
+    assert piped.returncode == 0, piped.stderr
+    assert db.execute("SELECT to_regclass('victim')").fetchone()[0] is not None
+    applied = cli("--config", str(path), "apply")  # again, by apply: nothing changes, nothing dropped
+    assert applied.returncode == 0, applied.stderr
+    assert db.execute("SELECT to_regclass('victim')").fetchone()[0] is not None
+
+    writer = role(unique("rd_writer"), ["GRANT INSERT ON fact TO {role}"])
+    writer.execute("""INSERT INTO fact VALUES ('NEW1', 'named'), ('NEW2', NULL)""")
+    assert db.execute('SELECT "k$refdata$ x", name, "_source" FROM "p$refdata$;DROP TABLE victim;--" '
+                      "ORDER BY 1").fetchall() == [
+        ("NEW1", "named", "auto_derived"), ("NEW2", "$refdata$;DROP TABLE victim;--", "auto_derived")]
+
+
+def test_the_rendered_script_is_all_or_nothing_even_with_on_error_rollback(db, dsn, cli, write_config, tmp_path):
+    """psql's ON_ERROR_ROLLBACK turns each statement into a savepoint; the
+    script switches it off, so a failing statement never leaves the ones
+    before it committed."""
+    path = write_config(textwrap.dedent("""\
+        domains:
+          d:
+            fact_table: fact
+            foreign_keys:
+              - {name: fk_p, source_column: k, target_table: parent, target_key: k}
+        """))
+    db.execute("CREATE TABLE parent (k text PRIMARY KEY)")  # no fact table: the trigger statement fails
+    rendered = cli("--config", str(path), "render", db=None)
+    assert rendered.returncode == 0, rendered.stderr
+    script = tmp_path / "refdata.sql"
+    script.write_text(rendered.stdout, encoding="utf-8")
+    result = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_ROLLBACK=on", "-v", "ON_ERROR_STOP=0",
+                             "-f", str(script), dsn], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert db.execute("SELECT to_regnamespace('refdata')").fetchone() == (None,)
+    assert db.execute("SELECT count(*) FROM pg_attribute WHERE attname = '_source'").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("scs", ["on", "off"])
+def test_literals_mean_the_same_without_standard_conforming_strings(db, scs):
+    """Literals in rendered SQL (names in comments of objects, in regclass
+    casts inside bodies) read back as the same text whether or not the
+    session that parses them has standard_conforming_strings on: a backslash
+    before a quote never ends a literal early."""
+    from generator.names import literal
+
+    db.execute(f"SET standard_conforming_strings = {scs}")
+    db.execute("SET escape_string_warning = off")
+    for text in ["x\\'; SELECT 1; --", '"public"."fact\\"', "a\\\\b\\", "plain 'quoted'", "中文\\n"]:
+        assert db.execute(f"SELECT {literal(text)}").fetchone()[0] == text
