@@ -6,6 +6,7 @@ import psycopg
 
 from .catalog import Report, check
 from .config import Config
+from .db import describe
 from .errors import InputError, RefdataError
 from .render import Statement, render
 
@@ -17,7 +18,8 @@ def checked(conn: psycopg.Connection, config: Config, source: str) -> tuple[list
     """Catalog-check the config and render it; InputError with one line per problem."""
     report = check(conn, config)
     if report.errors:
-        raise InputError("\n".join(f"{source}: {e}" for e in report.errors))
+        where = describe(conn)
+        raise InputError("\n".join(f"{source}: {e} ({where})" for e in report.errors))
     return render(config, report.skipped), report
 
 
@@ -35,5 +37,7 @@ def apply(conn: psycopg.Connection, config: Config, source: str,
                 conn.execute(s.sql, s.bound_params())
             except psycopg.Error as e:
                 message = (e.diag.message_primary or str(e)).strip()
-                raise RefdataError(f"apply failed at {s.kind} {s.name}: {message}; nothing was applied") from None
+                raise RefdataError(
+                    f"apply failed at {s.kind} {s.name}: {message}; nothing was applied ({describe(conn)})"
+                ) from None
     return statements, report

@@ -109,7 +109,7 @@ def _orders(path, config):
 
 def cmd_validate(args) -> int:
     from .apply import checked
-    from .db import connect, named_dsn, redact
+    from .db import catalog_dsn, connect, redact
     from .names import qualified
 
     path, config = _config(args)
@@ -123,9 +123,9 @@ def cmd_validate(args) -> int:
             deps = f"  after {', '.join(fk.depends_on)}" if fk.depends_on else ""
             keys = ", ".join(fk.keys)
             print(f"  {i}. {fk.name}: {', '.join(fk.sources)} -> {qualified(fk.target_schema, fk.target_table)} ({keys}){deps}")
-    dsn = named_dsn(args.db)
+    dsn, why = catalog_dsn(args.db)
     if not dsn:
-        print("catalog: not checked (no database named by --db, $REFDATA_DB or $DATABASE_URL)")
+        print(f"catalog: not checked ({why})")
         return 0
     with connect(dsn) as conn:
         _, report = checked(conn, config, str(path))

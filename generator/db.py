@@ -22,6 +22,21 @@ def resolve_dsn(cli_value: str | None) -> str:
     return named_dsn(cli_value) or embedded_dsn()
 
 
+def catalog_dsn(cli_value: str | None) -> tuple[str | None, str]:
+    """The database `validate` checks: the one `apply` would use. The embedded
+    cluster is started when it exists but is never created just to validate;
+    then (None, why) says why the catalog was not checked."""
+    dsn = named_dsn(cli_value)
+    if dsn:
+        return dsn, ""
+    cluster = Cluster()
+    if not cluster.initialized():
+        return None, (f"no database named by --db, $REFDATA_DB or $DATABASE_URL, and no embedded cluster under "
+                      f"{cluster.home} yet")
+    cluster.start()
+    return cluster.url(), ""
+
+
 def explicit_dsn(cli_value: str | None) -> str:
     """--db, else the embedded cluster: for commands that create and drop
     databases of their own (demo, bench), which must never follow the
@@ -51,3 +66,10 @@ def redact(dsn: str) -> str:
         return "the database"
     info.pop("password", None)
     return psycopg.conninfo.make_conninfo(**info)
+
+
+def describe(conn: psycopg.Connection) -> str:
+    """`database NAME on HOST[:PORT]` for messages (never the password)."""
+    info = conn.info
+    where = info.host + (f":{info.port}" if info.port and int(info.port) != 5432 else "")
+    return f"database {info.dbname} on {where}"

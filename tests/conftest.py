@@ -53,11 +53,14 @@ def write_config(tmp_path):
 
 
 @pytest.fixture
-def cli(dsn):
-    """Run bin/refdata's CLI in a subprocess, as a user would (against this test's database)."""
+def cli(dsn, tmp_path):
+    """Run bin/refdata's CLI in a subprocess, as a user would (against this test's database).
+    The embedded cluster's home is a folder that does not exist unless `env` names one,
+    so no test reaches a developer's .refdata/."""
 
     def run(*args: str, db: str | None = dsn, env: dict | None = None) -> subprocess.CompletedProcess:
         full_env = {k: v for k, v in os.environ.items() if k not in ("REFDATA_DB", "DATABASE_URL", "REFDATA_CONFIG")}
+        full_env["REFDATA_HOME"] = str(tmp_path / "no-embedded-cluster")
         full_env.update(env or {})
         argv = [sys.executable, "-m", "generator.cli"] + (["--db", db] if db else []) + list(args)
         return subprocess.run(argv, capture_output=True, text=True, env=full_env, cwd=ROOT)

@@ -50,7 +50,8 @@ def triggers(db) -> list[tuple]:
 
 def refused(cli, db, path, *problems: str) -> None:
     """validate and apply both exit 2 with exactly these lines; nothing is applied."""
-    expected = [f"refdata: error: {path}: {p}" for p in problems]
+    where = f"database {db.info.dbname} on {db.info.host}"  # every catalog error names the database
+    expected = [f"refdata: error: {path}: {p} ({where})" for p in problems]
     for command in ("validate", "apply"):
         result = cli("--config", str(path), command)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
@@ -453,7 +454,9 @@ def test_every_problem_is_reported_one_line_each(cli, sample_db, write_config):
     )
     result = cli("--config", str(path), "apply")
     assert result.returncode == 2
-    lines = result.stderr.splitlines()
+    where = f" (database {sample_db.info.dbname} on {sample_db.info.host})"
+    assert all(line.endswith(where) for line in result.stderr.splitlines())
+    lines = [line.removesuffix(where) for line in result.stderr.splitlines()]
     assert lines == [
         f"refdata: error: {path}: domain annuity_performance, foreign key fk_plan: "
         'column "计划名称" does not exist in "mapping"."年金计划" (did you mean "计划全称"?)',
@@ -469,7 +472,7 @@ def test_every_problem_is_reported_one_line_each(cli, sample_db, write_config):
     assert not refdata_exists(sample_db)
 
 
-def test_apply_rolls_back_when_a_statement_fails(cli, sample_db, write_config):
+def test_apply_rolls_back_when_a_statement_fails(cli, db, sample_db, write_config):
     # The catalog check passes, but a constraint of the same name makes the
     # second table's tracking columns fail: nothing of the apply may remain.
     sample_db.execute("""ALTER TABLE mapping."产品线" ADD CONSTRAINT "产品线__source_check" CHECK (true)""")
@@ -490,7 +493,7 @@ def test_apply_rolls_back_when_a_statement_fails(cli, sample_db, write_config):
     assert result.returncode == 1
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith("refdata: error: apply failed at tracking mapping.产品线: ")
-    assert result.stderr.rstrip().endswith("; nothing was applied")
+    assert result.stderr.rstrip().endswith(f"; nothing was applied (database {db.info.dbname} on {db.info.host})")
     assert not refdata_exists(sample_db)
     assert tracking_columns(sample_db) == []
 

@@ -91,9 +91,19 @@ def test_embedded_cluster_restarts_and_demo_stays_private(cli, embedded, tmp_pat
     assert str(cluster.socket_dir) in demo.stdout
     assert "mapping.年金计划" in demo.stdout
 
+    # validate checks the database apply would use (here the embedded one,
+    # still empty), and both name it in every catalog error.
+    env_embedded = {"REFDATA_HOME": str(home)}
+    assert cli("db", "stop", db=None, env=env).returncode == 0
+    outcomes = [cli(command, db=None, env=env_embedded) for command in ("validate", "apply")]
+    for result in outcomes:
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines()[0].endswith(
+            f'fact table "business"."规模明细" does not exist (database refdata on {cluster.socket_dir})')
+    assert outcomes[0].stderr == outcomes[1].stderr
+
     # The embedded default database gets the sample schema; then each command
     # that starts the cluster works on the first try after a stop.
-    env_embedded = {"REFDATA_HOME": str(home)}
     with psycopg.connect(cluster.url()) as conn:
         create_schema(conn)
         load_reference(conn, Sizes())

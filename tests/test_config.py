@@ -459,7 +459,7 @@ def test_invalid_yaml_names_the_line():
 # -- the CLI: exit code 2 and one line on stderr ------------------------------
 
 
-def test_cli_validate_without_db_prints_order(cli, write_config):
+def test_cli_validate_without_db_prints_order(cli, write_config, tmp_path):
     path = write_config(RICH_YAML)
     result = cli("--config", str(path), "validate", db=None)
     assert result.returncode == 0, result.stderr
@@ -468,7 +468,8 @@ def test_cli_validate_without_db_prints_order(cli, write_config):
         'domain annuity_performance (fact table "business"."规模明细"), processing order:',
         '  1. fk_plan: 计划代码 -> "mapping"."年金计划" (年金计划号)',
         '  2. fk_portfolio: 计划代码, 组合代码 -> "mapping"."组合计划" (年金计划号, 组合代码)  after fk_plan',
-        "catalog: not checked (no database named by --db, $REFDATA_DB or $DATABASE_URL)",
+        "catalog: not checked (no database named by --db, $REFDATA_DB or $DATABASE_URL, and no embedded "
+        f"cluster under {tmp_path / 'no-embedded-cluster'} yet)",
     ]
     assert result.stderr == ""
 
