@@ -642,7 +642,8 @@ def test_key_types_without_an_equality_operator_are_refused(db, cli, write_confi
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"refdata: error: {path}: domain perf, foreign key fk_plan: column \"code\" (bigint) of \"business\".\"fact\" "
-        "cannot be compared with (no = operator without a cast) key column \"code\" (text) of \"mapping\".\"plan\""
+        "cannot be compared with (no = operator without a cast) key column \"code\" (text) of \"mapping\".\"plan\" "
+        f"(database {db.info.dbname} on {db.info.host})"
     )
     assert rows(db, "SELECT to_regnamespace('refdata')") == [(None,)]
 
