@@ -20,9 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = Cluster(Path(os.environ.get("REFDATA_TEST_HOME") or ROOT / ".refdata" / "test"))
 CLUSTER.start()
 
+RUN = f"{os.getpid()}"  # per-run suffix of cluster-wide names (databases, roles)
+
 postgresql_noproc = factories.postgresql_noproc(
     host=str(CLUSTER.socket_dir), port=5432, user="postgres",
-    dbname=f"refdata_test_{os.getpid()}",  # concurrent pytest runs on one cluster stay apart
+    dbname=f"refdata_test_{RUN}",  # concurrent pytest runs on one cluster stay apart
 )
 postgresql = factories.postgresql("postgresql_noproc")
 
@@ -69,24 +71,33 @@ def cli(dsn, tmp_path):
 
 
 @pytest.fixture
-def role(postgresql):
-    """Make a login role (cluster-wide, reused across tests) and connect as it."""
-    made: list[psycopg.Connection] = []
+def role(postgresql, dsn):
+    """Make a login role and connect as it. Roles are cluster-wide: the name
+    gets this run's suffix (two runs on one cluster stay apart) and the role
+    is dropped afterwards."""
+    made: list[str] = []
+    conns: list[psycopg.Connection] = []
 
     def make(name: str, grants: list[str] = ()) -> psycopg.Connection:
+        name = f"{name}_{RUN}"
         with postgresql.transaction():
-            if not postgresql.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone():
-                postgresql.execute(f'CREATE ROLE "{name}" LOGIN')
+            postgresql.execute(f'CREATE ROLE "{name}" LOGIN')
+            made.append(name)
             for g in grants:
                 postgresql.execute(g.format(role=f'"{name}"'))
         info = postgresql.info
         conn = psycopg.connect(host=info.host, port=info.port, user=name, dbname=info.dbname, autocommit=True)
-        made.append(conn)
+        conns.append(conn)
         return conn
 
     yield make
-    for conn in made:
+    for conn in conns:
         conn.close()
+    postgresql.rollback()  # a transaction the test left open would hold locks DROP OWNED needs
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        for name in made:
+            admin.execute(f'DROP OWNED BY "{name}"')
+            admin.execute(f'DROP ROLE "{name}"')
 
 
 @pytest.fixture

@@ -182,6 +182,28 @@ def test_insert_only_role_gets_parents_but_cannot_write_reference_tables(applied
     assert count(applied, 'mapping."年金计划"', """"年金计划号" = 'PX'""") == 0
 
 
+def test_generated_functions_are_not_executable_by_public(sample_db, cli, write_config, role):
+    statement_mode = SAMPLE_CONFIG.read_text(encoding="utf-8").replace(
+        "    fact_table: 规模明细\n", "    fact_table: 规模明细\n    trigger_mode: statement\n    defer_foreign_keys: true\n")
+    for path in (SAMPLE_CONFIG, write_config(statement_mode)):
+        apply_ok(cli, path)
+        assert rows(sample_db, """SELECT p.oid::regprocedure::text FROM pg_proc AS p,
+                                         aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) AS a
+                                  WHERE p.pronamespace = 'refdata'::regnamespace AND p.prosecdef
+                                    AND a.grantee = 0 AND a.privilege_type = 'EXECUTE'""") == []
+    # A role that can see schema refdata and create tables of its own must
+    # not get the owner's rights through the definer functions.
+    intruder = role("refdata_intruder", ["GRANT USAGE ON SCHEMA refdata TO {role}",
+                                         "GRANT CREATE ON SCHEMA public TO {role}"])
+    intruder.execute('CREATE TABLE public.mine ("计划代码" varchar(32))')
+    for function in ("annuity_performance__backfill", "annuity_performance__backfill_set"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for function"):
+            intruder.execute(f"CREATE TRIGGER t BEFORE INSERT ON public.mine FOR EACH ROW "
+                             f"EXECUTE FUNCTION refdata.{function}()")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for function"):
+        intruder.execute("SELECT * FROM refdata.annuity_performance__load()")
+
+
 def test_reference_table_privileges_still_apply_with_schema_usage(applied, role):
     writer = role(
         "refdata_fact_writer2",

@@ -515,3 +515,26 @@ def test_fact_column_with_the_reserved_prefix(cli, sample_db, write_config):
         cli, sample_db, path,
         'domain annuity_performance: column "_rd_batch" of "business"."规模明细" uses the prefix _rd_ refdata reserves',
     )
+
+
+def test_skipped_optional_mapping_does_not_cover_a_not_null_column(cli, sample_db, write_config):
+    # 计划状态 is NOT NULL without a default; the only mapping to it is optional and its column is absent
+    path = write_config(
+        fk_config(
+            """\
+            - name: fk_plan
+              source_column: 计划代码
+              target_schema: mapping
+              target_table: 年金计划
+              target_key: 年金计划号
+              backfill_columns:
+                - {source: 计划名称, target: 计划全称}
+                - {source: 计划状态码, target: 计划状态, optional: true}
+            """
+        )
+    )
+    refused(
+        cli, sample_db, path,
+        'domain annuity_performance, foreign key fk_plan: column "计划状态" of "mapping"."年金计划" is NOT NULL '
+        "without a default; map it (backfill_columns/derive_columns) or give it a value in defaults",
+    )

@@ -3,6 +3,7 @@ the statement-level trigger mode, and agreement between all paths."""
 
 from __future__ import annotations
 
+import random
 import threading
 from pathlib import Path
 
@@ -384,3 +385,144 @@ def test_other_delimiter_and_null_marker(sample, cli, tmp_path):
     names = sample.execute("""SELECT "年金计划号", "计划全称" FROM mapping."年金计划"
                               WHERE "年金计划号" LIKE 'PD%' ORDER BY 1""").fetchall()
     assert names == [("PD1", "(待补充)"), ("PD2", "")]  # NULL took the default; an empty string is a value
+
+
+# -- what the bulk path promises ---------------------------------------------------------
+
+
+def test_new_parents_are_inserted_in_key_order(db, cli, write_config):
+    # Concurrent loads lock the keys they insert; in one order for all, they
+    # wait for each other instead of deadlocking.
+    db.execute("""CREATE TABLE parent (k text PRIMARY KEY, seq bigint GENERATED ALWAYS AS IDENTITY);
+                  CREATE TABLE fact (id serial, k text REFERENCES parent);""")
+    apply_config(cli, write_config, """
+    domains:
+      ord:
+        fact_table: fact
+        foreign_keys: [{name: fk, source_column: k, target_table: parent, target_key: k}]
+    """)
+    keys = [f"K{i:03d}" for i in range(300)]
+    random.Random(14).shuffle(keys)
+    db.autocommit = False
+    facts, derived, _ = stage_and_load(db, "ord", ["k"], [(k,) for k in keys])
+    db.commit()
+    assert (facts, derived) == (300, {"public.parent": 300})
+    assert [k for (k,) in db.execute("SELECT k FROM parent ORDER BY seq")] == sorted(keys)
+
+
+def test_bulk_fill_null_only_never_overwrites_a_value(db, cli, write_config):
+    db.execute("""CREATE TABLE parent (k text PRIMARY KEY, a text, b text);
+                  CREATE TABLE fact (id serial, k text, a text, b text);
+                  INSERT INTO parent VALUES ('P', 'kept', NULL);""")
+    apply_config(cli, write_config, """
+    domains:
+      fill:
+        fact_table: fact
+        foreign_keys:
+          - {name: fk, source_column: k, target_table: parent, target_key: k, derive_columns: [a, b], mode: fill_null_only}
+    """)
+    db.autocommit = False
+    stage_and_load(db, "fill", ["k", "a", "b"], [("P", "from fact", "filled"), ("N", "new a", "new b")])
+    db.commit()
+    assert db.execute("SELECT k, a, b, _source, _needs_review FROM parent ORDER BY k").fetchall() == [
+        ("N", "new a", "new b", "auto_derived", True),
+        ("P", "kept", "filled", "authoritative", False),
+    ]
+
+
+def test_staging_table_is_unlogged(sample, cli):
+    assert cli("apply").returncode == 0
+    assert sample.execute("""SELECT relpersistence FROM pg_class
+                             WHERE oid = 'refdata_stage."annuity_performance"'::regclass""").fetchone() == ("u",)
+
+
+def test_two_loads_in_one_transaction_insert_each_row_once(sample, cli):
+    assert cli("apply").returncode == 0
+    columns = ["月度", "计划代码"]
+    with sample.transaction():
+        assert stage_and_load(sample, "annuity_performance", columns, [("2025-11-01", "PT1")])[0] == 1
+        assert stage_and_load(sample, "annuity_performance", columns, [("2025-11-01", "PT2")])[0] == 1
+        # the bulk path's skip of the trigger ends with its insert
+        sample.execute("""INSERT INTO business."规模明细" ("月度", "计划代码") VALUES ('2025-11-01', 'PT3')""")
+    assert sample.execute('SELECT "计划代码" FROM business."规模明细" ORDER BY 1').fetchall() == [
+        ("PT1",), ("PT2",), ("PT3",)]
+    assert sample.execute('SELECT count(*) FROM refdata_stage."annuity_performance"').fetchone() == (0,)
+    assert sample.execute("""SELECT "年金计划号", _source FROM mapping."年金计划"
+                             WHERE "年金计划号" LIKE 'PT%' ORDER BY 1""").fetchall() == [
+        ("PT1", "auto_derived"), ("PT2", "auto_derived"), ("PT3", "auto_derived")]
+
+
+# -- refdata load: files and the errors the README documents --------------------------------
+
+
+def test_utf8_bom_is_skipped(sample, cli, tmp_path):
+    assert cli("apply").returncode == 0
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + ("月度,计划代码,计划名称\n2025-11-01,PB1,带BOM\n").encode())
+    for extra in ([], ["--null", "NULLX"]):  # the server's parser and Python's
+        result = cli("load", "annuity_performance", str(path), *extra)
+        assert result.returncode == 0, result.stderr
+        assert "loaded 1 fact rows" in result.stdout
+    assert sample.execute("""SELECT "月度"::text, "计划代码" FROM business."规模明细" """).fetchall() == [
+        ("2025-11-01", "PB1"), ("2025-11-01", "PB1")]
+
+
+def test_gb18030_input_beyond_gbk(sample, cli, tmp_path):
+    assert cli("apply").returncode == 0
+    name = "计划𠀀€"  # U+20000 has no GBK code: GB18030 only
+    path = _csv(tmp_path, "gb.csv", ["月度,计划代码,计划名称", f"2025-11-01,PG18,{name}"], encoding="gb18030")
+    for extra in ([], ["--null", "NULLX"]):
+        sample.execute('DELETE FROM business."规模明细"')
+        sample.commit()
+        result = cli("load", "annuity_performance", str(path), "--encoding", "gb18030", *extra)
+        assert result.returncode == 0, result.stderr
+        assert sample.execute('SELECT "计划名称" FROM business."规模明细"').fetchall() == [(name,)]
+    assert sample.execute('SELECT "计划全称" FROM mapping."年金计划" WHERE "年金计划号" = %s', ["PG18"]).fetchone() == (
+        name,)
+
+
+@pytest.mark.parametrize("content, args, expected", [
+    ("月度,计划代码,月度\n2025-11-01,P1,2025-11-01\n", [],
+     'FILE:1: column "月度" appears twice in the header'),
+    ("计划代码,计划名称\nP1,n\n", [],
+     'FILE:1: required column "月度" (NOT NULL, no default) is not in the header'),
+    ("", [], "FILE: empty file (a header row naming the fact columns is expected)"),
+    ("月度,计划代码\n2025-11-01,P1\n", ["--encoding", "no-such-codec"],
+     "--encoding: unknown encoding 'no-such-codec'"),
+    ("月度,计划代码\n2025-11-01,P1\n", ["--delimiter", ";;"], "--delimiter: must be one character"),
+], ids=["duplicate-column", "missing-required-column", "empty-file", "unknown-encoding", "bad-delimiter"])
+def test_documented_load_errors(sample, cli, tmp_path, content, args, expected):
+    assert cli("apply").returncode == 0
+    path = tmp_path / "f.csv"
+    path.write_text(content, encoding="utf-8")
+    result = cli("load", "annuity_performance", str(path), *args)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["refdata: error: " + expected.replace("FILE", str(path))]
+    assert _fact_count(sample) == 0
+
+
+def test_load_of_an_unknown_domain(sample, cli, tmp_path):
+    path = _csv(tmp_path, "f.csv", ["月度,计划代码", "2025-11-01,P1"])
+    result = cli("load", "annuity_perf", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "refdata: error: domain annuity_perf is not in the config (known: annuity_performance)"]
+
+
+def test_load_of_a_row_breaking_a_constraint_is_exit_2(db, cli, write_config, tmp_path):
+    db.execute("""CREATE TABLE parent (k text PRIMARY KEY);
+                  CREATE TABLE fact (id serial, k text, amount numeric CHECK (amount >= 0));""")
+    config = apply_config(cli, write_config, """
+    domains:
+      chk:
+        fact_table: fact
+        foreign_keys: [{name: fk, source_column: k, target_table: parent, target_key: k}]
+    """)
+    path = _csv(tmp_path, "f.csv", ["k,amount", "a,1", "b,-1"])
+    result = cli("--config", str(config), "load", "chk", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f'refdata: error: {path}: new row for relation "fact" violates check constraint "fact_amount_check" '
+        f"(Failing row contains (2, b, -1).); nothing was loaded"]
+    assert db.execute("SELECT count(*) FROM fact").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM parent").fetchone() == (0,)
