@@ -294,9 +294,13 @@ def test_defer_foreign_keys_makes_the_domain_fks_deferred(sample, cli, write_con
         """SELECT conname, condeferrable AND condeferred FROM pg_constraint
            WHERE conrelid = 'business."规模明细"'::regclass AND contype = 'f' ORDER BY 1""").fetchall()
     assert len(rows) == 4 and all(deferred for _, deferred in rows)
-    # and it is now valid to validate without defer_foreign_keys
-    result = apply_config(cli, write_config, _mode_config("statement", defer=False))
-    assert result
+    # with the FKs deferred, statement mode needs defer_foreign_keys no more; apply leaves them deferred
+    path = write_config(_mode_config("statement", defer=False))
+    result = cli("--config", str(path), "apply")
+    assert result.returncode == 0, result.stderr
+    assert sample.execute(
+        """SELECT count(*) FILTER (WHERE condeferrable AND condeferred) FROM pg_constraint
+           WHERE conrelid = 'business."规模明细"'::regclass AND contype = 'f'""").fetchone() == (4,)
 
 
 FACTS = [  # each new key once: every path must agree exactly
