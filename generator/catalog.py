@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 
 from .config import Config, Domain, ForeignKey
-from .names import qualified
+from .names import ident, object_name, qualified
 from .order import processing_order
 
 CATALOG_SQL = Path(__file__).resolve().parent.parent / "sql" / "catalog"
@@ -134,6 +134,13 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
     for col in fact.columns:
         if col.startswith("_rd_"):
             report.errors.append(f'domain {name}: column "{col}" of {fact.label} uses the prefix _rd_ refdata reserves')
+    if domain.trigger_mode == "statement" and fact.kind == "p":
+        trigger = object_name(name, "backfill_insert")
+        for (part,) in catalog.conn.execute(query("partitions_without_trigger"), {"oid": fact.oid, "trigger": trigger}):
+            report.warnings.append(
+                f"domain {name}: partition {part} of {fact.label} has no statement trigger {ident(trigger)} "
+                f"(created after apply); writes straight into it derive nothing until refdata apply adds it"
+            )
     if domain.trigger_mode == "statement" and not domain.defer_foreign_keys:
         # Statement-level triggers run after the statement; immediate FK
         # checks run before them and would fail on parents not derived yet.

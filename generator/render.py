@@ -30,6 +30,11 @@ _env = jinja2.Environment(
 _env.filters["ident"] = ident
 _env.filters["literal"] = literal
 _env.filters["dollar_quote"] = dollar_quote
+# Every path takes this one transaction-level lock before it creates or fills
+# a parent, and holds it until commit: writers that derive parents then wait
+# for each other instead of deadlocking on keys taken in different orders.
+# Two int4 keys ('refd', 1) so it never meets apply's single bigint key.
+_env.globals["derive_lock"] = "pg_catalog.pg_advisory_xact_lock(1919247972, 1)"
 
 
 def sql_file(path: str, **context) -> str:
@@ -361,6 +366,7 @@ def domain_statements(name: str, d: Domain, fks: list[FkView]) -> list[Statement
         update_trigger=object_name(name, "backfill_update"),
         columns=[ident(c) for c in columns],
         fact_table=fact,
+        fact_literal=literal(fact),
         row_function=refdata_name(name, "backfill"),
         statement_function=refdata_name(name, "backfill_set"),
     )))

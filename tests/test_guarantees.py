@@ -1,0 +1,138 @@
+"""Promises of the README's Guarantees section that no other test file
+holds: statement mode on partitions, and what a killed load leaves behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import apply_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PARTITIONED = """
+CREATE TABLE plan (code text PRIMARY KEY, name text);
+CREATE TABLE fact (
+    month date NOT NULL,
+    plan_code text REFERENCES plan DEFERRABLE INITIALLY DEFERRED,
+    plan_name text
+) PARTITION BY RANGE (month);
+CREATE TABLE fact_2025 PARTITION OF fact FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')
+    PARTITION BY RANGE (month);
+CREATE TABLE fact_2025_h2 PARTITION OF fact_2025 FOR VALUES FROM ('2025-07-01') TO ('2026-01-01');
+CREATE TABLE fact_2025_h1 PARTITION OF fact_2025 FOR VALUES FROM ('2025-01-01') TO ('2025-07-01');
+CREATE TABLE fact_2026 PARTITION OF fact FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+"""
+
+CONFIG = """
+domains:
+  facts:
+    fact_table: fact
+    trigger_mode: {mode}
+    foreign_keys:
+      - name: fk_plan
+        source_column: plan_code
+        target_table: plan
+        target_key: code
+        backfill_columns: [{{source: plan_name, target: name}}]
+"""
+
+
+def _statement_triggers(db) -> list[tuple[str, str]]:
+    return db.execute("""SELECT tgrelid::regclass::text, tgname FROM pg_trigger
+                         WHERE NOT tgisinternal AND tgname LIKE 'facts__backfill_%' ORDER BY 1, 2""").fetchall()
+
+
+def test_statement_mode_covers_writes_straight_into_partitions(db, cli, write_config):
+    db.execute(PARTITIONED)
+    apply_config(cli, write_config, CONFIG.format(mode="statement"))
+    with db.transaction():
+        db.execute("INSERT INTO fact VALUES ('2025-03-01', 'P1', 'via the parent')")
+        db.execute("INSERT INTO fact_2025 VALUES ('2025-08-01', 'P2', 'via a sub-partitioned partition')")
+        db.execute("INSERT INTO fact_2025_h1 VALUES ('2025-02-01', 'P3', 'straight into a leaf')")
+        with db.cursor() as cur, cur.copy("COPY fact_2026 FROM STDIN") as cp:
+            cp.write_row(("2026-05-01", "P4", "COPY into a leaf"))
+        db.execute("UPDATE fact_2025_h2 SET plan_code = 'P5', plan_name = 'updated in a leaf' WHERE plan_code = 'P2'")
+    assert db.execute("SELECT code, name, _source FROM plan ORDER BY code").fetchall() == [
+        ("P1", "via the parent", "auto_derived"),
+        ("P2", "via a sub-partitioned partition", "auto_derived"),
+        ("P3", "straight into a leaf", "auto_derived"),
+        ("P4", "COPY into a leaf", "auto_derived"),
+        ("P5", "updated in a leaf", "auto_derived"),
+    ]
+    # one derivation per statement: a write through the parent does not fire the partitions' triggers too
+    assert db.execute("SELECT count(*) FROM plan").fetchone() == (5,)
+
+
+def test_switching_to_row_mode_removes_the_partitions_statement_triggers(db, cli, write_config):
+    db.execute(PARTITIONED)
+    apply_config(cli, write_config, CONFIG.format(mode="statement"))
+    parts = ["fact", "fact_2025", "fact_2025_h1", "fact_2025_h2", "fact_2026"]
+    assert _statement_triggers(db) == [(p, f"facts__backfill_{e}") for p in parts for e in ("insert", "update")]
+    apply_config(cli, write_config, CONFIG.format(mode="row"))
+    assert _statement_triggers(db) == []
+    db.execute("INSERT INTO fact_2025_h1 VALUES ('2025-02-01', 'P9', 'row mode, leaf')")
+    assert db.execute("SELECT code, name FROM plan").fetchall() == [("P9", "row mode, leaf")]
+
+
+def test_killed_load_leaves_nothing_and_the_rerun_loads_the_file_once(db, cli, write_config, dsn, tmp_path):
+    db.execute("CREATE TABLE plan (code text PRIMARY KEY, name text);"
+               "CREATE TABLE fact (n int NOT NULL, plan_code text REFERENCES plan, plan_name text)")
+    config = apply_config(cli, write_config, CONFIG.format(mode="row").replace("fact_table: fact", "fact_table: fact"))
+    data = tmp_path / "facts.csv"
+    rows = 300_000
+    with open(data, "w", encoding="utf-8") as f:
+        f.write("n,plan_code,plan_name\n")
+        for n in range(rows):
+            f.write(f"{n},P{n % 5000},plan {n % 5000}\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("REFDATA_DB", "DATABASE_URL", "REFDATA_CONFIG")}
+    proc = subprocess.Popen([sys.executable, "-m", "generator.cli", "--db", dsn, "--config", str(config),
+                             "load", "facts", str(data)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Kill it while its transaction is open: once its backend has been busy for a moment.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        busy = db.execute("""SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                             AND pid <> pg_backend_pid() AND xact_start IS NOT NULL""").fetchone()[0]
+        if busy or proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the load ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    # The server notices the dead client and rolls its transaction back.
+    deadline = time.monotonic() + 60
+    while db.execute("""SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                        AND pid <> pg_backend_pid()""").fetchone()[0] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert db.execute("SELECT count(*) FROM fact").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM plan").fetchone() == (0,)
+    assert db.execute('SELECT count(*) FROM refdata_stage."facts"').fetchone() == (0,)
+
+    result = cli("--config", str(config), "load", "facts", str(data))
+    assert result.returncode == 0, result.stderr
+    assert db.execute("SELECT count(*), count(DISTINCT n) FROM fact").fetchone() == (rows, rows)
+    assert db.execute("SELECT count(*) FROM plan WHERE _source = 'auto_derived'").fetchone() == (5000,)
+    assert db.execute('SELECT count(*) FROM refdata_stage."facts"').fetchone() == (0,)
+
+
+def test_partition_created_after_apply_is_reported_then_covered(db, cli, write_config):
+    db.execute(PARTITIONED)
+    config = apply_config(cli, write_config, CONFIG.format(mode="statement"))
+    db.execute("CREATE TABLE fact_2027 PARTITION OF fact FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')")
+    result = cli("--config", str(config), "validate")
+    assert result.returncode == 0, result.stderr
+    assert ('warning: domain facts: partition fact_2027 of "public"."fact" has no statement trigger '
+            '"facts__backfill_insert" (created after apply); writes straight into it derive nothing until '
+            'refdata apply adds it') in result.stdout.splitlines()
+    assert cli("--config", str(config), "apply").returncode == 0
+    assert "warning" not in cli("--config", str(config), "validate").stdout
+    with db.transaction():
+        db.execute("INSERT INTO fact_2027 VALUES ('2027-03-01', 'P7', 'new partition')")
+    assert db.execute("SELECT code, name FROM plan").fetchall() == [("P7", "new partition")]
