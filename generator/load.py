@@ -75,20 +75,22 @@ def records(path: Path, options: Options) -> Iterator[tuple[int, list[str], BadR
     so --rejects can set it aside and go on.
     """
     first_encoding = "utf-8-sig" if codecs.lookup(options.encoding).name == "utf-8" else options.encoding
-    state: dict = {"line": 0, "bad": None}
+    state: dict = {"line": 0, "bad": None, "text": []}
 
     def lines():
         with open(path, "rb") as f:
             for number, raw in enumerate(f, start=1):
                 state["line"] = number
                 try:
-                    yield raw.decode(first_encoding if number == 1 else options.encoding)
+                    text = raw.decode(first_encoding if number == 1 else options.encoding)
                 except UnicodeDecodeError as e:
                     text = raw.decode(options.encoding, errors="replace")
                     if state["bad"] is None:
                         reason = f"not valid {options.encoding}: byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line"
                         state["bad"] = BadRow(number, None, reason, text=text)
-                    yield text
+                # the record's own text: whether a field was quoted is not in what csv gives back
+                state["text"].append(text)
+                yield text
 
     reader = csv.reader(lines(), delimiter=options.delimiter, strict=True)
     start = 1
@@ -100,11 +102,45 @@ def records(path: Path, options: Options) -> Iterator[tuple[int, list[str], BadR
         except csv.Error as e:
             raise BadRow(start, None, f"malformed CSV: {e}") from None
         bad, state["bad"] = state["bad"], None
+        text, state["text"] = state["text"], []
+        if options.null in fields:
+            fields = _quoted_kept(fields, "".join(text), options)
         if bad is not None:
             bad.raw = fields
         if fields or bad is not None:
             yield start, fields, bad
         start = state["line"] + 1
+
+
+class Quoted(str):
+    """A field that was quoted in the file: never the NULL marker, as in COPY's CSV format."""
+
+
+def _quoted_kept(fields: list[str], text: str, options: Options) -> list[str]:
+    """`fields` with the quoted ones equal to the NULL marker made `Quoted`.
+
+    Only called for records holding such a value, so the slow walk over the
+    record's characters is rare."""
+    quoted: list[bool] = []
+    at_start, is_quoted, in_quotes = True, False, False
+    for ch in text.rstrip("\r\n"):
+        if at_start:
+            at_start, is_quoted = False, ch == '"'
+            in_quotes = is_quoted
+            if ch == options.delimiter:
+                quoted.append(False)
+                at_start = True
+        elif in_quotes:
+            in_quotes = ch != '"'
+        elif ch == '"' and is_quoted:
+            in_quotes = True
+        elif ch == options.delimiter:
+            quoted.append(is_quoted)
+            at_start = True
+    quoted.append(is_quoted and not at_start)
+    if len(quoted) != len(fields):  # not what csv read; leave the record as it is
+        return fields
+    return [Quoted(v) if q and v == options.null else v for v, q in zip(fields, quoted)]
 
 
 # -- loading ---------------------------------------------------------------------
@@ -164,7 +200,7 @@ class Loader:
     def _check(self, line: int, fields: list[str], columns: list[str]) -> list[str | None]:
         if len(fields) != len(columns):
             raise BadRow(line, None, f"expected {len(columns)} fields, found {len(fields)}", fields)
-        values = [None if v == self.options.null else v for v in fields]
+        values = [None if v == self.options.null and not isinstance(v, Quoted) else v for v in fields]
         for c, v in zip(columns, values):
             if v is None and c in self.not_null:
                 raise BadRow(line, c, "value required (column is NOT NULL)", fields)
