@@ -53,16 +53,17 @@ def counts(conn: psycopg.Connection) -> list[tuple]:
     return out
 
 
-def run(db: str | None, config: Config, source: str, sizes: Sizes | None = None) -> int:
+def run(db: str | None, config: Config, source: str, sizes: Sizes | None = None,
+        database: str = DEMO_DATABASE) -> int:
     """`db` is what --db said: the demo never follows $REFDATA_DB or $DATABASE_URL."""
     sizes = sizes or Sizes()
-    dsn = fresh_database(explicit_dsn(db), DEMO_DATABASE)
+    dsn = fresh_database(explicit_dsn(db), database)
     with connect(dsn) as conn:
         with conn.transaction():
             create_schema(conn)
             load_reference(conn, sizes)
         statements, _ = apply(conn, config, source)
-        print(f"applied {len(statements)} statements from {source} to database {DEMO_DATABASE}")
+        print(f"applied {len(statements)} statements from {source} to database {database}")
         rows = list(fact_rows(sizes))
         split = len(rows) // 4
         insert_facts(conn, rows[:split], via_copy=False)

@@ -1,11 +1,16 @@
 """Fixtures on a real PostgreSQL: the test cluster bin/test started (started
-here too when pytest runs alone), one fresh database per test."""
+here too when pytest runs alone), one fresh database per test; tests that use
+`sample` get theirs as a copy of a template database holding the sample
+schema, built once per run."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import psycopg
@@ -13,6 +18,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from pytest_postgresql import factories
 
+from generator import cli as cli_module
 from generator.cluster import Cluster
 from generator.sample import Sizes, create_schema, load_reference
 
@@ -21,12 +27,30 @@ CLUSTER = Cluster(Path(os.environ.get("REFDATA_TEST_HOME") or ROOT / ".refdata" 
 CLUSTER.start()
 
 RUN = f"{os.getpid()}"  # per-run suffix of cluster-wide names (databases, roles)
+# What a user's shell might set that would point the CLI elsewhere than the test says.
+CLI_ENV = ("REFDATA_DB", "DATABASE_URL", "REFDATA_CONFIG")
+
+
+def _load_sample(host, port, user, dbname, password=None, **_) -> None:
+    with psycopg.connect(host=host, port=port, user=user, dbname=dbname, password=password) as conn:
+        with conn.transaction():
+            create_schema(conn)
+            load_reference(conn, Sizes())
+
 
 postgresql_noproc = factories.postgresql_noproc(
     host=str(CLUSTER.socket_dir), port=5432, user="postgres",
     dbname=f"refdata_test_{RUN}",  # concurrent pytest runs on one cluster stay apart
 )
-postgresql = factories.postgresql("postgresql_noproc")
+sample_noproc = factories.postgresql_noproc(load=[_load_sample], depends_on="postgresql_noproc")
+postgresql_empty = factories.postgresql("postgresql_noproc")
+postgresql_sample = factories.postgresql("sample_noproc")
+
+
+@pytest.fixture
+def postgresql(request) -> psycopg.Connection:
+    """The test's own database: empty, or a copy of the sample template for tests that use `sample`."""
+    return request.getfixturevalue("postgresql_sample" if "sample" in request.fixturenames else "postgresql_empty")
 
 
 @pytest.fixture
@@ -38,9 +62,8 @@ def dsn(postgresql) -> str:
 @pytest.fixture
 def sample(postgresql) -> psycopg.Connection:
     """The sample schema (mapping.*, business.规模明细) with authoritative rows."""
-    with postgresql.transaction():
-        create_schema(postgresql)
-        load_reference(postgresql, Sizes())
+    assert postgresql.execute("SELECT to_regclass('business.\"规模明细\"')").fetchone()[0], "not the sample template"
+    postgresql.rollback()
     return postgresql
 
 
@@ -54,18 +77,60 @@ def write_config(tmp_path):
     return write
 
 
-@pytest.fixture
-def cli(dsn, tmp_path):
-    """Run bin/refdata's CLI in a subprocess, as a user would (against this test's database).
-    The embedded cluster's home is a folder that does not exist unless `env` names one,
-    so no test reaches a developer's .refdata/."""
+_OWN_DATABASE = object()
 
-    def run(*args: str, db: str | None = dsn, env: dict | None = None) -> subprocess.CompletedProcess:
-        full_env = {k: v for k, v in os.environ.items() if k not in ("REFDATA_DB", "DATABASE_URL", "REFDATA_CONFIG")}
-        full_env["REFDATA_HOME"] = str(tmp_path / "no-embedded-cluster")
-        full_env.update(env or {})
+
+def _cli_env(tmp_path: Path, env: dict | None) -> dict:
+    """Variables to set for a CLI run. The embedded cluster's home is a folder
+    that does not exist unless `env` names one, so no test reaches a
+    developer's .refdata/."""
+    return {"REFDATA_HOME": str(tmp_path / "no-embedded-cluster"), **(env or {})}
+
+
+@pytest.fixture
+def cli(request, monkeypatch, tmp_path):
+    """Run bin/refdata's CLI (`generator.cli.main`) in this process against
+    this test's database, with stdout and stderr captured and the
+    environment a user's shell could set for it removed (cwd: the project).
+    Returns what a subprocess run would: returncode, stdout, stderr."""
+
+    def run(*args: str, db=_OWN_DATABASE, env: dict | None = None) -> subprocess.CompletedProcess:
+        if db is _OWN_DATABASE:
+            db = request.getfixturevalue("dsn")
+        argv = (["--db", db] if db else []) + list(args)
+        out, err = io.StringIO(), io.StringIO()
+        with monkeypatch.context() as m:
+            for name in CLI_ENV:
+                m.delenv(name, raising=False)
+            for name, value in _cli_env(tmp_path, env).items():
+                m.setenv(name, value)
+            m.chdir(ROOT)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = cli_module.main(argv)
+                except SystemExit as e:  # --help, --version
+                    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                except Exception:  # what --debug lets through: a traceback and exit 1, as from a process
+                    traceback.print_exc()
+                    code = 1
+        return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+    return run
+
+
+@pytest.fixture
+def cli_process(request, tmp_path):
+    """Run bin/refdata's CLI in a real subprocess: for what only a process
+    shows (exit status, pipes, terminals, the environment it inherits)."""
+
+    def run(*args: str, db=_OWN_DATABASE, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+        if db is _OWN_DATABASE:
+            db = request.getfixturevalue("dsn")
+        full_env = {k: v for k, v in os.environ.items() if k not in CLI_ENV}
+        full_env.update(_cli_env(tmp_path, env))
         argv = [sys.executable, "-m", "generator.cli"] + (["--db", db] if db else []) + list(args)
-        return subprocess.run(argv, capture_output=True, text=True, env=full_env, cwd=ROOT)
+        kwargs.setdefault("capture_output", True)
+        return subprocess.run(argv, text=True, env=full_env, cwd=ROOT, **kwargs)
 
     return run
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 
@@ -24,3 +25,14 @@ def stage_and_load(conn, domain: str, columns: list[str], rows: list[tuple]):
                 [row + (i,) for i, row in enumerate(rows, start=1)],
             )
         return conn.execute(f'SELECT * FROM refdata."{domain}__load"(%s)', [columns]).fetchone()
+
+
+def wait_until_blocked(db, pid: int, timeout: float = 30.0) -> None:
+    """Until backend `pid` waits on a lock: what a race needs instead of sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = db.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
+        if state and state[0] == "Lock":
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"backend {pid} never waited on a lock")

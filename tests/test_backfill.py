@@ -16,6 +16,8 @@ from psycopg import sql
 
 from generator.config import PROJECT_ROOT
 
+from helpers import wait_until_blocked
+
 SAMPLE_CONFIG = PROJECT_ROOT / "config" / "data_sources.yml"
 FACT = 'business."规模明细"'
 REFERENCE_TABLES = ["年金计划", "组合计划", "产品线", "组织架构"]
@@ -281,8 +283,15 @@ def test_authoritative_parent_is_never_overwritten(applied):
     assert before and before[0][-4:] == ("authoritative", False, None, None)
     insert_fact(applied, 计划代码="P00001", 计划名称="另一个名字", 计划类型="集合计划", 客户名称="别人",
                 机构代码="G009", 期末资产规模=10**12)
-    applied.execute("""UPDATE business."规模明细" SET "计划名称" = '再一个名字', "客户名称" = NULL""")
+    insert_fact(applied, 计划代码="P00001", 计划名称="另一个名字")
+    # an UPDATE of the key column fires the trigger: one row moves to a new
+    # plan (derived, so the trigger ran), the other names P00001 again
+    applied.execute("""UPDATE business."规模明细"
+                       SET "计划代码" = CASE WHEN "机构代码" IS NULL THEN 'P90099' ELSE 'P00001' END,
+                           "计划名称" = '再一个名字', "客户名称" = NULL""")
     assert rows(applied, query, ["P00001"]) == before
+    assert rows(applied, """SELECT "计划全称", "_source" FROM mapping."年金计划" WHERE "年金计划号" = 'P90099'""") == [
+        ("再一个名字", "auto_derived")]
 
 
 def test_auto_derived_parent_is_kept_by_insert_missing(applied):
@@ -671,16 +680,6 @@ def test_key_types_without_an_equality_operator_are_refused(db, cli, write_confi
 
 
 # -- concurrency --------------------------------------------------------------
-
-
-def wait_until_blocked(db, pid: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = db.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
-        if state and state[0] == "Lock":
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"backend {pid} never waited on a lock")
 
 
 @pytest.mark.parametrize("first_outcome", ["commit", "rollback"])

@@ -3,8 +3,12 @@ the statement-level trigger mode, and agreement between all paths."""
 
 from __future__ import annotations
 
+import os
 import random
+import re
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -530,3 +534,93 @@ def test_load_of_a_row_breaking_a_constraint_is_exit_2(db, cli, write_config, tm
         f"(Failing row contains (2, b, -1).); nothing was loaded"]
     assert db.execute("SELECT count(*) FROM fact").fetchone() == (0,)
     assert db.execute("SELECT count(*) FROM parent").fetchone() == (0,)
+
+
+# -- retries and the terminal ------------------------------------------------------------
+
+
+def _waiting(db, **match) -> int | None:
+    """pid of the backend waiting on a lock that matches, if any."""
+    where = " AND ".join(f"{k} = %s" for k in match)
+    row = db.execute(f"SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND {where}",
+                     list(match.values())).fetchone()
+    return row[0] if row else None
+
+
+def _until(condition, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"never: {what}")
+
+
+def test_load_retries_after_a_deadlock(sample, cli, db, dsn, tmp_path):
+    """A real deadlock, made deterministic: the load inserts new plans in key
+    order (PAA, PAB, PDL). Y holds PAB, so the load waits there holding PAA;
+    X, holding PDL, asks for PAA and waits on the load. When Y lets go, the
+    load asks for PDL: a cycle the load itself finds, as X never checks."""
+    assert cli("apply").returncode == 0
+    path = _csv(tmp_path, "f.csv", ["月度,计划代码", "2025-11-01,PAA", "2025-11-01,PAB", "2025-11-01,PDL"])
+    plan = """INSERT INTO mapping."年金计划" ("年金计划号", "计划全称", "计划状态") VALUES (%s, 'held', 'x')"""
+    result = {}
+    with psycopg.connect(dsn) as x, psycopg.connect(dsn) as y:
+        x.execute("SET deadlock_timeout = '1h'")
+        x.execute(plan, ["PDL"])
+        y.execute(plan, ["PAB"])
+        load = threading.Thread(target=lambda: result.update(done=cli(
+            "load", "annuity_performance", str(path), env={"PGAPPNAME": "deadlock-load"})))
+        load.start()
+        try:
+            _until(lambda: _waiting(db, application_name="deadlock-load"), "the load waits for Y")
+            x_waits = threading.Thread(target=x.execute, args=(plan, ["PAA"]))
+            x_waits.start()
+            _until(lambda: _waiting(db, pid=x.info.backend_pid), "X waits for the load")
+            y.rollback()
+            x_waits.join(60)  # X gets PAA once the load's first attempt is rolled back
+            assert not x_waits.is_alive()
+            x.commit()
+        finally:
+            load.join(60)
+    done = result["done"]
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "refdata: deadlock detected; retrying the load (attempt 2 of 3)"]
+    assert "loaded 3 fact rows" in done.stdout and done.stdout.strip().endswith("after 2 attempts")
+    assert sample.execute("""SELECT "年金计划号", _source FROM mapping."年金计划"
+                             WHERE "年金计划号" IN ('PAA', 'PAB', 'PDL') ORDER BY 1""").fetchall() == [
+        ("PAA", "authoritative"), ("PAB", "auto_derived"), ("PDL", "authoritative")]
+    assert _fact_count(sample) == 3
+
+
+def test_progress_line_on_a_terminal(sample, cli, cli_process, tmp_path):
+    assert cli("apply").returncode == 0
+    path = _csv(tmp_path, "f.csv", ["月度,计划代码"] + [f"2025-11-01,PP{i % 7}" for i in range(2500)])
+    for extra in ([], ["--null", "NULLX"]):  # the server's parser and Python's
+        controller, terminal = os.openpty()
+        try:
+            proc = cli_process("load", "annuity_performance", str(path), *extra, stderr=terminal,
+                               capture_output=False, stdout=subprocess.PIPE)
+        finally:
+            os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal's other end is closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+        os.close(controller)
+        assert proc.returncode == 0
+        assert "loaded 2,500 fact rows" in proc.stdout
+        text = shown.decode()
+        assert re.search(r"\r +[\d,]+ rows +[\d,]+ rows/s", text), text
+        assert "2,500 rows staged; deriving parents and inserting facts ..." in text
+        assert text.endswith("\r\x1b[K")  # and the line is gone when the summary is printed
+    # not on a terminal: nothing but the summary
+    quiet = cli_process("load", "annuity_performance", str(path))
+    assert quiet.returncode == 0 and quiet.stderr == ""

@@ -1,0 +1,197 @@
+"""The README's promises about the command line: the embedded cluster
+(`db start|stop|status|url`, the /tmp fallback), which database a command
+uses, secrets kept out of output, what only a real process shows (exit
+status, pipes), the psql dashboard query and bin/bench."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from conftest import CLI_ENV, ROOT
+
+SAMPLE_CONFIG = ROOT / "config" / "data_sources.yml"
+TINY = """
+domains:
+  tiny:
+    fact_table: fact
+    foreign_keys: [{name: fk, source_column: k, target_table: parent, target_key: k}]
+"""
+
+
+def psql(url: str, sql: str) -> list[str]:
+    """Real psql, unaligned and tuples only, as the README uses it."""
+    proc = subprocess.run(["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql, url],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+@pytest.fixture
+def home(tmp_path):
+    """A REFDATA_HOME of its own, so the test cluster bin/test runs is never stopped.
+    Under a folder only root can enter: as root, the server's files then go to /tmp."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    home = private / "home"
+    yield home
+    from generator.cluster import Cluster
+
+    previous = os.environ.get("REFDATA_HOME")
+    os.environ["REFDATA_HOME"] = str(home)
+    try:
+        cluster = Cluster()
+        cluster.stop()
+        if cluster.data.parent != cluster.home:
+            shutil.rmtree(cluster.data.parent, ignore_errors=True)
+    finally:
+        if previous is None:
+            del os.environ["REFDATA_HOME"]
+        else:
+            os.environ["REFDATA_HOME"] = previous
+
+
+def test_db_start_status_url_stop_and_the_embedded_default(cli, cli_process, home, write_config):
+    env = {"REFDATA_HOME": str(home)}
+    status = cli_process("db", "status", db=None, env=env)
+    assert (status.returncode, status.stdout.split(":")[0]) == (1, "not running")
+
+    started = cli("db", "start", db=None, env=env)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.startswith("started: postgresql://postgres@/refdata?host=")
+    url = cli("db", "url", db=None, env=env).stdout.strip()
+    assert started.stdout.strip() == f"started: {url}"
+    socket_dir = Path(conninfo_to_dict(url)["host"])
+    if os.geteuid() == 0:
+        # the postgres user cannot enter the home: files under /tmp/refdata-<hash of the home>
+        digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+        assert socket_dir == Path(tempfile.gettempdir()) / f"refdata-{digest}" / "run"
+        assert not (home / "pgdata").exists()
+    else:
+        assert socket_dir == home.resolve() / "run"
+    assert (socket_dir.parent / "pgdata" / "PG_VERSION").exists()
+
+    status = cli_process("db", "status", db=None, env=env)
+    assert (status.returncode, status.stdout.strip()) == (0, f"running: {socket_dir.parent / 'pgdata'}")
+    again = cli("db", "start", db=None, env=env)
+    assert (again.returncode, again.stdout.strip()) == (0, f"already running: {url}")
+
+    # psql "$(bin/refdata db url)" connects; with no database named, commands use it
+    psql(url, "CREATE TABLE parent (k text PRIMARY KEY); CREATE TABLE fact (id serial, k text REFERENCES parent)")
+    config = write_config(TINY)
+    applied = cli("--config", str(config), "apply", db=None, env=env)
+    assert applied.returncode == 0, applied.stderr
+    assert f"host={socket_dir}" in applied.stdout.splitlines()[-1]
+    psql(url, "INSERT INTO fact (k) VALUES ('new')")
+    assert psql(url, "SELECT k, _source FROM parent") == ["new|auto_derived"]
+
+    stopped = cli("db", "stop", db=None, env=env)
+    assert (stopped.returncode, stopped.stdout.strip()) == (0, "stopped")
+    assert cli_process("db", "status", db=None, env=env).returncode == 1
+    assert cli("db", "stop", db=None, env=env).stdout.strip() == "not running"
+    # started again, the data is still there
+    assert cli("db", "start", db=None, env=env).returncode == 0
+    assert psql(url, "SELECT count(*) FROM parent") == ["1"]
+
+
+# -- which database ---------------------------------------------------------------
+
+
+def test_database_resolves_db_option_then_refdata_db_then_database_url(cli, sample_db, dsn, tmp_path):
+    nowhere = f"host={tmp_path} port=1 dbname=nowhere user=nobody"
+
+    def validate(*args, env):
+        return cli("--config", str(SAMPLE_CONFIG), "validate", *args, db=None, env=env)
+
+    for env in ({"REFDATA_DB": dsn}, {"DATABASE_URL": dsn}, {"REFDATA_DB": dsn, "DATABASE_URL": nowhere}):
+        result = validate(env=env)
+        assert result.returncode == 0, (env, result.stderr)
+        assert result.stdout.splitlines()[-1].startswith("catalog: ok ("), env
+    for env in ({"REFDATA_DB": nowhere, "DATABASE_URL": dsn}, {"DATABASE_URL": nowhere}):
+        result = validate(env=env)
+        assert result.returncode == 1, env
+        assert result.stderr.startswith("refdata: error: cannot connect to "), env
+    result = validate("--db", dsn, env={"REFDATA_DB": nowhere, "DATABASE_URL": nowhere})
+    assert result.returncode == 0, result.stderr
+    # no database at all: validate checks the config alone
+    result = validate(env={})
+    assert result.returncode == 0 and result.stdout.splitlines()[-1].startswith("catalog: not checked")
+
+
+def test_passwords_never_reach_the_output(cli, sample_db, dsn):
+    info = conninfo_to_dict(dsn)
+    url = f"postgresql://{info['user']}:s3cret@/{info['dbname']}?host={info['host']}"
+    for db in (make_conninfo(dsn, password="s3cret"), url):  # the cluster trusts: the password is ignored
+        result = cli("--config", str(SAMPLE_CONFIG), "validate", db=db)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-1].startswith("catalog: ok (")
+        assert "s3cret" not in result.stdout + result.stderr
+        result = cli("--config", str(SAMPLE_CONFIG), "apply", db=db)
+        assert result.returncode == 0, result.stderr
+        assert "s3cret" not in result.stdout + result.stderr
+
+
+# -- a real process ----------------------------------------------------------------
+
+
+def test_exit_codes_through_a_real_process(cli_process, write_config, tmp_path):
+    assert cli_process("--config", str(SAMPLE_CONFIG), "validate", db=None).returncode == 0
+    bad = cli_process("frobnicate", db=None)
+    assert bad.returncode == 2 and bad.stderr.startswith("refdata: error: ")
+    missing = cli_process("--config", str(tmp_path / "missing.yml"), "validate", db=None)
+    assert (missing.returncode, missing.stderr.count("\n")) == (2, 1)
+    unreachable = cli_process("--config", str(SAMPLE_CONFIG), "apply", db=f"host={tmp_path} port=1 dbname=x")
+    assert (unreachable.returncode, unreachable.stderr.count("\n")) == (1, 1)
+    assert "Traceback" not in bad.stderr + missing.stderr + unreachable.stderr
+
+
+def test_render_piped_into_psql(cli_process, sample_db, dsn):
+    """`bin/refdata render | psql`: the script applies from a pipe as from a file."""
+    render = subprocess.Popen(
+        [str(ROOT / "bin" / "refdata"), "--config", str(SAMPLE_CONFIG), "render"],
+        stdout=subprocess.PIPE, env={k: v for k, v in os.environ.items() if k not in ("REFDATA_DB", "DATABASE_URL")},
+    )
+    applied = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", dsn], stdin=render.stdout,
+                             capture_output=True, text=True)
+    render.stdout.close()
+    assert render.wait() == 0
+    assert applied.returncode == 0, applied.stderr
+    sample_db.execute("""INSERT INTO business."规模明细" ("月度", "计划代码") VALUES ('2025-11-01', 'PPIPE')""")
+    assert sample_db.execute(
+        """SELECT _source FROM mapping."年金计划" WHERE "年金计划号" = 'PPIPE'""").fetchone() == ("auto_derived",)
+
+
+def test_readme_dashboard_query_with_psql(cli, sample_db, dsn):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("Dashboard query")
+    query = readme[readme.index("```sql\n", start) + 7: readme.index("```", readme.index("```sql\n", start) + 7)]
+    assert cli("apply").returncode == 0
+    sample_db.execute("""INSERT INTO business."规模明细" ("月度", "计划代码")
+                         VALUES ('2025-11-01', 'PDASH1'), ('2025-11-01', 'PDASH2'), ('2025-11-01', 'P00001')""")
+    sample_db.execute("""UPDATE mapping."年金计划" SET _needs_review = false WHERE "年金计划号" = 'PDASH2'""")
+    assert sorted(psql(dsn, query)) == ["authoritative|40|0", "auto_derived|2|1"]
+
+
+def test_bench_at_a_tiny_size(home):
+    """bin/bench end to end on its own embedded cluster (its database is cluster-wide)."""
+    env = {k: v for k, v in os.environ.items() if k not in CLI_ENV}
+    env["REFDATA_HOME"] = str(home)
+    proc = subprocess.run([str(ROOT / "bin" / "bench"), "--rows", "300", "--repeat", "1", "--single", "10",
+                           "--memory-rows", "2000"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert out.startswith("refdata bench: 300 fact rows")
+    assert re.search(r"^auto-derived parents per run \(equal in every variant\): mapping\.年金计划 \d+", out, re.M)
+    for variant in ("1 baseline: COPY", "2 COPY through the row trigger", "COPY through the statement trigger",
+                    "3 staging: refdata load", "4 client-side", "5 single-row INSERT", "with the row trigger"):
+        assert re.search(rf"^\s*{re.escape(variant)}.*\d", out, re.M), variant
+    assert re.search(r"^peak memory \(max RSS\) of bin/refdata load, 2,000 rows: \d+ MB", out, re.M)
