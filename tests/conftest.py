@@ -138,13 +138,14 @@ def cli_process(request, tmp_path):
 @pytest.fixture
 def role(postgresql, dsn):
     """Make a login role and connect as it. Roles are cluster-wide: the name
-    gets this run's suffix (two runs on one cluster stay apart) and the role
-    is dropped afterwards."""
+    gets this run's suffix unless it carries it already (two runs on one
+    cluster stay apart), and the role is dropped afterwards."""
     made: list[str] = []
     conns: list[psycopg.Connection] = []
 
     def make(name: str, grants: list[str] = ()) -> psycopg.Connection:
-        name = f"{name}_{RUN}"
+        if f"_{RUN}" not in name:  # names made unique by the test itself are kept
+            name = f"{name}_{RUN}"
         with postgresql.transaction():
             postgresql.execute(f'CREATE ROLE "{name}" LOGIN')
             made.append(name)
