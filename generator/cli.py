@@ -7,6 +7,7 @@ other failure. Errors are one line per problem; --debug adds the traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # psycopg logs what it cannot report otherwise (a COPY cut short by a lost
+    # connection); the error that follows says it in one line already.
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
     parser = build_parser()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:

@@ -213,6 +213,11 @@ class Loader:
                 result.attempts = attempt
                 return result
             except psycopg.errors.Error as e:
+                if self.conn.closed or self.conn.broken or (e.sqlstate or "").startswith("57"):
+                    # The server restarted or cut the session: its transaction, and so the load, is gone.
+                    self.conn.close()
+                    raise RefdataError(f"load of {self.path} failed: the connection to the server was lost "
+                                       f"({_reason(e).splitlines()[0]}); nothing was loaded") from None
                 self.conn.rollback()
                 if e.sqlstate in RETRYABLE and attempt < RETRIES:
                     print(f"refdata: {e.diag.message_primary}; retrying the load (attempt {attempt + 1} of {RETRIES})",

@@ -95,13 +95,11 @@ def test_killed_load_leaves_nothing_and_the_rerun_loads_the_file_once(db, cli, w
     proc = subprocess.Popen([sys.executable, "-m", "generator.cli", "--db", dsn, "--config", str(config),
                              "load", "facts", str(data)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # Kill it while its transaction is open: once its backend has been busy for a moment.
+    # Kill it mid-file: while its COPY is taking rows.
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        busy = db.execute("""SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-                             AND pid <> pg_backend_pid() AND xact_start IS NOT NULL""").fetchone()[0]
-        if busy or proc.poll() is not None:
-            break
+    while proc.poll() is None and time.monotonic() < deadline and not db.execute(
+            "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = current_database() AND tuples_processed > 0"
+    ).fetchone()[0]:
         time.sleep(0.01)
     assert proc.poll() is None, "the load ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
@@ -136,3 +134,55 @@ def test_partition_created_after_apply_is_reported_then_covered(db, cli, write_c
     with db.transaction():
         db.execute("INSERT INTO fact_2027 VALUES ('2027-03-01', 'P7', 'new partition')")
     assert db.execute("SELECT code, name FROM plan").fetchall() == [("P7", "new partition")]
+
+
+def test_server_restart_during_a_load_is_one_line_and_the_rerun_completes(tmp_path):
+    """On a cluster of its own (restarting the shared one would cut every other test off)."""
+    from generator.cluster import Cluster
+
+    cluster = Cluster(tmp_path / "home")
+    cluster.start()
+    try:
+        import psycopg
+
+        dsn = cluster.url()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE plan (code text PRIMARY KEY, name text);"
+                         "CREATE TABLE fact (n int NOT NULL, plan_code text REFERENCES plan, plan_name text);"
+                         "INSERT INTO plan VALUES ('KEEP', 'committed before the load')")
+        config = tmp_path / "data_sources.yml"
+        config.write_text(CONFIG.format(mode="row"), encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if k not in ("REFDATA_DB", "DATABASE_URL", "REFDATA_CONFIG")}
+        base = [sys.executable, "-m", "generator.cli", "--db", dsn, "--config", str(config)]
+        assert subprocess.run(base + ["apply"], cwd=ROOT, env=env, capture_output=True).returncode == 0
+        data = tmp_path / "facts.csv"
+        rows = 300_000
+        with open(data, "w", encoding="utf-8") as f:
+            f.write("n,plan_code,plan_name\n")
+            for n in range(rows):
+                f.write(f"{n},P{n % 5000},plan {n % 5000}\n")
+        proc = subprocess.Popen(base + ["load", "facts", str(data)], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline and not conn.execute(
+                    "SELECT count(*) FROM pg_stat_progress_copy WHERE tuples_processed > 0").fetchone()[0]:
+                time.sleep(0.01)
+        assert proc.poll() is None, "the load ended before the restart"
+        cluster._run("pg_ctl", "restart", "-D", str(cluster.data), "-m", "fast", "-w", "-l", str(cluster.log))
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"refdata: error: load of {data} failed: "), err
+        assert "the connection to the server was lost" in lines[0] and lines[0].endswith("; nothing was loaded"), err
+        assert "Traceback" not in err
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT code FROM plan").fetchall() == [("KEEP",)]
+            assert conn.execute("SELECT count(*) FROM fact").fetchone() == (0,)
+        rerun = subprocess.run(base + ["load", "facts", str(data)], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert rerun.returncode == 0, rerun.stderr
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*), count(DISTINCT n) FROM fact").fetchone() == (rows, rows)
+            assert conn.execute("SELECT count(*) FROM plan").fetchone() == (5001,)
+    finally:
+        cluster.stop()
