@@ -245,15 +245,44 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         where = f"{source}:{mark.line + 1}" if mark else source
         problem = getattr(e, "problem", None) or str(e)
         raise InputError(f"{where}: invalid YAML: {problem}") from None
+    duplicate = _duplicate_key(node)
+    if duplicate:
+        raise InputError(f"{source}:{duplicate}")
     if not isinstance(data, dict):
         raise InputError(f"{source}: expected a mapping with a 'domains' key")
     try:
         return Config.model_validate(data)
     except ValidationError as e:
         errors = e.errors()
+        # A misspelt field also makes the real one "missing": name the misspelling.
         # Of a union's failed branches, the one that says what is wrong with the value.
-        first = next((err for err in errors if err["type"] == "value_error"), errors[0])
+        first = next((err for err in errors if err["type"] == "extra_forbidden"), None) or next(
+            (err for err in errors if err["type"] == "value_error"), errors[0])
         raise InputError(_describe(first, data, node, source)) from None
+
+
+def _duplicate_key(node) -> str | None:
+    """'line: duplicate key ...' for the first key a YAML mapping repeats (YAML
+    would keep the last one silently), else None."""
+    seen_nodes: set[int] = set()
+    stack = [node] if node is not None else []
+    while stack:
+        n = stack.pop()
+        if id(n) in seen_nodes:  # an alias: already walked
+            continue
+        seen_nodes.add(id(n))
+        if isinstance(n, yaml.MappingNode):
+            keys: dict = {}
+            for k, v in n.value:
+                if isinstance(k, yaml.ScalarNode) and k.value != "<<":
+                    if k.value in keys:
+                        return (f"{k.start_mark.line + 1}: duplicate key {k.value!r} "
+                                f"(also on line {keys[k.value]}; YAML would keep only the last)")
+                    keys[k.value] = k.start_mark.line + 1
+                stack += [k, v]
+        elif isinstance(n, yaml.SequenceNode):
+            stack += n.value
+    return None
 
 
 def _describe(err: dict, data, node, source: str) -> str:
