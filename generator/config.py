@@ -196,8 +196,59 @@ class Domain(Model):
         return self.fact_table or domain
 
 
+# -- observability and review (top-level `observability:` section) ------------
+
+
+class Thresholds(Model):
+    """Alert limits per reference table; `refdata check` reports each breach."""
+
+    auto_derived_ratio: Annotated[float, Field(ge=0, le=1)] | None = None
+    pending_review: Annotated[int, Field(ge=0)] | None = None
+
+
+DEFAULT_THRESHOLDS = Thresholds(auto_derived_ratio=0.10, pending_review=100)
+
+
+class TableSettings(Model):
+    promote_on_insert: bool = True
+    thresholds: Thresholds = Thresholds()
+
+
+class Observability(Model):
+    thresholds: Thresholds = DEFAULT_THRESHOLDS
+    # apply creates a btree index on each FK's fact columns when none leads
+    # with them: fk_coverage and pending_review look keys up through it.
+    index_fact_keys: bool = True
+    tables: dict[str, TableSettings] = {}  # "schema.table" -> settings
+
+    @field_validator("tables")
+    @classmethod
+    def _table_names(cls, v: dict) -> dict:
+        for name in v:
+            if "." not in name:
+                raise ValueError(f"table {name!r}: name it as schema.table")
+        return v
+
+    def table(self, schema: str, table: str) -> TableSettings:
+        return self.tables.get(f"{schema}.{table}", TableSettings())
+
+    def thresholds_for(self, schema: str, table: str) -> Thresholds:
+        """The table's own limits, each falling back to the section's (then the defaults)."""
+        own = self.table(schema, table).thresholds
+        base = self.thresholds
+        return Thresholds(
+            auto_derived_ratio=own.auto_derived_ratio if own.auto_derived_ratio is not None
+            else base.auto_derived_ratio if base.auto_derived_ratio is not None
+            else DEFAULT_THRESHOLDS.auto_derived_ratio,
+            pending_review=own.pending_review if own.pending_review is not None
+            else base.pending_review if base.pending_review is not None
+            else DEFAULT_THRESHOLDS.pending_review,
+        )
+
+
 class Config(Model):
     domains: dict[str, Domain]
+    observability: Observability = Observability()
 
     @field_validator("domains")
     @classmethod
@@ -208,6 +259,14 @@ class Config(Model):
         if not v:
             raise ValueError("no domains defined")
         return v
+
+    @model_validator(mode="after")
+    def _observed_tables(self):
+        targets = {f"{fk.target_schema}.{fk.target_table}" for d in self.domains.values() for fk in d.foreign_keys}
+        for name in self.observability.tables:
+            if name not in targets:
+                raise ValueError(f"observability: table {name!r} is not the target of any foreign key")
+        return self
 
 
 # --------------------------------------------------------------------------

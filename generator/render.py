@@ -308,6 +308,9 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset()) -> lis
         Statement("schema", "refdata_stage", sql_file("schema/refdata_stage.sql")),
         Statement("table", "refdata.domain_param", sql_file("tables/domain_param.sql")),
         Statement("function", "refdata.concat_distinct", sql_file("functions/concat_distinct.sql.j2")),
+        Statement("table", "refdata.audit_log", sql_file("tables/audit_log.sql")),
+        Statement("function", "refdata.audit", sql_file("functions/audit.sql")),
+        Statement("function", "refdata.owner_writes", sql_file("functions/owner_writes.sql")),
     ]
     views = {name: domain_views(name, d, skip) for name, d in config.domains.items()}
     targets = {(v.fk.target_schema, v.fk.target_table): v for fks in views.values() for v in fks}
@@ -320,8 +323,61 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset()) -> lis
             index_name=object_name(table, "needs_review"),
             index_literal=literal(qualified(schema, object_name(table, "needs_review"))),
         )))
+        out += observed_table_statements(config, schema, table, v)
     for name, d in config.domains.items():
         out += domain_statements(name, d, views[name])
+    out += observability_statements(config, views)
+    return out
+
+
+def observed_table_statements(config: Config, schema: str, table: str, v: FkView) -> list[Statement]:
+    """Index of derived rows, audit triggers and promotion on insert of one reference table."""
+    label = f"{schema}.{table}"
+    promote = refdata_name(f"{schema}.{table}", "promote")
+    return [
+        Statement("index", f"{label}.derived", sql_file(
+            "indexes/derived.sql.j2", table=v.target, index_name=object_name(table, "derived"))),
+        Statement("trigger", f"{label}.refdata_audit", sql_file(
+            "triggers/audit.sql.j2", table=v.target, keys=list(v.fk.keys))),
+        Statement("function", f"refdata.{object_name(label, 'promote')}", sql_file(
+            "functions/promote.sql.j2", function=promote, table=v.target, keys=v.key_idents)),
+        Statement("trigger", f"{label}.refdata_promote", sql_file(
+            "triggers/promote.sql.j2", table=v.target, function=promote,
+            enabled=config.observability.table(schema, table).promote_on_insert)),
+    ]
+
+
+def observability_statements(config: Config, views: dict[str, list[FkView]]) -> list[Statement]:
+    """Fact key indexes and the quality views over every configured FK."""
+    out: list[Statement] = []
+    tables: dict[tuple[str, str], dict] = {}
+    fks = []
+    indexed: set[tuple[str, tuple]] = set()
+    for domain, fk_views in views.items():
+        d = config.domains[domain]
+        fact = fact_table(domain, d)
+        for v in fk_views:
+            t = tables.setdefault((v.fk.target_schema, v.fk.target_table), {
+                "table": v.target, "literal": literal(v.target), "key_cols": v.key_idents,
+                "key_pairs": [(ident(k), literal(k)) for k in v.fk.keys], "refs": [],
+            })
+            ref = {"fact": fact, "pairs": list(zip(v.source_idents, v.key_idents))}
+            if ref not in t["refs"]:
+                t["refs"].append(ref)
+            fks.append({
+                "domain_literal": literal(domain), "fk_literal": literal(v.name),
+                "fact_literal": literal(fact), "table_literal": literal(v.target),
+                "fact": fact, "table": v.target, "sources": v.source_idents, "key_cols": v.key_idents,
+                "f_sources": ", ".join(f"f.{s}" for s in v.source_idents),
+            })
+            if config.observability.index_fact_keys and (fact, v.fk.sources) not in indexed:
+                indexed.add((fact, v.fk.sources))
+                out.append(Statement("index", f"{d.fact_schema}.{d.fact_table_for(domain)}.{v.name}", sql_file(
+                    "indexes/fact_key.sql.j2", fact=fact, fact_literal=literal(fact), columns=list(v.fk.sources),
+                    index_name=object_name(d.fact_table_for(domain), *v.fk.sources, "refdata"))))
+    context = {"tables": list(tables.values()), "fks": fks}
+    for view in ("reference_quality", "pending_review", "fk_coverage", "derivation_activity"):
+        out.append(Statement("view", f"refdata.{view}", sql_file(f"views/{view}.sql.j2", **context)))
     return out
 
 
