@@ -63,6 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="build the sample schema in a fresh database refdata_demo (on the embedded cluster "
                    "unless --db is given; $REFDATA_DB, $DATABASE_URL and $REFDATA_CONFIG are not used), apply the "
                    "project's config, insert facts, show counts")
+    st = sub.add_parser("status", help="print the quality and coverage of the reference tables")
+    st.add_argument("--loads", nargs="?", type=int, const=20, metavar="N", help="show the last N loads instead (default 20)")
+    sub.add_parser("check", help="hold the reference tables against the configured thresholds: one line per breach, exit 1 when any")
+    rp = sub.add_parser("report", help="write a self-contained HTML page of quality, coverage, derivation activity and breaches")
+    rp.add_argument("-o", "--output", metavar="FILE", required=True, help="the HTML file to write")
+    ex = sub.add_parser("export-pending", help="write the rows awaiting review, with every column of their table, to a CSV file")
+    ex.add_argument("--table", metavar="T", help="only this reference table (schema.table)")
+    ex.add_argument("-o", "--output", metavar="FILE", required=True, help="the CSV file to write")
+    ex.add_argument("--excel", action="store_true", help="start the file with a UTF-8 byte order mark, for Excel")
+    rv = sub.add_parser("review", help="review rows awaiting it: import an edited export, approve rows, merge a wrong key into the right one")
+    rsub = rv.add_subparsers(dest="review_command", required=True, metavar="ACTION", parser_class=ArgumentParser)
+    ri = rsub.add_parser("import", help="update the rows of an edited export-pending file and mark them reviewed (all or nothing)")
+    ri.add_argument("file", metavar="FILE")
+    ra = rsub.add_parser("approve", help="mark rows reviewed as they are")
+    ra.add_argument("table", metavar="TABLE")
+    ra.add_argument("keys", metavar="KEY", nargs="+", help="key value (a JSON object for composite keys)")
+    rm = rsub.add_parser("merge", help="re-point every fact row from WRONG_KEY to RIGHT_KEY, then delete WRONG_KEY")
+    rm.add_argument("table", metavar="TABLE")
+    rm.add_argument("wrong", metavar="WRONG_KEY")
+    rm.add_argument("right", metavar="RIGHT_KEY")
     db = sub.add_parser("db", help="manage the embedded default cluster under .refdata/")
     db.add_argument("action", choices=["start", "stop", "status", "url"])
     return p
@@ -211,6 +231,76 @@ def cmd_db(args) -> int:
     return 0
 
 
+def _connect(args):
+    from .db import connect, resolve_dsn
+
+    return connect(resolve_dsn(args.db), autocommit=True)
+
+
+def cmd_status(args) -> int:
+    from .review import quality
+
+    with _connect(args) as conn:
+        if args.loads is not None:
+            from .review import loads
+
+            print(loads.text(conn, args.loads))
+        else:
+            print(quality.status_text(conn))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .review import quality
+
+    _, config = _config(args)
+    with _connect(args) as conn:
+        rows = quality.quality(conn)
+    found = quality.breaches(config, rows)
+    for b in found:
+        print(b.line())
+    if not found:
+        print(f"ok: {len(rows)} reference table(s) within their thresholds")
+    return 1 if found else 0
+
+
+def cmd_report(args) -> int:
+    from .review import report
+
+    _, config = _config(args)
+    with _connect(args) as conn:
+        path = report.write(conn, config, Path(args.output))
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_export_pending(args) -> int:
+    from .review.export import export_pending
+
+    with _connect(args) as conn:
+        count = export_pending(conn, Path(args.output), args.table, args.excel)
+    print(f"exported {count} row(s) awaiting review to {args.output}")
+    return 0
+
+
+def cmd_review(args) -> int:
+    from .review import actions
+    from .review.export import import_reviewed
+
+    with _connect(args) as conn:
+        if args.review_command == "import":
+            count = import_reviewed(conn, Path(args.file))
+            print(f"reviewed {count} row(s) from {args.file}")
+        elif args.review_command == "approve":
+            count = actions.approve(conn, args.table, args.keys)
+            print(f"approved {count} row(s) of {args.table}")
+        else:
+            result = actions.merge(conn, args.table, args.wrong, args.right)
+            moved = ", ".join(f"{k}: {v}" for k, v in sorted(result["repointed"].items())) or "none"
+            print(f"merged {args.wrong} into {args.right} in {args.table}; rows re-pointed: {moved}")
+    return 0
+
+
 COMMANDS = {
     "validate": cmd_validate,
     "render": cmd_render,
@@ -218,6 +308,11 @@ COMMANDS = {
     "load": cmd_load,
     "demo": cmd_demo,
     "db": cmd_db,
+    "status": cmd_status,
+    "check": cmd_check,
+    "report": cmd_report,
+    "export-pending": cmd_export_pending,
+    "review": cmd_review,
 }
 
 

@@ -219,6 +219,8 @@ class Observability(Model):
     # apply creates a btree index on each FK's fact columns when none leads
     # with them: fk_coverage and pending_review look keys up through it.
     index_fact_keys: bool = True
+    # NOLOGIN role apply creates: runs the review functions, reads the views
+    reviewer_role: Identifier = "refdata_reviewer"
     tables: dict[str, TableSettings] = {}  # "schema.table" -> settings
 
     @field_validator("tables")

@@ -311,6 +311,7 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset()) -> lis
         Statement("table", "refdata.audit_log", sql_file("tables/audit_log.sql")),
         Statement("function", "refdata.audit", sql_file("functions/audit.sql")),
         Statement("function", "refdata.owner_writes", sql_file("functions/owner_writes.sql")),
+        Statement("table", "refdata.reference_link", sql_file("tables/reference_link.sql")),
     ]
     views = {name: domain_views(name, d, skip) for name, d in config.domains.items()}
     targets = {(v.fk.target_schema, v.fk.target_table): v for fks in views.values() for v in fks}
@@ -378,7 +379,24 @@ def observability_statements(config: Config, views: dict[str, list[FkView]]) -> 
     context = {"tables": list(tables.values()), "fks": fks}
     for view in ("reference_quality", "pending_review", "fk_coverage", "derivation_activity"):
         out.append(Statement("view", f"refdata.{view}", sql_file(f"views/{view}.sql.j2", **context)))
+    out.append(Statement("params", "refdata.reference_link", sql_file("params/reference_link.sql.j2"),
+                         {"links": links(config)}))
+    for function in ("review_keys", "review_approve", "review_merge", "review_import", "pending_rows"):
+        out.append(Statement("function", f"refdata.{function}", sql_file(f"functions/{function}.sql")))
+    role = config.observability.reviewer_role
+    out.append(Statement("role", role, sql_file("roles/reviewer.sql.j2", role=role)))
+    out.append(Statement("grant", f"{role}.review", sql_file("grants/reviewer.sql.j2", role=role)))
     return out
+
+
+def links(config: Config) -> list[dict]:
+    """Every configured FK as a row of refdata.reference_link."""
+    return [
+        {"domain": name, "foreign_key": fk.name, "fact_schema": d.fact_schema, "fact_table": d.fact_table_for(name),
+         "source_columns": list(fk.sources), "target_schema": fk.target_schema, "target_table": fk.target_table,
+         "key_columns": list(fk.keys)}
+        for name, d in config.domains.items() for fk in d.foreign_keys
+    ]
 
 
 def domain_statements(name: str, d: Domain, fks: list[FkView]) -> list[Statement]:

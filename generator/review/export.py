@@ -1,0 +1,117 @@
+"""export-pending and review import: the CSV round trip of rows awaiting review."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from ..errors import InputError
+from ..names import ident
+from .errors import translate
+
+BOM = "\ufeff".encode("utf-8")
+TABLE_COLUMN = "reference_table"
+
+
+def _tables(conn: psycopg.Connection, table: str | None) -> list[tuple[str, list[str]]]:
+    """(table, its columns) of the configured reference tables in question."""
+    try:
+        # by name through the catalog: a reviewer needs no rights on the tables' schemas
+        rows = conn.execute(
+            """SELECT format('%%I.%%I', l.target_schema, l.target_table),
+                      ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute AS a
+                            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)
+               FROM (SELECT DISTINCT target_schema, target_table FROM refdata.reference_link) AS l
+               JOIN pg_catalog.pg_namespace AS n ON n.nspname = l.target_schema
+               JOIN pg_catalog.pg_class AS c ON c.relnamespace = n.oid AND c.relname = l.target_table
+               WHERE %s::text IS NULL OR ARRAY[l.target_schema::text, l.target_table::text] = parse_ident(%s)
+               ORDER BY 1""",
+            [table, table],
+        ).fetchall()
+    except psycopg.Error as e:
+        raise translate(e) from None
+    if table and not rows:
+        raise InputError(f"--table {table}: not a reference table of any configured foreign key")
+    return rows
+
+
+def export_pending(conn: psycopg.Connection, path: Path, table: str | None = None, excel: bool = False) -> int:
+    """Stream the pending rows, every column of their table, to a CSV file via COPY.
+
+    A file of several tables has the columns of all of them (first come,
+    first placed); a row's cells of columns its table lacks stay empty.
+    """
+    columns: list[str] = []
+    for _, cols in _tables(conn, table):
+        columns += [c for c in cols if c not in columns and c != TABLE_COLUMN]
+    select = ", ".join(f"p.row_values ->> {_text(c)} AS {ident(c)}" for c in columns)
+    conn.execute("SELECT set_config('refdata.export_table', coalesce(%s, ''), false)", [table])
+    query = (f"COPY (SELECT p.table_name::text AS {ident(TABLE_COLUMN)}, {select} "
+             "FROM refdata.pending_rows(nullif(current_setting('refdata.export_table'), '')) AS p) "
+             "TO STDOUT WITH (FORMAT csv, HEADER)")
+    count = -1  # the header
+    try:
+        with path.open("wb") as out, conn.cursor() as cur, cur.copy(query) as copy:
+            if excel:
+                out.write(BOM)
+            for chunk in copy:
+                count += bytes(chunk).count(b"\n")
+                out.write(chunk)
+    except psycopg.Error as e:
+        raise translate(e) from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot write: {e.strerror}") from None
+    return max(count, 0)
+
+
+def _text(name: str) -> str:
+    # a column name as a SQL string constant for ->> (quoted like an identifier, with single quotes)
+    return "'" + name.replace("'", "''") + "'"
+
+
+def read_reviewed(path: Path) -> list[dict]:
+    """The rows of an edited export: line, table, values (empty cells are NULL)."""
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror}") from None
+    rows = []
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader, None)
+            if not header or TABLE_COLUMN not in header:
+                raise InputError(f"{path}:1: the header names no {TABLE_COLUMN} column (import a file written by export-pending)")
+            seen = set()
+            for name in header:
+                if name in seen:
+                    raise InputError(f"{path}:1: column {name!r} appears twice")
+                seen.add(name)
+            line = reader.line_num + 1
+            for record in reader:
+                if not any(record):
+                    line = reader.line_num + 1
+                    continue
+                if len(record) != len(header):
+                    raise InputError(f"{path}:{line}: {len(record)} fields, the header has {len(header)}")
+                values = {k: (v if v != "" else None) for k, v in zip(header, record)}
+                rows.append({"line": line, "table": values.pop(TABLE_COLUMN), "values": values})
+                line = reader.line_num + 1
+        except UnicodeDecodeError as e:
+            raise InputError(f"{path}: not UTF-8: {e.reason}") from None
+        except csv.Error as e:
+            raise InputError(f"{path}:{reader.line_num}: {e}") from None
+    return rows
+
+
+def import_reviewed(conn: psycopg.Connection, path: Path) -> int:
+    """All rows of the file, or none: one transaction, through refdata.review_import."""
+    rows = read_reviewed(path)
+    try:
+        with conn.transaction():
+            return conn.execute("SELECT refdata.review_import(%s)", [Jsonb(rows)]).fetchone()[0]
+    except psycopg.Error as e:
+        raise translate(e, str(path)) from None

@@ -1,0 +1,245 @@
+"""The review workflow, the thresholds and the terminal status, through the
+CLI and through the SQL functions as a reviewer role calls them."""
+
+from __future__ import annotations
+
+import csv
+import uuid
+
+import psycopg
+import pytest
+
+from generator.config import PROJECT_ROOT
+from test_backfill import apply_ok, insert_fact
+
+SAMPLE_CONFIG = PROJECT_ROOT / "config" / "data_sources.yml"
+PLAN = 'mapping."年金计划"'
+PORTFOLIO = 'mapping."组合计划"'
+ORG = 'mapping."组织架构"'
+FACT = 'business."规模明细"'
+RUN = uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def derived(sample_db, cli):
+    """The shipped config applied, and facts that derived two plans, a portfolio and an organisation."""
+    apply_ok(cli, SAMPLE_CONFIG)
+    insert_fact(sample_db, 计划代码="P90001", 计划名称="新计划", 组合代码="QT900001", 机构代码="G950")
+    insert_fact(sample_db, 计划代码="P90001", 组合代码="QT900001", 机构代码="G950")
+    insert_fact(sample_db, 计划代码="P90002", 组合代码="QT000001", 机构代码="G001")
+    return sample_db
+
+
+def reviewer(role, sample_db, name: str = "reviewer"):
+    """A login role holding refdata_reviewer and nothing else."""
+    return role(f"rd_{name}_{RUN}", ["GRANT refdata_reviewer TO {role}"])
+
+
+# -- export -> edit -> import ---------------------------------------------------
+
+
+def read_csv(path, encoding="utf-8"):
+    with path.open(encoding=encoding, newline="") as f:
+        return list(csv.reader(f))
+
+
+def write_csv(path, rows, encoding="utf-8-sig"):
+    with path.open("w", encoding=encoding, newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+def test_export_edit_import_round_trip(derived, cli, tmp_path):
+    out = tmp_path / "pending.csv"
+    result = cli("export-pending", "--table", "mapping.年金计划", "-o", str(out), "--excel")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"exported 2 row(s) awaiting review to {out}"
+    assert out.read_bytes().startswith(b"\xef\xbb\xbf")
+    rows = read_csv(out, "utf-8-sig")
+    header = rows[0]
+    assert header[:7] == ["reference_table", "年金计划号", "计划全称", "计划类型", "客户名称", "主拓机构代码", "计划状态"]
+    assert [r[1] for r in rows[1:]] == ["P90001", "P90002"]
+    assert rows[1][2] == "新计划" and rows[2][2] == "(待补充)"
+
+    rows[1][header.index("客户名称")] = "华能集团"
+    rows[2][header.index("计划全称")] = "核实后的名字"
+    rows[2][header.index("计划状态")] = "正常"
+    write_csv(out, rows)
+    result = cli("review", "import", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"reviewed 2 row(s) from {out}"
+    assert derived.execute(
+        f"""SELECT "年金计划号", "计划全称", "客户名称", "计划状态", "_source", "_needs_review" FROM {PLAN}
+            WHERE "年金计划号" IN ('P90001', 'P90002') ORDER BY 1""").fetchall() == [
+        ("P90001", "新计划", "华能集团", "待审核", "auto_derived", False),
+        ("P90002", "核实后的名字", None, "正常", "auto_derived", False),
+    ]
+    lines = derived.execute(
+        """SELECT key, new_values, action FROM refdata.audit_log WHERE action = 'review' ORDER BY key::text""").fetchall()
+    assert lines == [({"年金计划号": "P90001"}, {"客户名称": "华能集团", "_needs_review": False}, "review"),
+                     ({"年金计划号": "P90002"}, {"计划全称": "核实后的名字", "计划状态": "正常", "_needs_review": False}, "review")]
+
+
+def test_export_of_all_tables_names_each_row_s_table(derived, cli, tmp_path):
+    out = tmp_path / "all.csv"
+    result = cli("export-pending", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(out)
+    h = rows[0]
+    key = {'mapping."年金计划"': "年金计划号", 'mapping."组合计划"': "组合代码", 'mapping."组织架构"': "机构代码"}
+    assert sorted((r[0], r[h.index(key[r[0]])]) for r in rows[1:]) == [
+        ('mapping."年金计划"', "P90001"), ('mapping."年金计划"', "P90002"),
+        ('mapping."组合计划"', "QT900001"), ('mapping."组织架构"', "G950"),
+    ]
+    assert not out.read_bytes().startswith(b"\xef\xbb\xbf")
+    # importing the untouched file marks them all reviewed and changes no value
+    before = derived.execute(f"""SELECT * FROM {PORTFOLIO} ORDER BY 1""").fetchall()
+    result = cli("review", "import", str(out))
+    assert result.returncode == 0, result.stderr
+    assert derived.execute("SELECT count(*) FROM refdata.pending_review").fetchone() == (0,)
+    after = derived.execute(f"""SELECT * FROM {PORTFOLIO} ORDER BY 1""").fetchall()
+    assert [r[:-3] for r in after] == [r[:-3] for r in before]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda rows, h: rows[2].__setitem__(h.index("年金计划号"), "P99999"),
+     ':3: key {"年金计划号": "P99999"} does not exist in mapping."年金计划"'),
+    (lambda rows, h: rows[2].__setitem__(h.index("计划状态"), "一个太长的状态值啊啊"),
+     ':3: column "计划状态": value too long for type character varying(8)'),
+    (lambda rows, h: rows[1].__setitem__(h.index("计划全称"), ""),
+     ':2: null value in column "计划全称" of relation "年金计划" violates not-null constraint'),
+])
+def test_import_rejects_the_whole_file_naming_the_row(derived, cli, tmp_path, edit, message):
+    out = tmp_path / "pending.csv"
+    assert cli("export-pending", "--table", "mapping.年金计划", "-o", str(out)).returncode == 0
+    rows = read_csv(out)
+    rows[1][rows[0].index("客户名称")] = "先改了这一行"
+    edit(rows, rows[0])
+    write_csv(out, rows)
+    result = cli("review", "import", str(out))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"refdata: error: {out}{message}"
+    assert derived.execute(f"""SELECT count(*) FROM {PLAN} WHERE "_needs_review" """).fetchone() == (2,)
+    assert derived.execute(f"""SELECT count(*) FROM {PLAN} WHERE "客户名称" = '先改了这一行'""").fetchone() == (0,)
+    assert derived.execute("SELECT count(*) FROM refdata.audit_log WHERE action = 'review'").fetchone() == (0,)
+
+
+# -- approve and merge ---------------------------------------------------------
+
+
+def test_approve_by_cli_and_by_a_reviewer_role_without_write_rights(derived, cli, role):
+    result = cli("review", "approve", "mapping.年金计划", "P90001")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "approved 1 row(s) of mapping.年金计划"
+    assert derived.execute(f"""SELECT "_needs_review" FROM {PLAN} WHERE "年金计划号" = 'P90001'""").fetchone() == (False,)
+
+    r = reviewer(role, derived)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        r.execute(f"""UPDATE {PLAN} SET "_needs_review" = false""")
+    assert r.execute("""SELECT refdata.review_approve('mapping."组织架构"', '["G950"]')""").fetchone() == (1,)
+    assert r.execute("SELECT key FROM refdata.pending_review ORDER BY 1").fetchall() == [("P90002",), ("QT900001",)]
+    line = derived.execute(
+        """SELECT session_user_name::text, action, new_values FROM refdata.audit_log
+           WHERE key = '{"机构代码": "G950"}' AND operation = 'UPDATE'""").fetchone()
+    assert line == (f"rd_reviewer_{RUN}", "approve", {"_needs_review": False})
+
+    unknown = cli("review", "approve", "mapping.年金计划", "P90002", "P12345")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == 'refdata: error: key {"年金计划号": "P12345"} does not exist in mapping."年金计划"'
+    assert derived.execute(f"""SELECT "_needs_review" FROM {PLAN} WHERE "年金计划号" = 'P90002'""").fetchone() == (True,)
+
+
+def test_merge_repoints_facts_of_every_domain_and_leaves_no_orphan(sample_db, cli, write_config):
+    # two domains on two fact tables name plans
+    sample_db.execute(f"""CREATE TABLE business."计划费用" ("计划代码" varchar(32) REFERENCES {PLAN}, "费用" numeric)""")
+    text = SAMPLE_CONFIG.read_text(encoding="utf-8") + """
+  plan_fees:
+    fact_schema: business
+    fact_table: 计划费用
+    foreign_keys:
+      - name: fk_fee_plan
+        source_column: 计划代码
+        target_schema: mapping
+        target_table: 年金计划
+        target_key: 年金计划号
+        defaults: {计划全称: "(待补充)", 计划状态: 待审核}
+"""
+    apply_ok(cli, write_config(text))
+    insert_fact(sample_db, 计划代码="P9OOO1", 组合代码="QT900001")  # a typo of P90001: O for 0
+    insert_fact(sample_db, 计划代码="P9OOO1", 组合代码="QT000001")
+    sample_db.execute("""INSERT INTO business."计划费用" VALUES ('P9OOO1', 10), ('P00001', 20)""")
+    assert sample_db.execute(f"""SELECT "年金计划号" FROM {PORTFOLIO} WHERE "组合代码" = 'QT900001'""").fetchone() == ("P9OOO1",)
+
+    result = cli("review", "merge", "mapping.年金计划", "P9OOO1", "P00007")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("merged P9OOO1 into P00007 in mapping.年金计划; rows re-pointed: "
+                                     "annuity_performance.fk_plan: 2, plan_fees.fk_fee_plan: 1, 组合计划_年金计划号_fkey: 1")
+    assert sample_db.execute(f"""SELECT count(*) FROM {PLAN} WHERE "年金计划号" = 'P9OOO1'""").fetchone() == (0,)
+    assert sample_db.execute(f"""SELECT count(*) FROM {FACT} WHERE "计划代码" = 'P00007'""").fetchone() == (2,)
+    assert sample_db.execute("""SELECT "计划代码" FROM business."计划费用" ORDER BY 1""").fetchall() == [("P00001",), ("P00007",)]
+    assert sample_db.execute(f"""SELECT "年金计划号" FROM {PORTFOLIO} WHERE "组合代码" = 'QT900001'""").fetchone() == ("P00007",)
+    orphans = sample_db.execute(
+        f"""SELECT count(*) FROM (SELECT "计划代码" FROM {FACT} UNION ALL SELECT "计划代码" FROM business."计划费用") AS f
+            WHERE NOT EXISTS (SELECT FROM {PLAN} AS p WHERE p."年金计划号" = f."计划代码")""").fetchone()
+    assert orphans == (0,)
+    line = sample_db.execute(
+        """SELECT operation, action, key, new_values FROM refdata.audit_log WHERE action = 'merge'""").fetchall()
+    assert line == [("DELETE", "merge", {"年金计划号": "P9OOO1"}, {
+        "merged_into": {"年金计划号": "P00007"},
+        "repointed": {"annuity_performance.fk_plan": 2, "plan_fees.fk_fee_plan": 1, "组合计划_年金计划号_fkey": 1}})]
+
+
+def test_merge_of_unknown_keys_changes_nothing(derived, cli):
+    result = cli("review", "merge", "mapping.年金计划", "P90001", "P77777")
+    assert result.returncode == 2
+    assert result.stderr.strip() == 'refdata: error: key {"年金计划号": "P77777"} does not exist in mapping."年金计划"'
+    same = cli("review", "merge", "mapping.年金计划", "P90001", "P90001")
+    assert same.returncode == 2 and "into itself" in same.stderr
+    assert derived.execute(f"""SELECT count(*) FROM {FACT} WHERE "计划代码" = 'P90001'""").fetchone() == (2,)
+
+
+def test_reviewer_role_can_merge_and_export_without_table_rights(derived, role, tmp_path):
+    r = reviewer(role, derived, "merger")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        r.execute(f"SELECT * FROM {FACT}")
+    result = r.execute("""SELECT refdata.review_merge('mapping."组织架构"', '"G950"', '"G001"')""").fetchone()[0]
+    assert result["repointed"]["annuity_performance.fk_organization"] == 2
+    assert r.execute("SELECT count(*) FROM refdata.pending_rows()").fetchone() == (3,)
+
+
+# -- thresholds and status -------------------------------------------------------
+
+
+def test_check_exits_1_with_one_line_per_breach_and_0_when_all_hold(derived, cli, write_config):
+    strict = write_config(SAMPLE_CONFIG.read_text(encoding="utf-8") + """
+observability:
+  thresholds: {auto_derived_ratio: 0.03, pending_review: 100}
+  tables:
+    mapping.年金计划: {thresholds: {pending_review: 1}}
+""", "strict.yml")
+    result = cli("--config", str(strict), "check")
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines() == [
+        "mapping.年金计划: auto_derived_ratio 4.76% > 3.00% (2 of 42 rows auto-derived)",
+        "mapping.年金计划: pending_review 2 > 1 (2 rows await review)",
+        "mapping.组织架构: auto_derived_ratio 9.09% > 3.00% (1 of 11 rows auto-derived)",
+    ]
+    default = cli("--config", str(SAMPLE_CONFIG), "check")
+    assert default.returncode == 0, default.stdout
+    assert default.stdout.strip() == "ok: 4 reference table(s) within their thresholds"
+
+
+def test_check_on_a_database_without_refdata_fails_with_one_line(sample_db, cli):
+    result = cli("--config", str(SAMPLE_CONFIG), "check")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "refdata: error: refdata is not applied to this database (no refdata views); run refdata apply"
+
+
+def test_status_prints_quality_and_coverage(derived, cli):
+    result = cli("status")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "reference tables"
+    plan = next(line for line in lines if line.startswith("mapping.年金计划 "))
+    assert plan.split()[:6] == ["mapping.年金计划", "42", "40", "2", "2", "4.8%"]
+    fk = next(line for line in lines if " fk_plan " in line)
+    assert fk.split() == ["annuity_performance", "fk_plan", "mapping.年金计划", "2", "0", "2", "0", "0.0%"]
