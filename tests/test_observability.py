@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import select
-import uuid
 from datetime import date
 
 import psycopg
@@ -18,7 +17,6 @@ from test_backfill import FILL_CONFIG, apply_ok, insert_fact
 SAMPLE_CONFIG = PROJECT_ROOT / "config" / "data_sources.yml"
 PLAN = 'mapping."年金计划"'
 ORG = 'mapping."组织架构"'
-RUN = uuid.uuid4().hex[:8]  # cluster-wide role names stay apart between runs
 
 
 @pytest.fixture
@@ -100,7 +98,7 @@ def test_fk_coverage_reads_keys_through_the_fact_index(applied):
 
 
 def test_audit_rows_for_insert_update_and_delete(applied, role):
-    writer = role(f"rd_writer_{RUN}", [
+    writer = role("rd_writer", [
         "GRANT USAGE ON SCHEMA mapping TO {role}",
         'GRANT SELECT, INSERT, UPDATE, DELETE ON mapping."组织架构" TO {role}',
     ])
@@ -120,7 +118,7 @@ def test_audit_rows_for_insert_update_and_delete(applied, role):
     assert lines[2][4]["机构"] == "改名" and lines[2][5] is None
     who = applied.execute(
         "SELECT DISTINCT session_user_name::text, application_name FROM refdata.audit_log").fetchall()
-    assert who == [(f"rd_writer_{RUN}", "hand edit")]
+    assert who == [(writer.info.user, "hand edit")]
 
 
 def test_audit_log_of_a_bulk_write_is_set_based_and_complete(applied):
@@ -140,7 +138,7 @@ def test_derived_parents_are_audited_with_their_domain(applied):
 
 def test_audit_log_is_append_only_for_other_roles(applied, role):
     insert_fact(applied, 计划代码="P90001", 组合代码="QT000001")
-    reader = role(f"rd_auditor_{RUN}", ["GRANT USAGE ON SCHEMA refdata TO {role}",
+    reader = role("rd_auditor", ["GRANT USAGE ON SCHEMA refdata TO {role}",
                                          "GRANT SELECT ON refdata.audit_log TO {role}"])
     assert reader.execute("SELECT count(*) FROM refdata.audit_log").fetchone()[0] == 1
     for statement in ("UPDATE refdata.audit_log SET domain = 'x'", "DELETE FROM refdata.audit_log",
@@ -154,7 +152,7 @@ def test_audit_log_is_append_only_for_other_roles(applied, role):
 def test_fill_by_an_insert_only_role_is_recorded_and_cannot_be_forged(sample_db, cli, write_config, role):
     apply_ok(cli, write_config(FILL_CONFIG))
     sample_db.execute(f"""UPDATE {ORG} SET "机构" = NULL WHERE "机构代码" = 'G001'""")
-    loader = role(f"rd_loader_{RUN}", ["GRANT USAGE ON SCHEMA business TO {role}",
+    loader = role("rd_loader", ["GRANT USAGE ON SCHEMA business TO {role}",
                                         'GRANT INSERT ON business."规模明细" TO {role}'])
     insert_fact(loader, 机构代码="G001", 机构名称="补上的名字")
     fills = sample_db.execute(
@@ -162,10 +160,10 @@ def test_fill_by_an_insert_only_role_is_recorded_and_cannot_be_forged(sample_db,
                   session_user_name::text
            FROM refdata.audit_log WHERE action = 'fill'""").fetchall()
     assert fills == [('mapping."组织架构"', {"机构代码": "G001"}, {"机构": "补上的名字"}, {"机构": None},
-                      "annuity_performance", True, f"rd_loader_{RUN}")]
+                      "annuity_performance", True, loader.info.user)]
 
     # A role that may write the table itself cannot pass its write off as a fill.
-    editor = role(f"rd_editor_{RUN}", ["GRANT USAGE ON SCHEMA mapping TO {role}",
+    editor = role("rd_editor", ["GRANT USAGE ON SCHEMA mapping TO {role}",
                                         'GRANT SELECT, UPDATE ON mapping."组织架构" TO {role}'])
     editor.execute("SELECT set_config('refdata.audit_action', 'fill', false), "
                    "set_config('refdata.audit_domain', 'annuity_performance', false)")
@@ -182,7 +180,7 @@ def test_insert_of_an_auto_derived_key_promotes_it(applied, role):
     insert_fact(applied, 计划代码="P90001", 计划名称="猜的名字", 组合代码="QT000001")
     derived = applied.execute(
         f"""SELECT "_derived_from_domain", "_derived_at" FROM {PLAN} WHERE "年金计划号" = 'P90001'""").fetchone()
-    legacy = role(f"rd_legacy_{RUN}", ["GRANT USAGE ON SCHEMA mapping TO {role}",
+    legacy = role("rd_legacy", ["GRANT USAGE ON SCHEMA mapping TO {role}",
                                         'GRANT INSERT ON mapping."年金计划" TO {role}'])
     cur = legacy.execute(
         f"""INSERT INTO {PLAN} ("年金计划号", "计划全称", "计划类型", "计划状态")

@@ -198,7 +198,7 @@ def test_render_to_directory(cli, tmp_path):
     assert all(re.fullmatch(r"\d{3}_[a-z]+_.+\.sql", f) for f in numbered), numbered
     assert [int(f[:3]) for f in numbered] == list(range(1, len(numbered) + 1))
     assert numbered[0] == "001_schema_refdata.sql"
-    assert any(f.startswith(f"{len(numbered):03d}_view_") for f in numbered)
+    assert any(f.startswith(f"{len(numbered):03d}_grant_") for f in numbered)
     apply_sql = (out / "apply.sql").read_text(encoding="utf-8")
     lines = [line for line in apply_sql.splitlines() if line and not line.startswith("--")]
     assert lines == ["\\set ON_ERROR_STOP on", "\\set ON_ERROR_ROLLBACK off", "BEGIN;", *[f"\\ir {f}" for f in numbered], "COMMIT;"]

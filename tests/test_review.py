@@ -4,7 +4,6 @@ CLI and through the SQL functions as a reviewer role calls them."""
 from __future__ import annotations
 
 import csv
-import uuid
 
 import psycopg
 import pytest
@@ -17,7 +16,6 @@ PLAN = 'mapping."年金计划"'
 PORTFOLIO = 'mapping."组合计划"'
 ORG = 'mapping."组织架构"'
 FACT = 'business."规模明细"'
-RUN = uuid.uuid4().hex[:8]
 
 
 @pytest.fixture
@@ -32,7 +30,7 @@ def derived(sample_db, cli):
 
 def reviewer(role, sample_db, name: str = "reviewer"):
     """A login role holding refdata_reviewer and nothing else."""
-    return role(f"rd_{name}_{RUN}", ["GRANT refdata_reviewer TO {role}"])
+    return role(f"rd_{name}", ["GRANT refdata_reviewer TO {role}"])
 
 
 # -- export -> edit -> import ---------------------------------------------------
@@ -140,7 +138,7 @@ def test_approve_by_cli_and_by_a_reviewer_role_without_write_rights(derived, cli
     line = derived.execute(
         """SELECT session_user_name::text, action, new_values FROM refdata.audit_log
            WHERE key = '{"机构代码": "G950"}' AND operation = 'UPDATE'""").fetchone()
-    assert line == (f"rd_reviewer_{RUN}", "approve", {"_needs_review": False})
+    assert line == (r.info.user, "approve", {"_needs_review": False})
 
     unknown = cli("review", "approve", "mapping.年金计划", "P90002", "P12345")
     assert unknown.returncode == 2

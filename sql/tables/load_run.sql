@@ -1,0 +1,22 @@
+-- One row per `refdata load` and per statement-mode batch: what was loaded,
+-- how, and per foreign key the pre-load coverage of that load (distinct
+-- usable keys seen; how many had an authoritative parent, an auto-derived
+-- one, and how many parents this load derived). Written by the domains'
+-- load and statement trigger functions; `refdata status --loads` shows it.
+CREATE TABLE IF NOT EXISTS refdata.load_run (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    domain        text NOT NULL,
+    source        text NOT NULL CHECK (source IN ('file', 'statement')),
+    file_name     text,
+    file_size     bigint,
+    file_sha256   text,
+    rows          bigint NOT NULL,
+    started_at    timestamptz NOT NULL,
+    finished_at   timestamptz NOT NULL,
+    path          text NOT NULL,
+    foreign_keys  jsonb NOT NULL,
+    txid          bigint NOT NULL DEFAULT pg_catalog.txid_current(),
+    loaded_by     text NOT NULL DEFAULT session_user
+);
+COMMENT ON TABLE refdata.load_run IS 'refdata: per load and statement-mode batch, rows, timing, path and per-FK coverage';
+REVOKE ALL ON TABLE refdata.load_run FROM PUBLIC;
