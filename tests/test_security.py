@@ -114,7 +114,7 @@ def test_a_name_with_a_line_break_cannot_run_as_code(db, dsn, cli, write_config,
                                         "AND attnum > 0 ORDER BY attnum")]
     writer.execute(sql.SQL("INSERT INTO fact ({}) VALUES ('NEW1', 'x')").format(
         sql.SQL(", ").join(map(sql.Identifier, columns))))
-    assert not is_superuser(db, writer_name)
+    assert not is_superuser(db, writer.info.user)
 
 
 @pytest.mark.parametrize("field, yaml_value", [
