@@ -118,10 +118,10 @@ def _all_once(db):
 
 
 WRITERS = {
-    "multi-row INSERTs of 25 rows": _insert_statements(25),
-    "one COPY of 200 rows": _copy,
-    "single-row INSERTs, autocommit": _insert_statements(1),
-    "200 single-row INSERTs in one transaction": _one_transaction_of_single_rows,
+    "insert_25_rows_a_statement": _insert_statements(25),
+    "copy_200_rows": _copy,
+    "insert_1_row_autocommit": _insert_statements(1),
+    "insert_1_row_200_in_a_transaction": _one_transaction_of_single_rows,
 }
 
 
