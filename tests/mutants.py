@@ -84,6 +84,8 @@ def copy_checkout(dest: Path) -> None:
         if src.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
+    if (ROOT / ".venv").is_dir():  # bin/ scripts a test runs find the environment set up already
+        (dest / ".venv").symlink_to(ROOT / ".venv")
 
 
 def pytest(scratch: Path, tests: list[str]) -> tuple[int, str, float]:
