@@ -42,7 +42,8 @@ postgresql_noproc = factories.postgresql_noproc(
     host=str(CLUSTER.socket_dir), port=5432, user="postgres",
     dbname=f"refdata_test_{RUN}",  # concurrent pytest runs on one cluster stay apart
 )
-sample_noproc = factories.postgresql_noproc(load=[_load_sample], depends_on="postgresql_noproc")
+sample_noproc = factories.postgresql_noproc(load=[_load_sample], depends_on="postgresql_noproc",
+                                           dbname=f"refdata_sample_{RUN}")
 postgresql_empty = factories.postgresql("postgresql_noproc")
 postgresql_sample = factories.postgresql("sample_noproc")
 

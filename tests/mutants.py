@@ -101,6 +101,12 @@ def pytest(scratch: Path, tests: list[str]) -> tuple[int, str, float]:
     return proc.returncode, "\n".join(lines[-15:]), time.monotonic() - started
 
 
+def outcome(output: str) -> str:
+    """pytest's closing line ("1 failed in 2.1s"), to tell a failed assertion from an error."""
+    last = output.strip().splitlines()[-1] if output.strip() else ""
+    return last.strip("= ").rsplit(" in ", 1)[0]
+
+
 def check_imports(scratch: Path) -> None:
     """The scratch copy's package must be the one imported, not the checkout's."""
     env = dict(os.environ, PYTHONPATH=str(scratch))
@@ -125,7 +131,7 @@ def run_mutant(m: Mutant, scratch: Path) -> Mutant:
         code, output, m.seconds = pytest(scratch, m.tests)
     finally:
         target.write_text(original, encoding="utf-8")
-    if code in (1, 2, -1):  # tests failed, collection broke, or hung
+    if code in (1, 2, -1):  # tests failed, collection broke, or hung (each says which below)
         m.result, m.detail = "killed", output
     elif code == 0:
         m.result, m.detail = "survived", output
@@ -137,7 +143,8 @@ def run_mutant(m: Mutant, scratch: Path) -> Mutant:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bin/mutants", description=__doc__.split("\n\n")[0])
     ap.add_argument("words", nargs="*", help="run only mutants whose file, tests or why contain one of these")
-    ap.add_argument("-j", "--jobs", type=int, default=1, help="mutants run at once (each in its own copy)")
+    ap.add_argument("-j", "--jobs", type=int, default=min(4, os.cpu_count() or 1),
+                    help="mutants run at once, each in its own copy (default: CPUs, at most 4)")
     ap.add_argument("--list", action="store_true", help="list the mutants and stop")
     ap.add_argument("-v", "--verbose", action="store_true", help="show the test output of killed mutants too")
     args = ap.parse_args(argv)
@@ -164,10 +171,15 @@ def main(argv: list[str] | None = None) -> int:
         check_imports(copies[0])
 
         selections = list(dict.fromkeys(t for m in mutants for t in m.tests))
-        code, output, seconds = pytest(copies[0], selections)
-        print(f"unmutated: {len(selections)} selection(s) {'pass' if code == 0 else 'FAIL'} ({seconds:.0f} s)")
-        if code != 0:
-            print(output)
+        shares = [selections[j::len(copies)] for j in range(len(copies))]
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(max_workers=len(copies)) as pool:
+            runs = list(pool.map(pytest, copies, shares))
+        failed = [output for code, output, _ in runs if code != 0]
+        print(f"unmutated: {len(selections)} selection(s) {'FAIL' if failed else 'pass'} "
+              f"({time.monotonic() - t0:.0f} s)")
+        if failed:
+            print("\n".join(failed))
             print("bin/mutants: the selections must pass before mutants can be judged", file=sys.stderr)
             return 1
 
@@ -182,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
 
         with ThreadPoolExecutor(max_workers=len(copies)) as pool:
             for m in pool.map(job, mutants):
-                print(f"{m.number:>3}  {m.result:<8} {m.seconds:>5.1f} s  {m.file}: {m.why}", flush=True)
+                how = f" ({outcome(m.detail)})" if m.result == "killed" else ""
+                print(f"{m.number:>3}  {m.result:<8} {m.seconds:>5.1f} s  {m.file}: {m.why}{how}", flush=True)
                 if m.result != "killed" or args.verbose:
                     for line in m.detail.splitlines():
                         print(f"          {line}")
