@@ -13,11 +13,14 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
+import hashlib
 import io
+import json
 import re
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -242,15 +245,21 @@ class Loader:
             copy_sql = (
                 f"COPY {self.stage} ({', '.join(ident(c) for c in columns)}, \"_rd_line\") FROM STDIN"
             )
+            started_at = datetime.now(timezone.utc)
             with self.conn.transaction():
                 if self.options.rejects:
+                    parsed_by = "python, rejects"
                     self._copy_with_rejects(copy_sql, rows, columns, result, meter)
                 elif self._server_parses() and not self.python_path:
+                    parsed_by = "server csv"
                     rows.close()
                     self._copy_file(columns, result, meter)
                 else:
+                    parsed_by = "python"
                     self._copy_all(copy_sql, rows, columns, result, meter)
                 meter.done(result.rows)
+                self.conn.execute("SELECT set_config('refdata.load_file', %s, true)",
+                                  [json.dumps(self._file_record(parsed_by, started_at))])
                 row = self.conn.execute(f"SELECT * FROM {self.function}(%s)", [columns]).fetchone()
                 result.facts, result.derived, result.blank_keys = row
         except BadRow as bad:
@@ -262,6 +271,15 @@ class Loader:
             meter.clear()
         result.seconds = time.monotonic() - started
         return result
+
+    def _file_record(self, parsed_by: str, started_at: datetime) -> dict:
+        """What refdata.load_run records of this load's file."""
+        digest = hashlib.sha256()
+        with self.path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return {"name": str(self.path), "size": self.path.stat().st_size, "sha256": digest.hexdigest(),
+                "path": f"staging ({parsed_by})", "started": started_at.isoformat()}
 
     def _server_parses(self) -> bool:
         """Whether the file can go to COPY as it is: the server's CSV parser is

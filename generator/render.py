@@ -312,6 +312,7 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset()) -> lis
         Statement("function", "refdata.audit", sql_file("functions/audit.sql")),
         Statement("function", "refdata.owner_writes", sql_file("functions/owner_writes.sql")),
         Statement("table", "refdata.reference_link", sql_file("tables/reference_link.sql")),
+        Statement("table", "refdata.load_run", sql_file("tables/load_run.sql")),
     ]
     views = {name: domain_views(name, d, skip) for name, d in config.domains.items()}
     targets = {(v.fk.target_schema, v.fk.target_table): v for fks in views.values() for v in fks}

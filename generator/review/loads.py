@@ -18,8 +18,12 @@ def text(conn: psycopg.Connection, limit: int) -> str:
         raise RefdataError("refdata is not applied to this database (no refdata.load_run); run refdata apply") from None
     lines = []
     for r in rows:
-        fks = "; ".join(
-            f"{name}: {s['keys_seen']} keys, {s['authoritative']} authoritative, {s['auto_derived']} auto-derived, "
-            f"{s['derived_now']} derived now" for name, s in sorted((r[7] or {}).items()))
-        lines.append([r[0], r[1], r[2], r[3], r[4], r[5].strftime("%Y-%m-%d %H:%M:%S"), f"{r[6]} s", fks])
-    return table(["load", "domain", "file", "rows", "path", "started", "took", "per foreign key"], lines, right={0, 3, 6})
+        first = [r[0], r[1], r[2], r[3], r[4], r[5].strftime("%Y-%m-%d %H:%M:%S"), f"{r[6]} s"]
+        fks = sorted((r[7] or {}).items()) or [("", {})]
+        for name, s in fks:  # one line per foreign key, the load's own columns on the first
+            lines.append(first + [name, s.get("keys_seen"), s.get("authoritative"), s.get("auto_derived"),
+                                  s.get("derived_now")])
+            first = [""] * len(first)
+    return table(["load", "domain", "file", "rows", "path", "started", "took",
+                  "foreign key", "keys", "authoritative", "auto_derived", "derived now"],
+                 lines, right={0, 3, 6, 8, 9, 10, 11})

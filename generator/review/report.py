@@ -23,7 +23,7 @@ BELOW_GOAL = "#c62828"
 GOAL_LINE = "#212121"
 
 STYLE = """
-body { font-family: system-ui, "Noto Sans CJK SC", "Noto Sans", sans-serif; margin: 24px; color: #212121; max-width: 1100px; }
+body { font-family: system-ui, "Noto Sans CJK SC", "Noto Sans", sans-serif; margin: 24px; color: #212121; }
 h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; }
 .legend span { display: inline-block; margin-right: 16px; font-size: 13px; }
 .legend i { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: -1px; }
@@ -40,10 +40,10 @@ def _legend(items: list[tuple[str, str]]) -> str:
 
 def table_bars(rows: list[tuple]) -> str:
     """Per reference table a bar: authoritative | auto-derived, reviewed | auto-derived, pending review."""
-    label_w, bar_w, row_h = 220, 640, 26
+    label_w, bar_w, text_w, row_h = 200, 520, 240, 26
     height = row_h * len(rows) + 10
-    parts = [f'<svg id="quality-chart" role="img" width="{label_w + bar_w + 160}" height="{height}" '
-             f'viewBox="0 0 {label_w + bar_w + 160} {height}">']
+    parts = [f'<svg id="quality-chart" role="img" width="{label_w + bar_w + text_w}" height="{height}" '
+             f'viewBox="0 0 {label_w + bar_w + text_w} {height}">']
     for i, r in enumerate(rows):
         _, _, label, total, auth, derived, pending = r[:7]
         y = 5 + i * row_h
@@ -64,11 +64,11 @@ def table_bars(rows: list[tuple]) -> str:
 
 def coverage_bars(rows: list[tuple]) -> str:
     """Per FK the authoritative share of the keys its facts use, with the 90% goal marked."""
-    label_w, bar_w, row_h = 320, 520, 26
+    label_w, bar_w, text_w, row_h = 340, 440, 180, 26
     height = row_h * len(rows) + 24
     goal_x = label_w + bar_w * quality.COVERAGE_GOAL
-    parts = [f'<svg id="coverage-chart" role="img" width="{label_w + bar_w + 120}" height="{height}" '
-             f'viewBox="0 0 {label_w + bar_w + 120} {height}">']
+    parts = [f'<svg id="coverage-chart" role="img" width="{label_w + bar_w + text_w}" height="{height}" '
+             f'viewBox="0 0 {label_w + bar_w + text_w} {height}">']
     for i, r in enumerate(rows):
         domain, fk, target, keys, auth, derived, missing, share = r
         y = 5 + i * row_h
@@ -95,7 +95,7 @@ def activity_bars(rows: list[tuple]) -> str:
     days = sorted(per_day)
     if not days:
         return '<p class="muted" id="activity-chart">nothing derived yet</p>'
-    width, height, left, bottom = 900, 220, 50, 40
+    width, height, left, bottom = 960, 220, 50, 40
     top = max(per_day.values())
     step = (width - left) / len(days)
     bar = max(min(step * 0.8, 60), 2)

@@ -1,4 +1,5 @@
--- One row per `refdata load` and per statement-mode batch: what was loaded,
+-- One row per `refdata load` (source 'file'), per direct call of a load
+-- function ('bulk') and per statement-mode batch ('statement'): what was loaded,
 -- how, and per foreign key the pre-load coverage of that load (distinct
 -- usable keys seen; how many had an authoritative parent, an auto-derived
 -- one, and how many parents this load derived). Written by the domains'
@@ -6,7 +7,7 @@
 CREATE TABLE IF NOT EXISTS refdata.load_run (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     domain        text NOT NULL,
-    source        text NOT NULL CHECK (source IN ('file', 'statement')),
+    source        text NOT NULL CHECK (source IN ('file', 'bulk', 'statement')),
     file_name     text,
     file_size     bigint,
     file_sha256   text,

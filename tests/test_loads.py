@@ -1,0 +1,78 @@
+"""refdata.load_run: what each load and each statement-mode batch records,
+and `refdata status --loads`."""
+
+from __future__ import annotations
+
+import hashlib
+import textwrap
+
+from generator.config import PROJECT_ROOT
+from test_backfill import apply_ok, insert_fact
+
+SAMPLE_CONFIG = PROJECT_ROOT / "config" / "data_sources.yml"
+
+
+def runs(conn) -> list[tuple]:
+    return conn.execute(
+        """SELECT domain, source, file_name, file_size, file_sha256, rows, path, foreign_keys,
+                  finished_at >= started_at
+           FROM refdata.load_run ORDER BY id""").fetchall()
+
+
+def test_load_records_file_rows_path_and_pre_load_coverage(sample_db, cli, tmp_path):
+    # as in production, no declared FKs: blank keys load (and derive nothing)
+    for fk in ("规模明细_计划代码_fkey", "规模明细_机构代码_fkey"):
+        sample_db.execute(f'ALTER TABLE business."规模明细" DROP CONSTRAINT "{fk}"')
+    apply_ok(cli, SAMPLE_CONFIG)
+    insert_fact(sample_db, 计划代码="P90002", 组合代码="QT000001")  # derived before the load
+    data = tmp_path / "facts.csv"
+    data.write_text(textwrap.dedent("""\
+        月度,计划代码,组合代码,机构代码
+        2025-10-01,P00001,QT000001,G001
+        2025-10-01,P90001,QT000002,G001
+        2025-10-01,P90001,QT000002,G001
+        2025-10-01,P90002,QT000003,(空白)
+        2025-10-01,(空白),QT000003,
+        2025-10-01,,QT000003,G950
+        """), encoding="utf-8")
+    result = cli("load", "annuity_performance", str(data))
+    assert result.returncode == 0, result.stderr
+    (domain, source, name, size, sha, rows, path, fks, ordered), = runs(sample_db)
+    assert (domain, source, name, rows, ordered) == ("annuity_performance", "file", str(data), 6, True)
+    assert size == data.stat().st_size and sha == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert path == "staging (server csv)"
+    assert fks["fk_plan"] == {"keys_seen": 3, "authoritative": 1, "auto_derived": 1, "derived_now": 1}
+    assert fks["fk_portfolio"] == {"keys_seen": 3, "authoritative": 3, "auto_derived": 0, "derived_now": 0}
+    assert fks["fk_organization"] == {"keys_seen": 2, "authoritative": 1, "auto_derived": 0, "derived_now": 1}
+    assert fks["fk_product_line"] == {"keys_seen": 0, "authoritative": 0, "auto_derived": 0, "derived_now": 0}
+
+    # --rejects reads the file in Python: the path says so
+    assert cli("load", "annuity_performance", str(data), "--rejects", str(tmp_path / "bad.csv")).returncode == 0
+    second = runs(sample_db)[1]
+    assert second[6] == "staging (python, rejects)"
+    assert second[7]["fk_plan"] == {"keys_seen": 3, "authoritative": 1, "auto_derived": 2, "derived_now": 0}
+
+    status = cli("status", "--loads")
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0].split() == ["load", "domain", "file", "rows", "path", "started", "took", "foreign", "key",
+                                "keys", "authoritative", "auto_derived", "derived", "now"]
+    newest, older = lines[2:6], lines[6:10]
+    assert newest[0].split()[:5] == ["2", "annuity_performance", str(data), "6", "staging"]
+    assert newest[1].split() == ["fk_plan", "3", "1", "2", "0"]
+    assert older[1].split() == ["fk_plan", "3", "1", "1", "1"]
+
+
+def test_statement_mode_batches_are_recorded_once_per_statement(sample_db, cli, write_config):
+    text = SAMPLE_CONFIG.read_text(encoding="utf-8").replace(
+        "    fact_table: 规模明细\n", "    fact_table: 规模明细\n    trigger_mode: statement\n    defer_foreign_keys: true\n", 1)
+    apply_ok(cli, write_config(text))
+    sample_db.execute("""INSERT INTO business."规模明细" ("月度", "计划代码", "组合代码")
+                         VALUES ('2025-10-01', 'P90001', 'QT000001'), ('2025-10-01', 'P90001', 'QT000001'),
+                                ('2025-10-01', 'P00001', 'QT000001')""")
+    (domain, source, name, size, sha, rows, path, fks, ordered), = runs(sample_db)
+    assert (domain, source, name, size, sha, rows, path, ordered) == (
+        "annuity_performance", "statement", None, None, None, 3, "statement", True)
+    assert fks["fk_plan"] == {"keys_seen": 2, "authoritative": 1, "auto_derived": 0, "derived_now": 1}
+    sample_db.execute("""UPDATE business."规模明细" SET "计划代码" = 'P00002' WHERE false""")  # no batch at all
+    assert len(runs(sample_db)) == 1
