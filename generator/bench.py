@@ -441,7 +441,7 @@ def client_derive(conn: psycopg.Connection, domain: str, d: Domain, rows: list[t
         existing = set(conn.execute(f"SELECT {keys} FROM {target}").fetchall())
         mappings = [m for m in fk.mappings() if all(c in at for c in m.sources())]
         key_at = [at[s] for s in fk.sources]
-        blanks = set(fk.blank_values)
+        blanks = set(fk.markers)
         found: dict[tuple, list] = {}
         for row in rows:
             key = tuple(row[i] for i in key_at)

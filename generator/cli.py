@@ -28,7 +28,8 @@ def _global_options(parser: argparse.ArgumentParser, default) -> None:
     before the command is not overwritten by the subcommand's default."""
     g = parser.add_argument_group("global options (before or after the command)")
     g.add_argument("--config", metavar="PATH", default=default,
-                   help="config file (default: $REFDATA_CONFIG, then config/data_sources.yml)")
+                   help="config file: data_sources.yml, or foreign_keys.yml (the other is read from beside it; "
+                        "default: $REFDATA_CONFIG, then config/data_sources.yml)")
     g.add_argument("--db", metavar="DSN", default=default,
                    help="database (default: $REFDATA_DB, $DATABASE_URL, then the embedded cluster)")
     g.add_argument("--debug", action="store_true", default=default if default is argparse.SUPPRESS else False,
@@ -140,6 +141,8 @@ def cmd_validate(args) -> int:
     orders = _orders(path, config)
     count = sum(len(o) for o in orders.values())
     print(f"{path}: {len(orders)} domain(s), {count} foreign key(s)")
+    for w in config.warnings:
+        print(f"warning: {w}")
     for name, order in orders.items():
         d = config.domains[name]
         print(f"domain {name} (fact table {qualified(d.fact_schema, d.fact_table_for(name))}), processing order:")
@@ -166,6 +169,8 @@ def cmd_render(args) -> int:
     path, config = _config(args)
     _orders(path, config)
     statements = render(config)
+    for w in config.warnings:
+        print(f"refdata: warning: {w}", file=sys.stderr)
     if args.output:
         files = write_directory(statements, Path(args.output))
         print(f"wrote {len(files)} files to {args.output}; apply with: psql -v ON_ERROR_STOP=1 -f {files[0]}")
@@ -183,7 +188,7 @@ def cmd_apply(args) -> int:
     dsn = resolve_dsn(args.db)
     with connect(dsn) as conn:
         statements, report = apply(conn, config, str(path))
-    for w in report.warnings:
+    for w in config.warnings + report.warnings:
         print(f"warning: {w}")
     print(f"applied {len(statements)} statements from {path} to {redact(dsn)}")
     return 0

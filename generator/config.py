@@ -4,17 +4,29 @@ Two spellings of a foreign key are accepted. The short one of the original
 proposal (`derive_columns`: fact columns copied into parent columns of the same
 name) and the richer one (`backfill_columns`: source -> target with an
 aggregation). Both normalise to `ForeignKey.mappings()`.
+
+The files: one `data_sources.yml` (the proposal's single file), or the
+three-file layout of the pipeline this tool replaces: `data_sources.yml`
+(`defaults` deep-merged into every domain, the fact table in
+`domains.<d>.output`, pipeline keys ignored), `foreign_keys.yml` beside it
+(the FK rules) and `reference_sync.yml` (read by sync, not here). `load_config`
+reads whichever of them are there; everything else calls it.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import string
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator,
+)
 
 from .errors import InputError
 from .names import CONFIG_NAME, MAX_IDENTIFIER_BYTES, control_character, printable
@@ -22,7 +34,16 @@ from .names import CONFIG_NAME, MAX_IDENTIFIER_BYTES, control_character, printab
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = Path("config/data_sources.yml")
 
-Aggregation = Literal["first", "max_by", "min_by", "concat_distinct", "count_distinct", "template"]
+Aggregation = Literal[
+    "first", "max_by", "min_by", "concat_distinct", "count_distinct", "template", "sql", "jsonb_append", "lambda"
+]
+# Settings an aggregation written as an object ({type: max_by, order_column: ...}) may carry.
+AGGREGATION_SETTINGS = ("order_column", "separator", "sort", "template", "template_fields", "expression", "code")
+# Blank markers when a foreign key lists none: the "(blank)" cell of Chinese Excel.
+DEFAULT_BLANK_VALUES = ("(空白)",)
+DATA_SOURCES_FILE = "data_sources.yml"
+FOREIGN_KEYS_FILE = "foreign_keys.yml"
+KNOWN_MAJOR_VERSION = "1"
 Scalar = Union[str, int, float, bool, None]
 
 
@@ -74,29 +95,140 @@ class BackfillColumn(Model):
     separator: str = "+"
     sort: bool = True
     template: str | None = None
+    template_fields: list[Identifier] | None = None
+    expression: str | None = None
+    code: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten(cls, data):
+        """`aggregation: {type: max_by, order_column: x}` reads as the flat spelling."""
+        if not isinstance(data, dict) or not isinstance(data.get("aggregation"), dict):
+            return data
+        spec = dict(data["aggregation"])
+        out = {k: v for k, v in data.items() if k != "aggregation"}
+        if "type" not in spec:
+            raise ValueError("aggregation: missing required field 'type'")
+        out["aggregation"] = spec.pop("type")
+        for key, value in spec.items():
+            if key not in AGGREGATION_SETTINGS:
+                raise ValueError(f"aggregation: unknown field {key!r}")
+            if key in out and out[key] != value:
+                raise ValueError(f"{key} is given both in aggregation and beside it, with different values")
+            out[key] = value
+        return out
 
     @model_validator(mode="after")
     def _check(self):
+        if self.code is not None:
+            if self.aggregation not in ("lambda", "jsonb_append"):
+                raise ValueError("code is only used with aggregation: lambda or jsonb_append")
+            if not self.optional:
+                raise ValueError(f"{self.python_code_problem()}; mark it optional: true to leave it out")
+            return self
+        if self.aggregation == "lambda":
+            raise ValueError("aggregation lambda needs code (Python); write type: sql with an SQL expression instead")
         if self.aggregation in ("max_by", "min_by") and not self.order_column:
             raise ValueError(f"aggregation {self.aggregation} needs order_column")
         if self.aggregation == "template":
             if not self.template:
                 raise ValueError("aggregation template needs template")
-            template_fields(self.template)
+            placeholders = template_fields(self.template)
+            if self.template_fields is not None and set(self.template_fields) != set(placeholders):
+                raise ValueError(
+                    f"template_fields {self.template_fields} do not match the template's placeholders {placeholders}"
+                )
+        elif self.aggregation == "sql":
+            if not self.expression:
+                raise ValueError("aggregation sql needs expression")
+        elif self.aggregation == "jsonb_append" and self.expression:
+            pass
         elif self.source is None:
             raise ValueError(f"aggregation {self.aggregation} needs source")
         if self.template is not None and self.aggregation != "template":
             raise ValueError("template is only used with aggregation: template")
+        if self.expression is not None:
+            if self.aggregation not in ("sql", "jsonb_append"):
+                raise ValueError("expression is only used with aggregation: sql or jsonb_append")
+            problem = expression_problem(self.expression)
+            if problem:
+                raise ValueError(f"expression: {problem}")
         return self
 
+    def python_code_problem(self) -> str:
+        instead = ("type: jsonb_append with source or expression (no code)" if self.aggregation == "jsonb_append"
+                   else "type: sql with an SQL expression")
+        return f"aggregation {self.aggregation} with code runs Python, which the database cannot run; write {instead} instead"
+
     def sources(self) -> list[str]:
-        """Fact columns this mapping reads."""
+        """Fact columns this mapping reads (an SQL expression's are known to the catalog check only)."""
         if self.aggregation == "template":
             return template_fields(self.template)
+        if self.expression is not None:
+            return []
         cols = [self.source]
         if self.order_column:
             cols.append(self.order_column)
         return cols
+
+
+# What may not occur in an SQL expression outside its string literals and
+# quoted names: anything that ends the expression or the statement around it.
+_EXPRESSION_WORDS = re.compile(r"\b(select|table|values)\b", re.IGNORECASE)
+
+
+def expression_problem(text: str) -> str | None:
+    """Why `text` could reach outside the parentheses it is rendered in, or None.
+
+    The expression is pasted into the generated functions (the one config
+    value that is, by nature), so it must stay one expression: balanced
+    parentheses, closed literals and quoted names, no statement separator,
+    no comment, no `$` (dollar quotes delimit the function bodies), no
+    backslash (whose meaning in literals depends on a server setting), no
+    subquery (it aggregates the group's fact rows, nothing else). The server
+    then parses it in place (catalog check) before anything is applied.
+    """
+    for ch in ("$", "\\", "\x00"):
+        if ch in text:
+            return f"{ch!r} is not allowed in an SQL expression"
+    depth = 0
+    i = 0
+    outside: list[str] = []
+    while i < len(text):
+        ch = text[i]
+        if ch in "'\"":
+            end = i + 1
+            while True:
+                end = text.find(ch, end)
+                if end < 0:
+                    return f"unterminated {'string literal' if ch == chr(39) else 'quoted name'}"
+                if text[end + 1:end + 2] == ch:  # doubled quote: part of the text
+                    end += 2
+                    continue
+                break
+            outside.append(" ")
+            i = end + 1
+            continue
+        if text.startswith("--", i) or text.startswith("/*", i) or text.startswith("*/", i):
+            return "comments are not allowed in an SQL expression"
+        if ch == ";":
+            return "';' is not allowed in an SQL expression (it is one expression, not a statement)"
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                return "unbalanced parentheses"
+        outside.append(ch)
+        i += 1
+    if depth:
+        return "unbalanced parentheses"
+    if not "".join(outside).strip():
+        return "empty"
+    word = _EXPRESSION_WORDS.search("".join(outside))
+    if word:
+        return f"subqueries are not allowed ({word.group(1).upper()}): the expression aggregates the group's fact rows"
+    return None
 
 
 class ForeignKey(Model):
@@ -111,7 +243,8 @@ class ForeignKey(Model):
     defaults: dict[Identifier, Scalar] = {}
     mode: Literal["insert_missing", "fill_null_only"] = "insert_missing"
     skip_blank_values: bool = True
-    blank_values: list[str] = []
+    blank_values: list[str] | None = None
+    priority: int | None = None
 
     @field_validator("name")
     @classmethod
@@ -128,10 +261,11 @@ class ForeignKey(Model):
             )
         if not self.sources:
             raise ValueError("source_column is empty")
+        for m in self.backfill_columns:
+            if m.target in self.keys and not self._restates_key(m):
+                raise ValueError(f"column {m.target!r} is the target key; it is always set from source_column")
         targets: dict[str, str] = {}
         for m in self.mappings():
-            if m.target in self.keys:
-                raise ValueError(f"column {m.target!r} is the target key; it is always set from source_column")
             if m.target in targets:
                 raise ValueError(f"column {m.target!r} is mapped twice")
             targets[m.target] = m.target
@@ -148,15 +282,29 @@ class ForeignKey(Model):
     def keys(self) -> tuple[str, ...]:
         return _names(self.target_key)
 
+    @property
+    def markers(self) -> tuple[str, ...]:
+        """Blank markers: the configured ones, or "(空白)" when none are configured."""
+        return DEFAULT_BLANK_VALUES if self.blank_values is None else tuple(self.blank_values)
+
+    def _restates_key(self, m: BackfillColumn) -> bool:
+        """`{source: 计划代码, target: 年金计划号}` where those are the key's own columns."""
+        return (m.aggregation == "first" and m.code is None and m.target in self.keys
+                and m.source == self.sources[self.keys.index(m.target)])
+
     def mappings(self) -> list[BackfillColumn]:
-        """Every non-key parent column this FK sets from fact columns."""
+        """Every non-key parent column this FK sets in the database (Python code left out)."""
         out = [
             BackfillColumn(source=c, target=c)
             for c in self.derive_columns
             if c not in self.sources and c not in self.keys
         ]
-        out.extend(self.backfill_columns)
+        out.extend(m for m in self.backfill_columns if m.code is None and not self._restates_key(m))
         return out
+
+    def code_mappings(self) -> list[tuple[int, BackfillColumn]]:
+        """(index in backfill_columns, mapping) of the optional Python-code mappings, which are left out."""
+        return [(i, m) for i, m in enumerate(self.backfill_columns) if m.code is not None]
 
 
 class Domain(Model):
@@ -251,6 +399,12 @@ class Observability(Model):
 class Config(Model):
     domains: dict[str, Domain]
     observability: Observability = Observability()
+    # Lines for the user about what the files say but refdata leaves out (set by the loader).
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self._warnings)
 
     @field_validator("domains")
     @classmethod
@@ -287,17 +441,53 @@ def resolve_config_path(cli_value: str | None) -> Path:
     return PROJECT_ROOT / DEFAULT_CONFIG
 
 
+@dataclass
+class Document:
+    """One YAML file as read: data, the node tree (for line numbers), its name."""
+
+    source: str
+    data: dict
+    node: yaml.Node | None
+
+    def line(self, loc: list) -> str:
+        line = _line_of(self.node, loc)
+        return f"{self.source}:{line}" if line else self.source
+
+
+def config_files(path: Path) -> tuple[Path | None, Path | None]:
+    """(data sources file, foreign keys file) for the file --config names.
+
+    A file named foreign_keys.yml takes data_sources.yml beside it (when there
+    is one); any other file is the data sources file and takes
+    foreign_keys.yml beside it (when there is one).
+    """
+    if path.name == FOREIGN_KEYS_FILE:
+        sources = path.with_name(DATA_SOURCES_FILE)
+        return (sources if sources.exists() else None), path
+    fks = path.with_name(FOREIGN_KEYS_FILE)
+    return path, (fks if fks.exists() else None)
+
+
 def load_config(path: Path) -> Config:
+    """The config --config names, with the other file of the layout beside it."""
+    sources, fks = config_files(path)
+    documents = [_read(p) for p in (sources, fks) if p is not None]
+    if path.name == FOREIGN_KEYS_FILE:
+        return build_config(documents[0] if sources else None, documents[-1])
+    return build_config(documents[0], documents[1] if fks else None)
+
+
+def _read(path: Path) -> Document:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read config: {e}") from None
-    return parse_config(text, str(path))
+    return parse_document(text, str(path))
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
+def parse_document(text: str, source: str) -> Document:
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -311,15 +501,141 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raise InputError(f"{source}:{duplicate}")
     if not isinstance(data, dict):
         raise InputError(f"{source}: expected a mapping with a 'domains' key")
+    return Document(source, data, node)
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """A single-file config (data sources with their foreign keys) from text."""
+    return build_config(parse_document(text, source), None)
+
+
+def build_config(sources: Document | None, fks: Document | None) -> Config:
+    """One Config from the data sources file and/or the foreign keys file.
+
+    FK rules come from `fks` when given, else from the domains of `sources`.
+    A domain's fact table: fact_table/fact_schema where given, else the data
+    sources' output.table/output.schema_name (after `defaults`), else the
+    domain name in public.
+    """
+    for doc, known in ((sources, ("1.0", "1.1")), (fks, ("1.0", "1.1", "1.2"))):
+        if doc is not None:
+            _check_version(doc, known)
+    base = sources.data if sources else {}
+    defaults = base.get("defaults") if isinstance(base.get("defaults"), dict) else {}
+    source_domains = _domains(sources)
+    rule_domains = _domains(fks) if fks else None
+    domains: dict = {}
+    origin: dict[str, tuple[Document, Document]] = {}  # domain: (its settings, its FK rules)
+    warnings: list[str] = []
+    names = list(source_domains) + [n for n in (rule_domains or {}) if n not in source_domains]
+    for name in names:
+        own = source_domains.get(name)
+        rules = (rule_domains or {}).get(name)
+        if rule_domains is None:
+            if not isinstance(own, dict) or not _is_refdata_domain(own):
+                continue  # a domain of the pipeline only
+        elif rules is None:
+            if isinstance(own, dict) and "foreign_keys" in own:
+                warnings.append(f"{sources.line(['domains', name, 'foreign_keys'])}: domain {name}: foreign_keys "
+                                f"ignored: the rules come from {fks.source}")
+            continue
+        merged = _deep_merge(defaults, own) if isinstance(own, dict) else (own if own is not None else dict(defaults))
+        domain = _refdata_keys(merged)
+        if isinstance(merged, dict) and isinstance(merged.get("output"), dict):
+            output = merged["output"]
+            if "table" in output:
+                domain.setdefault("fact_table", output["table"])
+            if "schema_name" in output:
+                domain.setdefault("fact_schema", output["schema_name"])
+        if rule_domains is not None:
+            domain.pop("foreign_keys", None)
+            if isinstance(rules, dict):
+                domain.update(_refdata_keys(rules))
+            else:
+                domain = rules  # not a mapping: let validation say so
+        domains[name] = domain
+        rule_doc = fks if rule_domains is not None else sources
+        origin[name] = (sources if sources and name in source_domains else rule_doc, rule_doc)
+    # Settings of the whole config (observability, ...): from either file, the rules' file last.
+    settings = {k: v for doc in (sources, fks) if doc for k, v in doc.data.items()
+                if k != "domains" and (k in Config.model_fields or _typo(k, Config.model_fields))}
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate({**settings, "domains": domains})
     except ValidationError as e:
         errors = e.errors()
         # A misspelt field also makes the real one "missing": name the misspelling.
         # Of a union's failed branches, the one that says what is wrong with the value.
-        first = next((err for err in errors if err["type"] == "extra_forbidden"), None) or next(
-            (err for err in errors if err["type"] == "value_error"), errors[0])
-        raise InputError(_describe(first, data, node, source)) from None
+        err = next((x for x in errors if x["type"] == "extra_forbidden"), None) or next(
+            (x for x in errors if x["type"] == "value_error"), errors[0])
+        loc = list(err["loc"])
+        doc = fks if fks and loc[0] in fks.data else sources or fks
+        if loc[:1] == ["domains"] and len(loc) > 1 and loc[1] in origin:
+            settings, rules = origin[loc[1]]
+            doc = rules if loc[2:3] == ["foreign_keys"] else settings
+        raise InputError(_describe(err, doc.data, doc.node, doc.source)) from None
+    for name, domain in config.domains.items():
+        rules = origin[name][1]
+        for fk_index, fk in enumerate(domain.foreign_keys):
+            for i, m in fk.code_mappings():
+                where = rules.line(["domains", name, "foreign_keys", fk_index, "backfill_columns", i])
+                warnings.append(f"{where}: domain {name}, foreign key {fk.name}: optional column "
+                                f"\"{m.target}\" left out: {m.python_code_problem()}")
+    config._warnings = warnings
+    return config
+
+
+def _check_version(doc: Document, known: tuple[str, ...]) -> None:
+    version = doc.data.get("schema_version")
+    if version is None:
+        return
+    text = str(version)
+    if text.split(".")[0] != KNOWN_MAJOR_VERSION:
+        raise InputError(f"{doc.line(['schema_version'])}: schema_version {text!r} is not supported: "
+                         f"refdata reads {', '.join(known)} (major version {KNOWN_MAJOR_VERSION})")
+
+
+def _domains(doc: Document | None) -> dict:
+    if doc is None:
+        return {}
+    domains = doc.data.get("domains")
+    if domains is None:
+        raise InputError(f"{doc.source}: expected a mapping with a 'domains' key")
+    if not isinstance(domains, dict):
+        raise InputError(f"{doc.line(['domains'])}: field domains: expected a mapping of domain names")
+    return domains
+
+
+def _is_refdata_domain(domain: dict) -> bool:
+    """A domain refdata manages names foreign keys or a refdata setting (else it is the pipeline's)."""
+    return any(k in Domain.model_fields for k in domain) or bool(_typos(domain))
+
+
+def _typo(key, known) -> bool:
+    """Whether a key refdata does not know looks like a misspelling of one it does."""
+    return isinstance(key, str) and key not in known and bool(difflib.get_close_matches(key, list(known), n=1, cutoff=0.8))
+
+
+def _typos(domain: dict) -> list[str]:
+    """Keys that look like a misspelt refdata setting (kept, so validation names them)."""
+    return [k for k in domain if _typo(k, Domain.model_fields)]
+
+
+def _refdata_keys(domain) -> dict:
+    """The keys of a domain refdata reads (and near-misses of them); the pipeline's are dropped."""
+    if not isinstance(domain, dict):
+        return {}
+    typos = _typos(domain)
+    return {k: v for k, v in domain.items() if k in Domain.model_fields or k in typos}
+
+
+def _deep_merge(base, over):
+    """`over` on top of `base`: mappings merge key by key, anything else replaces."""
+    if not isinstance(base, dict) or not isinstance(over, dict):
+        return over
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(base[k], v) if k in base else v
+    return out
 
 
 def _duplicate_key(node) -> str | None:

@@ -9,12 +9,14 @@ from .config import Domain, ForeignKey
 
 
 def processing_order(domain_name: str, domain: Domain) -> list[ForeignKey]:
-    """Topological order over depends_on; ties go to the earlier FK in the config.
+    """Topological order over depends_on; ties go to the lower `priority`
+    (FKs without one after those with one), then to the earlier FK in the config.
 
     Raises ValueError naming the cycle, e.g. ``fk_a -> fk_b -> fk_a`` where
     ``->`` reads "depends on".
     """
     position = {fk.name: i for i, fk in enumerate(domain.foreign_keys)}
+    rank = {fk.name: (fk.priority is None, fk.priority or 0, position[fk.name]) for fk in domain.foreign_keys}
     by_name = {fk.name: fk for fk in domain.foreign_keys}
     sorter = TopologicalSorter({fk.name: fk.depends_on for fk in domain.foreign_keys})
     try:
@@ -25,7 +27,7 @@ def processing_order(domain_name: str, domain: Domain) -> list[ForeignKey]:
     order: list[ForeignKey] = []
     while sorter.is_active():
         for name in sorter.get_ready():
-            heapq.heappush(ready, (position[name], name))
+            heapq.heappush(ready, (rank[name], name))
         _, name = heapq.heappop(ready)
         order.append(by_name[name])
         sorter.done(name)

@@ -117,7 +117,7 @@ class FkView:
 
     @property
     def has_markers(self) -> bool:
-        return self.fk.skip_blank_values and bool(self.fk.blank_values)
+        return self.fk.skip_blank_values and bool(self.fk.markers)
 
     @property
     def key_pairs(self) -> list[tuple[str, str]]:
@@ -247,7 +247,7 @@ class FkView:
 
     def params(self) -> dict:
         return {
-            "blank_values": sorted(set(self.fk.blank_values)),
+            "blank_values": sorted(set(self.fk.markers)),
             "defaults": dict(self.fk.defaults),
             "templates": {
                 m.target: format_template(m.template) for m in self.mappings if m.aggregation == "template"

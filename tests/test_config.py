@@ -286,7 +286,8 @@ def test_bad_aggregation():
     )
     assert message == (
         "cfg.yml:9: domain d, foreign key fk_plan: field backfill_columns[0].aggregation: "
-        "Input should be 'first', 'max_by', 'min_by', 'concat_distinct', 'count_distinct' or 'template'"
+        "Input should be 'first', 'max_by', 'min_by', 'concat_distinct', 'count_distinct', 'template', 'sql', "
+        "'jsonb_append' or 'lambda'"
     )
 
 
