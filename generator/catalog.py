@@ -18,6 +18,7 @@ from .names import ident, object_name, qualified
 from .order import processing_order
 
 CATALOG_SQL = Path(__file__).resolve().parent.parent / "sql" / "catalog"
+JSONB = 3802  # pg_type oid of jsonb, fixed since PostgreSQL 9.4
 TRACKING_TYPES = {
     "_source": "text",
     "_needs_review": "boolean",
@@ -106,6 +107,26 @@ class Catalog:
         """Whether COALESCE(<first>, <second>) has a type (a value with a fallback)."""
         return self._refusal(f"SELECT COALESCE(NULL::{first}, NULL::{second})") is None
 
+    def expression_type(self, fact: Table, expression: str, group_by: tuple[str, ...]) -> tuple[dict | None, str | None, str | None]:
+        """(type, None, None) of an SQL aggregate expression over a group of
+        fact rows, or (None, why the server refuses it, SQLSTATE).
+
+        The server parses and plans it where the generated functions run it
+        (search_path pg_catalog, pg_temp; the group's rows as `s`), over no
+        rows, so nothing in it is evaluated. The config check has already
+        made sure it is one expression (config.expression_problem).
+        """
+        group = ", ".join(f"s.{ident(c)}" for c in group_by)
+        with self.conn.transaction(force_rollback=True):
+            try:
+                self.conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
+                cur = self.conn.execute(f"SELECT ({expression}) FROM {fact.label} AS s WHERE false GROUP BY {group}")
+            except psycopg.Error as e:
+                return None, (e.diag.message_primary or str(e)).strip(), e.sqlstate
+            oid = cur.description[0].type_code
+        cur = self.conn.cursor(row_factory=psycopg.rows.dict_row)
+        return cur.execute(query("type"), {"oid": oid}).fetchone(), None, None
+
     def default_error(self, t: Table, defaults: dict) -> str | None:
         """Convert the defaults the way the generated function will; say why it fails."""
         return self._refusal(
@@ -189,6 +210,16 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
 
         covered = set(fk.keys)
         for m in fk.mappings():
+            expression = None
+            if m.expression is not None:
+                expression, problem, state = catalog.expression_type(fact, m.expression, fk.sources)
+                if problem and m.optional and state == "42703":  # undefined_column
+                    report.skipped.add((name, fk.name, m.target))
+                    report.warnings.append(f'{place}: optional column "{m.target}" skipped: expression: {problem}')
+                    continue
+                if problem:
+                    report.errors.append(f'{place}: column "{m.target}": expression: {problem}')
+                    continue
             missing_sources = [c for c in m.sources() if c not in fact.columns]
             if missing_sources:
                 if m.optional:
@@ -209,8 +240,10 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
             covered.add(m.target)
             # A value that may fall back to a default or to the parent's own
             # value is combined with COALESCE, which needs one type for both.
-            value_type = {"concat_distinct": "text", "template": "text", "count_distinct": "bigint"}.get(
-                m.aggregation, fact.columns[m.source]["type"] if m.source in fact.columns else "text")
+            value_type = {"concat_distinct": "text", "template": "text", "count_distinct": "bigint",
+                          "jsonb_append": "jsonb"}.get(
+                m.aggregation, expression["type"] if expression else
+                fact.columns[m.source]["type"] if m.source in fact.columns else "text")
             if (m.target in fk.defaults or fk.mode == "fill_null_only") and not catalog.coalescible(
                     value_type, target["type"]):
                 report.errors.append(
@@ -225,6 +258,20 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
                         f'{place}: column "{m.source}" ({src["type"]}) of {fact.label} cannot be stored in '
                         f'column "{m.target}" ({target["type"]}) of {parent.label}'
                     )
+            elif m.aggregation == "sql" and not catalog.assignable(expression, target):
+                report.errors.append(
+                    f'{place}: column "{m.target}" ({target["type"]}) of {parent.label} cannot store the '
+                    f'{expression["type"]} value of its expression'
+                )
+            elif m.aggregation == "jsonb_append" and target["base_type"] != JSONB:
+                report.errors.append(
+                    f'{place}: column "{m.target}" ({target["type"]}) of {parent.label} is not jsonb '
+                    f"(jsonb_append appends to a jsonb array)"
+                )
+            elif m.aggregation == "jsonb_append" and expression and expression["base_type"] != JSONB:
+                report.errors.append(
+                    f'{place}: column "{m.target}": expression gives {expression["type"]}, not a jsonb array'
+                )
             elif m.aggregation == "count_distinct" and target["category"] not in ("N", "S"):
                 report.errors.append(
                     f'{place}: column "{m.target}" ({target["type"]}) of {parent.label} cannot hold a count'

@@ -181,15 +181,35 @@ class FkView:
         markers = f"({params} #> {self.path('blank_values')})"
         return " OR ".join(f"{markers} ? {trimmed(f'{record}.{ident(s)}')}" for s in self.fk.sources)
 
+    def present(self, value: str, params: str) -> str:
+        """The value counts: not NULL and, when the FK skips blanks, not blank by its rules."""
+        parts = [f"{value} IS NOT NULL"]
+        if self.fk.skip_blank_values:
+            parts.append(f"{trimmed(value)} <> ''")
+            if self.has_markers:
+                parts.append(f"NOT (({params} #> {self.path('blank_values')}) ? {trimmed(value)})")
+        return " AND ".join(parts)
+
+    def one_row_group(self, expression: str, record: str) -> str:
+        """An aggregate SQL expression over a group of the one row `record`."""
+        group = ", ".join(f"s.{ident(c)}" for c in self.fk.sources)
+        return f"(SELECT ({expression}) FROM (SELECT {record}.*) AS s GROUP BY {group})"
+
     def row_expression(self, m: BackfillColumn, record: str, params: str) -> str:
         """The parent value one fact row gives; set-based loads aggregate many."""
         if m.aggregation == "template":
             return self._template(m, params, lambda c: f"{record}.{ident(c)}")
+        if m.aggregation == "sql":
+            return self.one_row_group(m.expression, record)
+        if m.aggregation == "jsonb_append":
+            values = (self.one_row_group(m.expression, record) if m.expression
+                      else f"jsonb_build_array({record}.{ident(m.source)})")
+            return f"refdata.jsonb_append(NULL, {values})"
         src = f"{record}.{ident(m.source)}"
         if m.aggregation == "concat_distinct":
             return self._concat(f"ARRAY[{src}::text]", m, params)
         if m.aggregation == "count_distinct":
-            return f"({src} IS NOT NULL)::integer"
+            return f"({self.present(src, params)})::integer"
         return src
 
     def set_expression(self, m: BackfillColumn, alias: str, params: str) -> str:
@@ -201,17 +221,43 @@ class FkView:
         line = f'{alias}."_rd_line"'
         if m.aggregation == "template":  # filled from the first row in load order
             return self._template(m, params, lambda c: f"(array_agg({alias}.{ident(c)} ORDER BY {line}))[1]")
+        if m.aggregation == "sql":
+            return f"({m.expression})"
+        if m.aggregation == "jsonb_append":
+            values = f"({m.expression})" if m.expression else f"jsonb_agg({alias}.{ident(m.source)} ORDER BY {line})"
+            return f"refdata.jsonb_append(NULL, {values})"
         src = f"{alias}.{ident(m.source)}"
         if m.aggregation == "concat_distinct":
             return self._concat(f"array_agg({src}::text ORDER BY {line})", m, params)
         if m.aggregation == "count_distinct":
-            return f"count(DISTINCT {src})"
+            return f"count(DISTINCT {src}) FILTER (WHERE {self.present(src, params)})"
         if m.aggregation == "first":
             order = line
         else:
             direction = "DESC" if m.aggregation == "max_by" else "ASC"
             order = f"{alias}.{ident(m.order_column)} {direction} NULLS LAST, {line}"
         return f"(array_agg({src} ORDER BY {order}) FILTER (WHERE {src} IS NOT NULL))[1]"
+
+    def fill(self, current: str, new: str, grouped: bool = False) -> list[tuple[str, str, str]]:
+        """(column, filled value, whether it changes) per mapped column of an
+        existing parent `current`: NULLs filled, jsonb arrays appended to.
+        `new` is a row with the parent's columns, or grouped values ("_rd_vN")."""
+        out = []
+        for n, m in enumerate(self.mappings, start=1):
+            col = ident(m.target)
+            old, value = f"{current}.{col}", (f'{new}."_rd_v{n}"' if grouped else f"{new}.{col}")
+            if m.aggregation == "jsonb_append":
+                filled = f"refdata.jsonb_append({old}, {value})"
+                out.append((col, filled, f"{filled} IS DISTINCT FROM {old}"))
+            else:
+                out.append((col, f"COALESCE({old}, {value})", f"({old} IS NULL AND {value} IS NOT NULL)"))
+        return out
+
+    def fill_set(self, current: str, new: str, grouped: bool = False) -> str:
+        return ", ".join(f"{c} = {v}" for c, v, _ in self.fill(current, new, grouped))
+
+    def fill_wanted(self, current: str, new: str, grouped: bool = False) -> str:
+        return " OR ".join(w for _, _, w in self.fill(current, new, grouped))
 
     def _template(self, m: BackfillColumn, params: str, value_of) -> str:
         """format() of the stored template with each named column's value bound as an argument."""
@@ -237,10 +283,6 @@ class FkView:
                 parts.append(f"{defaults}.{ident(col)}")
             values.append(parts[0] if len(parts) == 1 else f"COALESCE({', '.join(parts)})")
         return values
-
-    def fill_pairs(self, grouped: str) -> list[tuple[str, str]]:
-        """(mapped column, its aggregate) for filling NULLs of existing parents."""
-        return [(ident(m.target), f'{grouped}."_rd_v{n}"') for n, m in enumerate(self.mappings, start=1)]
 
     def row_assignments(self, record: str, params: str) -> list[tuple[str, str]]:
         return [(ident(m.target), self.row_expression(m, record, params)) for m in self.mappings]
@@ -308,6 +350,7 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset()) -> lis
         Statement("schema", "refdata_stage", sql_file("schema/refdata_stage.sql")),
         Statement("table", "refdata.domain_param", sql_file("tables/domain_param.sql")),
         Statement("function", "refdata.concat_distinct", sql_file("functions/concat_distinct.sql.j2")),
+        Statement("function", "refdata.jsonb_append", sql_file("functions/jsonb_append.sql.j2")),
         Statement("table", "refdata.audit_log", sql_file("tables/audit_log.sql")),
         Statement("function", "refdata.audit", sql_file("functions/audit.sql")),
         Statement("function", "refdata.owner_writes", sql_file("functions/owner_writes.sql")),

@@ -36,3 +36,11 @@ def wait_until_blocked(db, pid: int, timeout: float = 30.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"backend {pid} never waited on a lock")
+
+
+def shipped_single_file() -> str:
+    """The shipped config (config/data_sources.yml with foreign_keys.yml) as
+    one file in the single-file form, for tests that edit it."""
+    rules = (Path(__file__).resolve().parent.parent / "config" / "foreign_keys.yml").read_text(encoding="utf-8")
+    return rules.replace("  annuity_performance:\n",
+                         "  annuity_performance:\n    fact_schema: business\n    fact_table: 规模明细\n", 1)

@@ -14,6 +14,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from helpers import shipped_single_file
+
 from generator.config import PROJECT_ROOT
 
 from helpers import wait_until_blocked
@@ -850,7 +852,7 @@ def test_long_domain_names_fit_in_63_bytes(db, cli, write_config):
 
 
 def test_changed_defaults_only_change_domain_param(sample_db, cli, write_config, snapshot):
-    text = SAMPLE_CONFIG.read_text(encoding="utf-8")
+    text = shipped_single_file()
     apply_ok(cli, SAMPLE_CONFIG)
     insert_fact(sample_db, 计划代码="P90080")
     before = snapshot(sample_db)

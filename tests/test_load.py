@@ -14,9 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from helpers import apply_config, stage_and_load
+from helpers import apply_config, shipped_single_file, stage_and_load
 
-from generator.config import parse_config
+from generator.config import load_config
 from generator.load import Loader, Options
 
 AGG_SCHEMA = """
@@ -228,7 +228,7 @@ def test_gbk_input(sample, cli, tmp_path):
 
 def test_concurrent_loads_with_overlapping_new_keys(sample, cli, tmp_path, dsn):
     assert cli("apply").returncode == 0
-    config = parse_config(Path("config/data_sources.yml").read_text(encoding="utf-8"))
+    config = load_config(Path("config/data_sources.yml"))
     keys = [f"PC{i:03d}" for i in range(60)]
     a = _csv(tmp_path, "a.csv", [HEADER] + [f"2025-11-01,{k},n,Q{k},n,PL201,G000,1" for k in keys])
     b = _csv(tmp_path, "b.csv", [HEADER] + [f"2025-11-01,{k},n,Q{k},n,PL201,G000,2" for k in reversed(keys)])
@@ -278,7 +278,7 @@ def test_concurrent_loads_never_see_each_others_staged_rows(sample, cli, dsn):
 
 
 def _mode_config(trigger_mode: str, defer: bool) -> str:
-    text = Path("config/data_sources.yml").read_text(encoding="utf-8")
+    text = shipped_single_file()
     extra = f"    trigger_mode: {trigger_mode}\n" + ("    defer_foreign_keys: true\n" if defer else "")
     return text.replace("    fact_table: 规模明细\n", "    fact_table: 规模明细\n" + extra)
 
