@@ -7,6 +7,7 @@ needs, one by one (code-point sort, count_distinct without blanks, `type: sql`,
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import uuid
 from datetime import date
@@ -220,3 +221,175 @@ def test_fixture_refdata_load(db, cli, tmp_path):
     assert reference_rows(db) == expected(set_based=True)
     facts = {t: db.execute(f"SELECT count(*) FROM {fact_table(t)}").fetchone()[0] for t, _, _ in FACTS.values()}
     assert facts == {t: len(rows) for t, _, rows in FACTS.values()}
+
+
+# -- the pieces, one by one ----------------------------------------------------------
+
+PIECES_SCHEMA = """
+CREATE TABLE parent (
+    k       text PRIMARY KEY,
+    sorted  text,
+    cnt     integer,
+    cnt_all integer,
+    label   text,
+    tags    jsonb DEFAULT '[]'
+);
+CREATE TABLE fact (k text, v text COLLATE "zh-x-icu", m date, n numeric);
+"""
+
+
+def pieces_config(columns: str, skip_blank: bool = True, mode: str = "insert_missing", trigger_mode: str = "row") -> str:
+    return f"""
+domains:
+  pieces:
+    fact_table: fact
+    trigger_mode: {trigger_mode}
+    foreign_keys:
+      - name: fk_parent
+        source_column: k
+        target_table: parent
+        target_key: k
+        mode: {mode}
+        skip_blank_values: {'true' if skip_blank else 'false'}
+        backfill_columns:
+{columns}"""
+
+
+def parents(conn, columns="k, sorted, cnt, cnt_all, label, tags"):
+    return conn.execute(f"SELECT {columns} FROM parent ORDER BY k").fetchall()
+
+
+def test_concat_distinct_sorts_by_code_point_whatever_the_collation(postgresql, cli, write_config):
+    postgresql.execute(PIECES_SCHEMA)
+    postgresql.commit()
+    # zh-x-icu puts 北京 (bei) before 上海 (shang) and b before C; Python sorts by code point.
+    values = ["北京", "上海", "b", "C", "北京"]
+    assert postgresql.execute("SELECT array_agg(v ORDER BY v COLLATE \"zh-x-icu\") FROM unnest(%s::text[]) AS v",
+                              [values]).fetchone()[0] != sorted(values)
+    apply_config(cli, write_config, pieces_config(
+        "          - {source: v, target: sorted, aggregation: {type: concat_distinct, separator: '+', sort: true}}\n"))
+    stage_and_load(postgresql, "pieces", ["k", "v"], [("K1", v) for v in values])
+    assert parents(postgresql, "k, sorted") == [("K1", "+".join(sorted(set(values))))]
+    assert "+".join(sorted(set(values))) == "C+b+上海+北京"
+
+
+@pytest.mark.parametrize("skip_blank, counted", [(True, 2), (False, 5)])
+def test_count_distinct_counts_distinct_non_blank_values(postgresql, cli, write_config, skip_blank, counted):
+    postgresql.execute(PIECES_SCHEMA)
+    postgresql.commit()
+    apply_config(cli, write_config, pieces_config(
+        "          - {source: v, target: cnt, aggregation: {type: count_distinct}}\n", skip_blank))
+    values = ["a", "(空白)", "", "  ", None, "b", "a", "(空白)"]
+    stage_and_load(postgresql, "pieces", ["k", "v"], [("K1", v) for v in values])
+    # the row trigger: a group of one blank row counts nothing (or one, blanks not skipped)
+    postgresql.execute("INSERT INTO fact (k, v) VALUES ('K2', '(空白)'), ('K3', 'x'), ('K4', NULL)")
+    postgresql.commit()
+    assert parents(postgresql, "k, cnt") == [("K1", counted), ("K2", 0 if skip_blank else 1), ("K3", 1), ("K4", 0)]
+
+
+SQL_COLUMNS = (
+    "          - {target: label, aggregation: {type: sql, expression: \"to_char(min(\\\"m\\\"), 'YYMM') || '新建'\"}}\n"
+    "          - {target: cnt, aggregation: {type: sql, expression: 'count(*) FILTER (WHERE n > 0)'}}\n"
+)
+
+
+@pytest.mark.parametrize("trigger_mode", ["row", "statement"])
+def test_sql_expression_aggregates_the_group_and_a_single_row_alike(postgresql, cli, write_config, trigger_mode):
+    postgresql.execute(PIECES_SCHEMA)
+    postgresql.commit()
+    apply_config(cli, write_config, pieces_config(SQL_COLUMNS, trigger_mode=trigger_mode))
+    postgresql.execute("INSERT INTO fact (k, m, n) VALUES ('K1', '2025-03-01', 5), ('K1', '2024-12-01', 0), "
+                       "('K1', '2025-01-01', 2)")
+    stage_and_load(postgresql, "pieces", ["k", "m", "n"], [("K2", date(2025, 7, 1), 1), ("K2", date(2025, 6, 1), 1)])
+    postgresql.commit()
+    first_row_only = trigger_mode == "row"
+    assert parents(postgresql, "k, label, cnt") == [
+        ("K1", "2503新建" if first_row_only else "2412新建", 1 if first_row_only else 2),
+        ("K2", "2506新建", 2),
+    ]
+
+
+@pytest.mark.parametrize("target, expression, problem", [
+    ("label", 'min(\\"月份\\")', 'column "label": expression: column "月份" does not exist'),
+    ("label", "upper(v)", 'column "label": expression: column "s.v" must appear in the GROUP BY clause or be used '
+                          "in an aggregate function"),
+    ("cnt", "max(m)", 'column "cnt" (integer) of "public"."parent" cannot store the date value of its expression'),
+    # the generated functions see pg_catalog only, and so does the check
+    ("label", "refdata_helper(min(v))", 'column "label": expression: function refdata_helper(text) does not exist'),
+])
+def test_sql_expression_is_checked_against_the_catalog(postgresql, cli, write_config, target, expression, problem):
+    postgresql.execute(PIECES_SCHEMA + "CREATE FUNCTION public.refdata_helper(text) RETURNS text LANGUAGE sql "
+                       "AS 'SELECT $1';")
+    postgresql.commit()
+    path = write_config(pieces_config(
+        f"          - {{target: {target}, aggregation: {{type: sql, expression: \"{expression}\"}}}}\n"))
+    result = cli("--config", str(path), "apply")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"refdata: error: {path}: domain pieces, foreign key fk_parent: {problem} "
+                                    "(database "), result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert postgresql.execute("SELECT to_regnamespace('refdata')").fetchone()[0] is None  # nothing applied
+
+
+def test_optional_sql_expression_on_an_absent_column_is_left_out(postgresql, cli, write_config):
+    postgresql.execute(PIECES_SCHEMA)
+    postgresql.commit()
+    path = write_config(pieces_config(
+        "          - {target: label, optional: true, aggregation: {type: sql, expression: 'min(\"客户名称\")'}}\n"))
+    result = cli("--config", str(path), "apply")
+    assert result.returncode == 0, result.stderr
+    assert ('warning: domain pieces, foreign key fk_parent: optional column "label" skipped: expression: '
+            'column "客户名称" does not exist') in result.stdout
+    postgresql.execute("INSERT INTO fact (k) VALUES ('K1')")
+    assert parents(postgresql, "k, label") == [("K1", None)]
+
+
+@pytest.mark.parametrize("expression", [
+    "min(v) || '$refdata$'", "min(v)); DROP TABLE parent; SELECT (1", "min(v) -- ", "(SELECT max(k) FROM parent)",
+])
+def test_sql_expression_cannot_leave_its_place(postgresql, cli, write_config, expression):
+    postgresql.execute(PIECES_SCHEMA)
+    postgresql.commit()
+    quoted = json.dumps(expression, ensure_ascii=False)  # a YAML double-quoted scalar
+    path = write_config(pieces_config(f"          - {{target: label, aggregation: {{type: sql, expression: {quoted}}}}}\n"))
+    for command in ("validate", "apply"):
+        result = cli("--config", str(path), command)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"refdata: error: {path}:14: domain pieces, foreign key fk_parent: "
+                                        "field backfill_columns[0]: expression: "), result.stderr
+    assert postgresql.execute("SELECT to_regclass('parent') IS NOT NULL").fetchone()[0]
+
+
+@pytest.mark.parametrize("trigger_mode", ["row", "statement"])
+def test_jsonb_append_new_parents_get_distinct_values_existing_ones_get_what_they_lack(
+        postgresql, cli, write_config, trigger_mode):
+    postgresql.execute(PIECES_SCHEMA)
+    postgresql.execute("""INSERT INTO parent (k, tags) VALUES ('OLD', '["VIP", "b"]'), ('NUL', NULL),
+                          ('OBJ', '{"not": "an array"}')""")
+    postgresql.commit()
+    apply_config(cli, write_config, pieces_config(
+        "          - {source: v, target: tags, aggregation: {type: jsonb_append}}\n",
+        mode="fill_null_only", trigger_mode=trigger_mode))
+    postgresql.execute("""INSERT INTO fact (k, v) VALUES ('NEW', 'b'), ('NEW', NULL), ('NEW', 'a'), ('NEW', 'b'),
+                          ('OLD', 'b'), ('OLD', 'c'), ('NUL', 'x'), ('OBJ', 'y')""")
+    postgresql.commit()
+    assert parents(postgresql, "k, tags") == [
+        ("NEW", ["b", "a"]), ("NUL", ["x"]), ("OBJ", {"not": "an array"}), ("OLD", ["VIP", "b", "c"]),
+    ]
+
+
+def test_jsonb_append_expression_and_target_type(postgresql, cli, write_config):
+    postgresql.execute(PIECES_SCHEMA)
+    postgresql.commit()
+    apply_config(cli, write_config, pieces_config(
+        "          - {target: tags, aggregation: {type: jsonb_append, expression: \"jsonb_agg(n ORDER BY n DESC)\"}}\n"))
+    stage_and_load(postgresql, "pieces", ["k", "n"], [("K1", 1), ("K1", 3), ("K1", 1), ("K1", None)])
+    postgresql.execute("INSERT INTO fact (k, n) VALUES ('K2', 5)")  # the row trigger: a group of one row
+    postgresql.commit()
+    assert parents(postgresql, "k, tags") == [("K1", [3, 1]), ("K2", [5])]
+    path = write_config(pieces_config("          - {source: v, target: label, aggregation: {type: jsonb_append}}\n"))
+    result = cli("--config", str(path), "apply")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"refdata: error: {path}: domain pieces, foreign key fk_parent: column \"label\" "
+                                    f"(text) of \"public\".\"parent\" is not jsonb (jsonb_append appends to a jsonb "
+                                    f"array) (database "), result.stderr
