@@ -235,7 +235,8 @@ class FkView:
             order = line
         else:
             direction = "DESC" if m.aggregation == "max_by" else "ASC"
-            order = f"{alias}.{ident(m.order_column)} {direction} NULLS LAST, {line}"
+            # strings by code point, as the pipeline's Python compared them
+            order = f"refdata.code_point_order({alias}.{ident(m.order_column)}) {direction} NULLS LAST, {line}"
         return f"(array_agg({src} ORDER BY {order}) FILTER (WHERE {src} IS NOT NULL))[1]"
 
     def fill(self, current: str, new: str, grouped: bool = False) -> list[tuple[str, str, str]]:
@@ -351,6 +352,9 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset()) -> lis
         Statement("table", "refdata.domain_param", sql_file("tables/domain_param.sql")),
         Statement("function", "refdata.concat_distinct", sql_file("functions/concat_distinct.sql.j2")),
         Statement("function", "refdata.jsonb_append", sql_file("functions/jsonb_append.sql.j2")),
+        Statement("function", "refdata.code_point_order(text)", sql_file("functions/code_point_order_text.sql.j2")),
+        Statement("function", "refdata.code_point_order(anyelement)",
+                  sql_file("functions/code_point_order_any.sql.j2")),
         Statement("table", "refdata.audit_log", sql_file("tables/audit_log.sql")),
         Statement("function", "refdata.audit", sql_file("functions/audit.sql")),
         Statement("function", "refdata.owner_writes", sql_file("functions/owner_writes.sql")),

@@ -234,7 +234,7 @@ CREATE TABLE parent (
     label   text,
     tags    jsonb DEFAULT '[]'
 );
-CREATE TABLE fact (k text, v text COLLATE "zh-x-icu", m date, n numeric);
+CREATE TABLE fact (k text, v text COLLATE "zh-x-icu", m date, n numeric, o varchar(8) COLLATE "zh-x-icu");
 """
 
 
@@ -271,6 +271,18 @@ def test_concat_distinct_sorts_by_code_point_whatever_the_collation(postgresql, 
     stage_and_load(postgresql, "pieces", ["k", "v"], [("K1", v) for v in values])
     assert parents(postgresql, "k, sorted") == [("K1", "+".join(sorted(set(values))))]
     assert "+".join(sorted(set(values))) == "C+b+上海+北京"
+
+
+def test_max_by_and_min_by_order_strings_by_code_point(postgresql, cli, write_config):
+    postgresql.execute(PIECES_SCHEMA)
+    postgresql.commit()
+    apply_config(cli, write_config, pieces_config(
+        "          - {source: v, target: label, aggregation: {type: max_by, order_column: o}}\n"
+        "          - {source: v, target: sorted, aggregation: {type: min_by, order_column: o}}\n"
+        "          - {source: v, target: tags, aggregation: {type: jsonb_append}}\n"))
+    # by code point 上 (U+4E0A) < 北 (U+5317); zh-x-icu says 北京 (bei) < 上海 (shang)
+    stage_and_load(postgresql, "pieces", ["k", "v", "o"], [("K1", "from 北京", "北京"), ("K1", "from 上海", "上海")])
+    assert parents(postgresql, "k, label, sorted, tags") == [("K1", "from 北京", "from 上海", ["from 北京", "from 上海"])]
 
 
 @pytest.mark.parametrize("skip_blank, counted", [(True, 2), (False, 5)])
