@@ -188,7 +188,7 @@ def test_insert_only_role_gets_parents_but_cannot_write_reference_tables(applied
 
 
 def test_generated_functions_are_not_executable_by_public(sample_db, cli, write_config, role):
-    statement_mode = SAMPLE_CONFIG.read_text(encoding="utf-8").replace(
+    statement_mode = shipped_single_file().replace(
         "    fact_table: 规模明细\n", "    fact_table: 规模明细\n    trigger_mode: statement\n    defer_foreign_keys: true\n")
     for path in (SAMPLE_CONFIG, write_config(statement_mode)):
         apply_ok(cli, path)
