@@ -494,8 +494,10 @@ def write_csv(path: Path, rows) -> None:
 
 def config_variant(path: Path, domain: str, mode: str, directory: Path) -> tuple[Path, Config]:
     """The config with only `domain`, in trigger_mode `mode` (statement: FKs deferred)."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    d = dict(data["domains"][domain])
+    # Written in the single-file form, whichever layout `path` is in.
+    loaded = load_config(path).domains[domain]
+    d = loaded.model_dump(mode="json", exclude_none=True)
+    d["fact_table"] = loaded.fact_table_for(domain)
     d["trigger_mode"] = mode
     d["defer_foreign_keys"] = mode == "statement"
     out = directory / f"{mode}.yml"
