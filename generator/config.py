@@ -565,14 +565,14 @@ def build_config(sources: Document | None, fks: Document | None) -> Config:
         errors = e.errors()
         # A misspelt field also makes the real one "missing": name the misspelling.
         # Of a union's failed branches, the one that says what is wrong with the value.
-        err = next((x for x in errors if x["type"] == "extra_forbidden"), None) or next(
-            (x for x in errors if x["type"] == "value_error"), errors[0])
-        loc = list(err["loc"])
+        first = next((err for err in errors if err["type"] == "extra_forbidden"), None) or next(
+            (err for err in errors if err["type"] == "value_error"), errors[0])
+        loc = list(first["loc"])
         doc = fks if fks and loc[0] in fks.data else sources or fks
         if loc[:1] == ["domains"] and len(loc) > 1 and loc[1] in origin:
             settings, rules = origin[loc[1]]
             doc = rules if loc[2:3] == ["foreign_keys"] else settings
-        raise InputError(_describe(err, doc.data, doc.node, doc.source)) from None
+        raise InputError(_describe(first, doc.data, doc.node, doc.source)) from None
     for name, domain in config.domains.items():
         rules = origin[name][1]
         for fk_index, fk in enumerate(domain.foreign_keys):
