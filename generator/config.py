@@ -601,7 +601,7 @@ def _domains(doc: Document | None) -> dict:
     if domains is None:
         raise InputError(f"{doc.source}: expected a mapping with a 'domains' key")
     if not isinstance(domains, dict):
-        raise InputError(f"{doc.line(['domains'])}: field domains: expected a mapping of domain names")
+        raise InputError(f"{doc.line(['domains'])}: field domains: Input should be a valid dictionary")
     return domains
 
 
