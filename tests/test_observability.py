@@ -10,6 +10,8 @@ from datetime import date
 import psycopg
 import pytest
 
+from helpers import shipped_single_file
+
 from generator.config import PROJECT_ROOT
 
 from test_backfill import FILL_CONFIG, apply_ok, insert_fact
@@ -208,7 +210,7 @@ def test_insert_of_an_auto_derived_key_promotes_it(applied, role):
 
 
 def test_promotion_can_be_switched_off_per_table(sample_db, cli, write_config):
-    text = SAMPLE_CONFIG.read_text(encoding="utf-8") + (
+    text = shipped_single_file() + (
         "observability:\n  tables:\n    mapping.年金计划: {promote_on_insert: false}\n")
     apply_ok(cli, write_config(text))
     insert_fact(sample_db, 计划代码="P90001", 组合代码="QT000001")

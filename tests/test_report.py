@@ -10,6 +10,8 @@ import subprocess
 import zlib
 from pathlib import Path
 
+from helpers import shipped_single_file
+
 from generator.config import PROJECT_ROOT
 from test_backfill import apply_ok, insert_fact
 
@@ -70,7 +72,7 @@ def count_color(rows: list[bytes], rgb: tuple[int, int, int]) -> int:
 
 def test_report_renders_its_charts_in_chromium(sample_db, cli, write_config, tmp_path):
     assert CHROMIUM, "chromium is not installed (bin/test installs the Debian package)"
-    strict = write_config(SAMPLE_CONFIG.read_text(encoding="utf-8") + (
+    strict = write_config(shipped_single_file() + (
         "observability:\n  tables:\n    mapping.年金计划: {thresholds: {pending_review: 1}}\n"), "strict.yml")
     apply_ok(cli, strict)
     for i in range(3):

@@ -8,6 +8,8 @@ import csv
 import psycopg
 import pytest
 
+from helpers import shipped_single_file
+
 from generator.config import PROJECT_ROOT
 from test_backfill import apply_ok, insert_fact
 
@@ -149,7 +151,7 @@ def test_approve_by_cli_and_by_a_reviewer_role_without_write_rights(derived, cli
 def test_merge_repoints_facts_of_every_domain_and_leaves_no_orphan(sample_db, cli, write_config):
     # two domains on two fact tables name plans
     sample_db.execute(f"""CREATE TABLE business."计划费用" ("计划代码" varchar(32) REFERENCES {PLAN}, "费用" numeric)""")
-    text = SAMPLE_CONFIG.read_text(encoding="utf-8") + """
+    text = shipped_single_file() + """
   plan_fees:
     fact_schema: business
     fact_table: 计划费用
@@ -208,7 +210,7 @@ def test_reviewer_role_can_merge_and_export_without_table_rights(derived, role, 
 
 
 def test_check_exits_1_with_one_line_per_breach_and_0_when_all_hold(derived, cli, write_config):
-    strict = write_config(SAMPLE_CONFIG.read_text(encoding="utf-8") + """
+    strict = write_config(shipped_single_file() + """
 observability:
   thresholds: {auto_derived_ratio: 0.03, pending_review: 100}
   tables:
