@@ -226,36 +226,42 @@ def test_gbk_input(sample, cli, tmp_path):
     )
 
 
-def test_concurrent_loads_with_overlapping_new_keys(sample, cli, tmp_path, dsn):
+def test_concurrent_loads_with_overlapping_new_keys(sample, db, cli, tmp_path, dsn):
+    """The second load really contends: it waits for the first one's new keys
+    (still uncommitted) and, once they are committed, adds nothing twice."""
     assert cli("apply").returncode == 0
     config = load_config(Path("config/data_sources.yml"))
     keys = [f"PC{i:03d}" for i in range(60)]
     a = _csv(tmp_path, "a.csv", [HEADER] + [f"2025-11-01,{k},n,Q{k},n,PL201,G000,1" for k in keys])
     b = _csv(tmp_path, "b.csv", [HEADER] + [f"2025-11-01,{k},n,Q{k},n,PL201,G000,2" for k in reversed(keys)])
-    errors = []
-    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
 
-    def load(path):
+    def load_b():
         try:
             with psycopg.connect(dsn) as conn:
-                loader = Loader(conn, config, "annuity_performance", path, Options())
-                barrier.wait()
-                loader.run(progress=False)
-        except Exception as e:  # surfaced below
+                pids.append(conn.info.backend_pid)
+                Loader(conn, config, "annuity_performance", b, Options()).run(progress=False)
+        except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=load, args=(p,)) for p in (a, b)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
-    assert _fact_count(sample) == 120
-    assert sample.execute(
+    pids: list[int] = []
+    with psycopg.connect(dsn) as first:
+        loader = Loader(first, config, "annuity_performance", a, Options())
+        first.execute("SELECT 1")  # an open transaction: the load below stays uncommitted in it
+        assert loader.run(progress=False).facts == 60
+        thread = threading.Thread(target=load_b)
+        thread.start()
+        try:
+            _until(lambda: pids and _waiting(db, pid=pids[0]), "the second load waits for the first")
+        finally:
+            first.commit()
+            thread.join(60)
+    assert not thread.is_alive() and errors == []
+    assert db.execute(
         'SELECT count(*), count(DISTINCT "计划代码") FROM business."规模明细"').fetchone() == (120, 60)
-    assert sample.execute(
-        """SELECT count(*) FROM mapping."年金计划" WHERE "年金计划号" LIKE 'PC%'""").fetchone()[0] == 60
-    assert sample.execute('SELECT count(*) FROM refdata_stage."annuity_performance"').fetchone()[0] == 0
+    assert db.execute("""SELECT count(*), count(*) FILTER (WHERE _source = 'auto_derived')
+                         FROM mapping."年金计划" WHERE "年金计划号" LIKE 'PC%'""").fetchone() == (60, 60)
+    assert db.execute('SELECT count(*) FROM refdata_stage."annuity_performance"').fetchone()[0] == 0
 
 
 def test_concurrent_loads_never_see_each_others_staged_rows(sample, cli, dsn):
