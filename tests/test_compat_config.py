@@ -285,3 +285,28 @@ def test_cli_validate_names_exactly_the_python_code_warnings(cli):
         warnings = [line.removeprefix("warning: ") for line in result.stdout.splitlines() if line.startswith("warning")]
         assert warnings == expected_warnings(FIXTURE)
         assert "4 domain(s), 14 foreign key(s)" in result.stdout
+
+
+def test_settings_of_the_whole_config_come_from_either_file(files):
+    path = files / "data_sources.yml"
+    path.write_text(path.read_text(encoding="utf-8") + "observability:\n  reviewer_role: wdh_reviewer\n",
+                    encoding="utf-8")
+    assert load_config(files / "foreign_keys.yml").observability.reviewer_role == "wdh_reviewer"
+    path.write_text(path.read_text(encoding="utf-8").replace("observability:", "observabilty:"), encoding="utf-8")
+    with pytest.raises(InputError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}:54: unknown field 'observabilty'"
+
+
+def test_foreign_keys_left_in_data_sources_are_ignored_with_a_warning(files):
+    path = files / "data_sources.yml"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "      table: 受托业绩\n",
+        "      table: 受托业绩\n    foreign_keys:\n"
+        "      - {name: fk_plan, source_column: 计划代码, target_table: 年金计划, target_key: 年金计划号}\n"),
+        encoding="utf-8")
+    config = load_config(path)
+    assert "sandbox_trustee_performance" not in config.domains
+    assert config.warnings[0] == (f"{path}:54: domain sandbox_trustee_performance: foreign_keys ignored: "
+                                  f"the rules come from {files / 'foreign_keys.yml'}")
+    assert config.warnings[1:] == expected_warnings(files)
