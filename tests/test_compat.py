@@ -14,7 +14,9 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from helpers import apply_config, stage_and_load
 
@@ -259,30 +261,57 @@ def parents(conn, columns="k, sorted, cnt, cnt_all, label, tags"):
     return conn.execute(f"SELECT {columns} FROM parent ORDER BY k").fetchall()
 
 
-def test_concat_distinct_sorts_by_code_point_whatever_the_collation(postgresql, cli, write_config):
-    postgresql.execute(PIECES_SCHEMA)
-    postgresql.commit()
-    # zh-x-icu puts 北京 (bei) before 上海 (shang) and b before C; Python sorts by code point.
-    values = ["北京", "上海", "b", "C", "北京"]
-    assert postgresql.execute("SELECT array_agg(v ORDER BY v COLLATE \"zh-x-icu\") FROM unnest(%s::text[]) AS v",
-                              [values]).fetchone()[0] != sorted(values)
-    apply_config(cli, write_config, pieces_config(
+@pytest.fixture
+def chinese_db(postgresql):
+    """A database whose default collation sorts Chinese by pinyin (ICU "zh"),
+    where code point order is not what ORDER BY gives."""
+    from conftest import RUN
+
+    name = f"refdata_zh_{RUN}_{uuid.uuid4().hex[:6]}"
+    info = postgresql.info
+    admin = psycopg.connect(host=info.host, port=info.port, user=info.user, dbname=info.dbname, autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE \'zh\' '
+                  f"LOCALE 'C.UTF-8'")
+    dsn = make_conninfo(host=info.host, port=info.port, user=info.user, dbname=name)
+    conn = psycopg.connect(dsn)
+    try:
+        conn.execute(PIECES_SCHEMA)
+        conn.commit()
+        yield conn, dsn
+    finally:
+        conn.close()
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+CHINESE = ["北京", "上海", "b", "C", "北京"]
+
+
+def test_concat_distinct_sorts_by_code_point_whatever_the_collation(chinese_db, cli, write_config):
+    conn, dsn = chinese_db
+    # this database says 北京 (bei) < 上海 (shang), Chinese before Latin, b < C; Python sorts by code point
+    assert conn.execute("SELECT array_agg(v ORDER BY v) FROM unnest(%s::text[]) AS v", [CHINESE]).fetchone()[0] == [
+        "北京", "北京", "上海", "b", "C"]
+    path = write_config(pieces_config(
         "          - {source: v, target: sorted, aggregation: {type: concat_distinct, separator: '+', sort: true}}\n"))
-    stage_and_load(postgresql, "pieces", ["k", "v"], [("K1", v) for v in values])
-    assert parents(postgresql, "k, sorted") == [("K1", "+".join(sorted(set(values))))]
-    assert "+".join(sorted(set(values))) == "C+b+上海+北京"
+    assert cli("--config", str(path), "apply", db=dsn).returncode == 0
+    stage_and_load(conn, "pieces", ["k", "v"], [("K1", v) for v in CHINESE])
+    conn.execute("INSERT INTO fact (k, v) VALUES ('K2', '上海')")
+    conn.commit()
+    assert parents(conn, "k, sorted") == [("K1", "C+b+上海+北京"), ("K2", "上海")]
+    assert "+".join(sorted(set(CHINESE))) == "C+b+上海+北京"
 
 
-def test_max_by_and_min_by_order_strings_by_code_point(postgresql, cli, write_config):
-    postgresql.execute(PIECES_SCHEMA)
-    postgresql.commit()
-    apply_config(cli, write_config, pieces_config(
+def test_max_by_and_min_by_order_strings_by_code_point(chinese_db, cli, write_config):
+    conn, dsn = chinese_db
+    path = write_config(pieces_config(
         "          - {source: v, target: label, aggregation: {type: max_by, order_column: o}}\n"
         "          - {source: v, target: sorted, aggregation: {type: min_by, order_column: o}}\n"
         "          - {source: v, target: tags, aggregation: {type: jsonb_append}}\n"))
-    # by code point 上 (U+4E0A) < 北 (U+5317); zh-x-icu says 北京 (bei) < 上海 (shang)
-    stage_and_load(postgresql, "pieces", ["k", "v", "o"], [("K1", "from 北京", "北京"), ("K1", "from 上海", "上海")])
-    assert parents(postgresql, "k, label, sorted, tags") == [("K1", "from 北京", "from 上海", ["from 北京", "from 上海"])]
+    assert cli("--config", str(path), "apply", db=dsn).returncode == 0
+    # by code point 上 (U+4E0A) < 北 (U+5317); this database says 北京 (bei) < 上海 (shang)
+    stage_and_load(conn, "pieces", ["k", "v", "o"], [("K1", "from 北京", "北京"), ("K1", "from 上海", "上海")])
+    assert parents(conn, "k, label, sorted, tags") == [("K1", "from 北京", "from 上海", ["from 北京", "from 上海"])]
 
 
 @pytest.mark.parametrize("skip_blank, counted", [(True, 2), (False, 5)])
