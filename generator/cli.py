@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--encoding", default="utf-8", help="file encoding, e.g. gbk for Excel exports (default utf-8)")
     ld.add_argument("--null", default="", metavar="MARKER", help="field value read as NULL (default: empty)")
     ld.add_argument("--rejects", metavar="FILE", help="write bad rows with their reason here and load the rest")
+    ld.add_argument("--verify", choices=["auto", "set-based", "per-row"],
+                    help="how the fact table's foreign keys are checked (default: the domain's verify, else auto)")
     sub.add_parser("demo", help="build the sample schema in a fresh database refdata_demo (on the embedded cluster "
                    "unless --db is given; $REFDATA_DB, $DATABASE_URL and $REFDATA_CONFIG are not used), apply the "
                    "project's config, insert facts, show counts")
@@ -199,7 +201,8 @@ def cmd_load(args) -> int:
     from .load import Loader, Options, summary
 
     path, config = _config(args)
-    options = Options(args.delimiter, args.encoding, args.null, Path(args.rejects) if args.rejects else None)
+    options = Options(args.delimiter, args.encoding, args.null, Path(args.rejects) if args.rejects else None,
+                      args.verify)
     with connect(resolve_dsn(args.db)) as conn:
         loader = Loader(conn, config, args.domain, Path(args.file), options)
         result = loader.run(progress=sys.stderr.isatty())

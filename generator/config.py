@@ -312,6 +312,7 @@ class Domain(Model):
     fact_schema: Identifier = "public"
     trigger_mode: Literal["row", "statement"] = "row"
     defer_foreign_keys: bool = False
+    verify: Literal["auto", "set-based", "per-row"] = "auto"
     foreign_keys: Annotated[list[ForeignKey], Field(min_length=1)]
 
     @model_validator(mode="after")

@@ -45,6 +45,7 @@ class Options:
     encoding: str = "utf-8"
     null: str = ""
     rejects: Path | None = None
+    verify: str | None = None  # auto | set-based | per-row; None: the domain's config
 
 
 @dataclass
@@ -56,6 +57,8 @@ class Result:
     rejected: int = 0
     seconds: float = 0.0
     attempts: int = 1
+    path: str = ""  # how the foreign keys were checked: set-based | per-row
+    fallback: str | None = None  # why not set-based
 
 
 class BadRow(Exception):
@@ -260,8 +263,11 @@ class Loader:
                 meter.done(result.rows)
                 self.conn.execute("SELECT set_config('refdata.load_file', %s, true)",
                                   [json.dumps(self._file_record(parsed_by, started_at))])
-                row = self.conn.execute(f"SELECT * FROM {self.function}(%s)", [columns]).fetchone()
-                result.facts, result.derived, result.blank_keys = row
+                row = self.conn.execute(
+                    f"SELECT facts, parents_derived, blank_keys, path, fallback FROM {self.function}(%s, %s)",
+                    [columns, self.options.verify],
+                ).fetchone()
+                result.facts, result.derived, result.blank_keys, result.path, result.fallback = row
         except BadRow as bad:
             raise InputError(self._where(bad)) from None
         except UsePythonPath:
@@ -438,8 +444,19 @@ class Loader:
         detail = f" ({e.diag.message_detail.strip()})" if e.diag.message_detail else ""
         # Class 22 (data) and 23 (constraints) come from the file's contents.
         if e.sqlstate and e.sqlstate[:2] in ("22", "23"):
-            return InputError(f"{self.path}: {message}{detail}; nothing was loaded")
+            return InputError(f"{self._offending_line(e)}: {message}{detail}; nothing was loaded")
         return RefdataError(f"load of {self.path} failed: {message}{detail}; nothing was loaded")
+
+
+    def _offending_line(self, e: psycopg.errors.Error) -> str:
+        """The file, and the line of the first offending row when the set-based check names it."""
+        m = re.match(r"first offending row: record (\d+) of this load \(staged line (\d+)\)", e.diag.message_hint or "")
+        if not m:
+            return str(self.path)
+        # On the Python path rows are staged with their line; COPY of the file numbers them itself.
+        line = int(m.group(2)) if self.options.rejects or self.python_path or not self._server_parses() \
+            else _nth_record_line(self.path, self.options, int(m.group(1)))
+        return f"{self.path}:{line}" if line else str(self.path)
 
 
 def _copy_position(e: psycopg.errors.Error) -> tuple[int | None, str | None]:
@@ -512,6 +529,10 @@ def summary(result: Result, path: Path, fact_label: str) -> str:
         f"loaded {result.facts:,} fact rows from {path} into {fact_label} in {result.seconds:.1f} s "
         f"({rate:,.0f} rows/s); parents derived: {derived}; blank keys skipped: {result.blank_keys:,}"
     )
+    if result.path == "set-based":
+        text += "; foreign keys verified set-based"
+    elif result.path:
+        text += f"; foreign keys checked per row ({result.fallback})"
     if result.rejected:
         text += f"; rejected: {result.rejected:,} (see the rejects file)"
     if result.attempts > 1:

@@ -360,6 +360,8 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset()) -> lis
         Statement("function", "refdata.owner_writes", sql_file("functions/owner_writes.sql")),
         Statement("table", "refdata.reference_link", sql_file("tables/reference_link.sql")),
         Statement("table", "refdata.load_run", sql_file("tables/load_run.sql")),
+        Statement("function", "refdata.set_based_blocker", sql_file("functions/set_based_blocker.sql.j2")),
+        Statement("function", "refdata.verify_foreign_keys", sql_file("functions/verify_foreign_keys.sql.j2")),
     ]
     views = {name: domain_views(name, d, skip) for name, d in config.domains.items()}
     targets = {(v.fk.target_schema, v.fk.target_table): v for fks in views.values() for v in fks}
@@ -459,7 +461,7 @@ def domain_statements(name: str, d: Domain, fks: list[FkView]) -> list[Statement
                        comment=literal(f"refdata: {comment} (domain {name})"), **common, **extra)
         return Statement("function", f"refdata.{object_name(name, what)}", sql)
 
-    params = {"domain": name, "fk": {v.name: v.params() for v in fks}}
+    params = {"domain": name, "verify": d.verify, "fk": {v.name: v.params() for v in fks}}
     out = [
         Statement("params", f"refdata.domain_param.{name}", sql_file("params/domain_param.sql.j2"),
                   {"domain": name, "params": params}),
@@ -470,8 +472,12 @@ def domain_statements(name: str, d: Domain, fks: list[FkView]) -> list[Statement
             "stage/table.sql.j2", stage=stage, stage_literal=literal(stage), fact_literal=literal(fact),
             comment=literal(f"refdata: staging rows of {fact} (domain {name}); see {refdata_name(name, 'load')}"),
         )),
-        function("load", "functions/load.sql.j2", f"loads staged rows of {stage} into {fact}",
-                 stage=stage, stage_literal=literal(stage)),
+        function("load_parents", "functions/load_parents.sql.j2",
+                 f"derives the parents of staged rows of {stage} and verifies the foreign keys of {fact}",
+                 stage=stage, stage_literal=literal(stage),
+                 own_functions=[literal(f"{refdata_name(name, w)}()") for w in ("backfill", "backfill_set")]),
+        function("load", "functions/load.sql.j2", f"loads staged rows of {stage} into {fact} as the caller",
+                 stage=stage, stage_literal=literal(stage), parents_function=refdata_name(name, "load_parents")),
     ]
     if d.defer_foreign_keys:
         out.append(Statement("constraints", f"{fact_label}.deferred", sql_file(

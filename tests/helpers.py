@@ -24,7 +24,8 @@ def stage_and_load(conn, domain: str, columns: list[str], rows: list[tuple]):
                 f'INSERT INTO refdata_stage."{domain}" ({cols}, "_rd_line") VALUES ({marks})',
                 [row + (i,) for i, row in enumerate(rows, start=1)],
             )
-        return conn.execute(f'SELECT * FROM refdata."{domain}__load"(%s)', [columns]).fetchone()
+        return conn.execute(f'SELECT facts, parents_derived, blank_keys FROM refdata."{domain}__load"(%s)',
+                            [columns]).fetchone()
 
 
 def wait_until_blocked(db, pid: int, timeout: float = 30.0) -> None:

@@ -207,6 +207,8 @@ def test_generated_functions_are_not_executable_by_public(sample_db, cli, write_
                              f"EXECUTE FUNCTION refdata.{function}()")
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for function"):
         intruder.execute("SELECT * FROM refdata.annuity_performance__load()")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for function"):
+        intruder.execute("SELECT * FROM refdata.annuity_performance__load_parents(NULL, NULL, true)")
 
 
 def test_reference_table_privileges_still_apply_with_schema_usage(applied, role):

@@ -137,12 +137,15 @@ def test_fill_null_only_bulk_fill_survives_a_concurrent_update_of_the_parent(db,
     assert _rows(db, "SELECT k, name, other FROM parent") == [("P", "filled", "synced")]
 
 
-# -- SECURITY DEFINER load function: batches -----------------------------------------------
+# -- the load function: batches -----------------------------------------------------------
 
-LOADER_GRANTS = [
-    "GRANT USAGE ON SCHEMA refdata, refdata_stage TO {role}",
-    'GRANT INSERT ON refdata_stage."annuity_performance" TO {role}',
-    'GRANT EXECUTE ON FUNCTION refdata."annuity_performance__load"(text[]) TO {role}',
+LOADER_GRANTS = [  # the README's, and INSERT on the fact table (facts are written with the loader's rights)
+    "GRANT USAGE ON SCHEMA refdata, refdata_stage, business TO {role}",
+    'GRANT INSERT, SELECT, DELETE ON refdata_stage."annuity_performance" TO {role}',
+    "GRANT INSERT ON refdata.load_run TO {role}",
+    'GRANT EXECUTE ON FUNCTION refdata."annuity_performance__load"(text[], text), '
+    'refdata."annuity_performance__load_parents"(text[], text, boolean) TO {role}',
+    'GRANT INSERT ON business."规模明细" TO {role}',
 ]
 
 
