@@ -6,7 +6,6 @@ security) on both paths."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from helpers import apply_config
+from helpers import apply_config, wait_until_blocked
 
 FACT = 'business."规模明细"'
 HEADER = "月度,计划代码,计划名称,组合代码,组合名称,产品线代码,机构代码,期末资产规模"
@@ -41,17 +40,6 @@ def _load(conn, domain: str, columns: list[str], verify: str | None = None):
 
 def _srr(conn) -> str:
     return conn.execute("SHOW session_replication_role").fetchone()[0]
-
-
-def _wait_until_waiting(observer, pid: int, done: threading.Event, what: str) -> None:
-    """Poll until session `pid` waits for a lock (or has finished): lock waits made deterministic."""
-    deadline = time.monotonic() + 60
-    while not done.is_set():
-        row = observer.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
-        if row and row[0] == "Lock":
-            return
-        assert time.monotonic() < deadline, f"{what} never waited for a lock"
-        time.sleep(0.005)
 
 
 # -- the sample schema through `refdata load` -----------------------------------------
@@ -318,7 +306,7 @@ def test_parent_deleted_while_the_load_checks_it(db, cli, write_config, dsn, ver
     with _connect(dsn) as loader, _connect(dsn) as deleter:
         deleter.execute("BEGIN")
         deleter.execute("DELETE FROM p WHERE k = 'P1'")
-        outcome, done = {}, threading.Event()
+        outcome = {}
 
         def load():
             try:
@@ -327,12 +315,10 @@ def test_parent_deleted_while_the_load_checks_it(db, cli, write_config, dsn, ver
                     outcome["result"] = _load(loader, "race", ["k"], verify)
             except psycopg.Error as e:
                 outcome["error"] = e.sqlstate
-            finally:
-                done.set()
 
         t = threading.Thread(target=load)
         t.start()
-        _wait_until_waiting(db, loader.info.backend_pid, done, "the load")
+        wait_until_blocked(db, loader.info.backend_pid)
         deleter.execute("COMMIT")
         t.join()
     assert outcome == {"error": "23503"}
@@ -348,7 +334,7 @@ def test_parent_deleted_after_the_load_checked_it(db, cli, write_config, dsn, ve
         loader.execute("BEGIN")
         _stage(loader, "race", ["k"], [("P1",)])
         assert _load(loader, "race", ["k"], verify)[:2] == (1, verify)
-        outcome, done = {}, threading.Event()
+        outcome = {}
 
         def delete():
             try:
@@ -356,12 +342,10 @@ def test_parent_deleted_after_the_load_checked_it(db, cli, write_config, dsn, ve
                 outcome["deleted"] = True
             except psycopg.Error as e:
                 outcome["error"] = e.sqlstate
-            finally:
-                done.set()
 
         t = threading.Thread(target=delete)
         t.start()
-        _wait_until_waiting(db, deleter.info.backend_pid, done, "the DELETE")
+        wait_until_blocked(db, deleter.info.backend_pid)
         loader.execute("COMMIT")
         t.join()
     assert outcome == {"error": "23503"}
@@ -476,3 +460,21 @@ def test_fact_rights_apply_through_refdata_load(loader, db, cli, write_config, t
         refused = cli("--config", config, "load", "rights", str(mine), "--verify", "set-based", db=role_dsn)
         assert refused.returncode == 1
         assert "cannot verify foreign keys set-based: the loading role may not set session_replication_role" in refused.stderr
+
+
+def test_domain_verify_key_chooses_the_path_and_the_option_overrides_it(db, cli, write_config, tmp_path):
+    db.execute(RACE_SCHEMA)
+    config = apply_config(cli, write_config, RACE_CONFIG.replace("    fact_table: f\n",
+                                                                 "    fact_table: f\n    verify: per-row\n"))
+    path = _csv(tmp_path, "f.csv", ["k,q", "P1,NEW"])
+    result = cli("--config", str(config), "load", "race", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "foreign keys checked per row (asked for with verify: per-row)" in result.stdout
+    result = cli("--config", str(config), "load", "race", str(path), "--verify", "set-based")
+    assert result.returncode == 0, result.stderr
+    assert "foreign keys verified set-based" in result.stdout
+    bad = write_config(RACE_CONFIG.replace("    fact_table: f\n", "    fact_table: f\n    verify: sometimes\n"),
+                       "bad.yml")
+    result = cli("--config", str(bad), "validate")
+    assert result.returncode == 2
+    assert "verify" in result.stderr and len(result.stderr.strip().splitlines()) == 1
