@@ -6,6 +6,7 @@ status, pipes), the psql dashboard query and bin/bench."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -185,13 +186,24 @@ def test_bench_at_a_tiny_size(home):
     """bin/bench end to end on its own embedded cluster (its database is cluster-wide)."""
     env = {k: v for k, v in os.environ.items() if k not in CLI_ENV}
     env["REFDATA_HOME"] = str(home)
+    figures = home / "bench.json"
     proc = subprocess.run([str(ROOT / "bin" / "bench"), "--rows", "300", "--repeat", "1", "--single", "10",
-                           "--memory-rows", "2000"], capture_output=True, text=True, env=env, cwd=ROOT)
+                           "--memory-rows", "2000", "--json", str(figures)],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert out.startswith("refdata bench: 300 fact rows")
     assert re.search(r"^auto-derived parents per run \(equal in every variant\): mapping\.年金计划 \d+", out, re.M)
     for variant in ("1 baseline: COPY", "2 COPY through the row trigger", "COPY through the statement trigger",
-                    "3 staging: refdata load", "4 client-side", "5 single-row INSERT", "with the row trigger"):
+                    "3 refdata load (foreign keys: set-based)", "refdata load --verify per-row",
+                    "4 client-side design end to end", "refdata load vs the client-side design",
+                    "5 single-row INSERT", "with the row trigger"):
         assert re.search(rf"^\s*{re.escape(variant)}.*\d", out, re.M), variant
+    assert "hard case: 300 rows into hard.trade (partitioned)" in out
     assert re.search(r"^peak memory \(max RSS\) of bin/refdata load, 2,000 rows: \d+ MB", out, re.M)
+    data = json.loads(figures.read_text(encoding="utf-8"))
+    assert data["rows"] == 300 and data["sample"]["load_path"] == ["set-based"]
+    assert data["hard"]["load_path"] == ["set-based"]
+    assert {t["figure"] for t in data["targets"]} >= {"refdata load / baseline", "refdata load / client-side design",
+                                                       "hard: row / baseline", "single-row latency, row trigger / none"}
+    assert data["sample"]["variants"]["baseline"]["vs_baseline"] == 1.0
