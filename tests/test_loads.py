@@ -7,6 +7,7 @@ import hashlib
 import textwrap
 
 from generator.config import PROJECT_ROOT
+from helpers import shipped_single_file
 from test_backfill import apply_ok, insert_fact
 
 SAMPLE_CONFIG = PROJECT_ROOT / "config" / "data_sources.yml"
@@ -64,7 +65,7 @@ def test_load_records_file_rows_path_and_pre_load_coverage(sample_db, cli, tmp_p
 
 
 def test_statement_mode_batches_are_recorded_once_per_statement(sample_db, cli, write_config):
-    text = SAMPLE_CONFIG.read_text(encoding="utf-8").replace(
+    text = shipped_single_file().replace(
         "    fact_table: 规模明细\n", "    fact_table: 规模明细\n    trigger_mode: statement\n    defer_foreign_keys: true\n", 1)
     apply_ok(cli, write_config(text))
     sample_db.execute("""INSERT INTO business."规模明细" ("月度", "计划代码", "组合代码")
