@@ -4,34 +4,48 @@ from __future__ import annotations
 
 import psycopg
 
-from .catalog import Report, check
-from .config import Config
+from .catalog import Report, check, check_sync
+from .config import Config, SyncConfig
 from .db import describe
 from .errors import InputError, RefdataError
 from .render import Statement, render
+from .sync.render import statements as sync_statements
 
 # Serialises concurrent applies on one database (an arbitrary, fixed key).
 APPLY_LOCK_KEY = 0x72656664  # 'refd'
 
 
-def checked(conn: psycopg.Connection, config: Config, source: str) -> tuple[list[Statement], Report]:
-    """Catalog-check the config and render it; InputError with one line per problem."""
+def checked(conn: psycopg.Connection, config: Config, source: str,
+            sync: tuple[str, SyncConfig] | None = None) -> tuple[list[Statement], Report]:
+    """Catalog-check the config (and the sync config, when given) and render
+    them; InputError with one line per problem."""
     report = check(conn, config)
-    if report.errors:
+    errors = [f"{source}: {e}" for e in report.errors]
+    extra: list[Statement] = []
+    if sync:
+        sync_source, sync_config = sync
+        sync_report = check_sync(conn, sync_config)
+        errors += [f"{sync_source}: {e}" for e in sync_report.errors]
+        if not sync_report.errors:
+            extra, warnings = sync_statements(sync_config, config)
+            report.unconnected += [f"{sync_source}: {w}" for w in warnings]
+    if errors:
         where = describe(conn)
-        raise InputError("\n".join(f"{source}: {e} ({where})" for e in report.errors))
-    return render(config, report.skipped), report
+        raise InputError("\n".join(f"{e} ({where})" for e in errors))
+    return render(config, report.skipped, extra), report
 
 
 def apply(conn: psycopg.Connection, config: Config, source: str,
-          prepared: tuple[list[Statement], Report] | None = None) -> tuple[list[Statement], Report]:
+          prepared: tuple[list[Statement], Report] | None = None,
+          sync: tuple[str, SyncConfig] | None = None) -> tuple[list[Statement], Report]:
     """Check, then run every statement in one transaction: all of it or nothing.
 
     `prepared` is what `checked` gave for a database with the same catalog
-    (catalog.fingerprint), e.g. for copies of one template database."""
+    (catalog.fingerprint), e.g. for copies of one template database. `sync`:
+    reference_sync.yml's path and content, applied with it."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [APPLY_LOCK_KEY])
-        statements, report = prepared or checked(conn, config, source)
+        statements, report = prepared or checked(conn, config, source, sync)
         for s in statements:
             try:
                 conn.execute(s.sql, s.bound_params())

@@ -752,6 +752,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-hard", action="store_true", help="skip the hard case (5 FKs, a partitioned fact table)")
     p.add_argument("--json", metavar="FILE", help="also write every figure (medians, ranges, ratios, paths) to FILE")
     p.add_argument("--keep", action="store_true", help=f"keep databases {BENCH_DATABASE} and {BENCH_DATABASE}_hard afterwards")
+    p.add_argument("--sync", action="store_true",
+                   help="instead: refdata sync (fdw and client) of a MariaDB table against pgloader")
+    p.add_argument("--sync-rows", type=int, default=1_000_000, metavar="N",
+                   help="rows of the MariaDB table for --sync (default 1,000,000)")
     return p
 
 
@@ -760,6 +764,10 @@ def progress(text: str) -> None:
 
 
 def run(args) -> int:
+    if args.sync:
+        from .bench_sync import run as run_sync
+
+        return run_sync(args)
     if args.rows < 1 or args.repeat < 1 or args.single < 1 or args.memory_rows < 1:
         raise InputError("--rows, --repeat, --single and --memory-rows must be at least 1")
     # The sample schema's config, unless named: $REFDATA_CONFIG is the user's own.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from .config import Config, Domain, ForeignKey
+from .config import Config, DatabaseSource, Domain, ForeignKey, SyncConfig
 from .names import ident, object_name, qualified
 from .order import processing_order
 
@@ -37,6 +37,8 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     # (domain, fk, target column) of optional mappings whose fact column is absent
     skipped: set[tuple[str, str, str]] = field(default_factory=set)
+    # sync sources apply could not set up (their connection is not in the environment)
+    unconnected: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -334,3 +336,43 @@ def fingerprint(conn: psycopg.Connection, config: Config) -> str:
                     | {(fk.target_schema, fk.target_table) for d in config.domains.values() for fk in d.foreign_keys})
     row = conn.execute(query("fingerprint"), {"schemas": [t[0] for t in tables], "names": [t[1] for t in tables]})
     return row.fetchone()[0]
+
+
+TRACKING_COLUMNS = set(TRACKING_TYPES)
+
+
+def check_sync(conn: psycopg.Connection, sync: SyncConfig) -> Report:
+    """Catalog problems of reference_sync.yml: target tables, mapped columns,
+    keys that are a primary key or unique constraint, NOT NULL columns nothing fills."""
+    report = Report()
+    catalog = Catalog(conn)
+    for t in sync.tables:
+        place = f"table {t.name}"
+        target = catalog.table(t.target_schema, t.target_table)
+        if target.oid is None or target.kind not in ("r", "p"):
+            what = "does not exist" if target.oid is None else "is not a table"
+            report.errors.append(f"{place}: target table {target.label} {what}")
+            continue
+        source = t.source
+        mapped = [c.target for c in source.columns] if isinstance(source, DatabaseSource) else None
+        bad = False
+        for col in list(t.keys) + (mapped or []):
+            if col in TRACKING_COLUMNS or col.startswith("_rd_"):
+                report.errors.append(f'{place}: column "{col}" is refdata\'s own; a source cannot set it')
+                bad = True
+            elif col not in target.columns:
+                report.errors.append(f"{place}: {target.missing(col)}")
+                bad = True
+        if bad:
+            continue
+        if not any(set(k) == set(t.keys) for k in catalog.unique_keys(target)):
+            keys = ", ".join(f'"{k}"' for k in t.keys)
+            report.errors.append(f"{place}: primary_key ({keys}) is not a primary key or unique constraint of {target.label}")
+        if mapped is not None:
+            for name, col in target.columns.items():
+                if col["not_null"] and not col["has_default"] and name not in mapped:
+                    report.errors.append(
+                        f'{place}: column "{name}" of {target.label} is NOT NULL without a default; '
+                        "map a source column to it in source_config.columns"
+                    )
+    return report

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -44,16 +45,22 @@ class _Subcommands(argparse._SubParsersAction):
         return parser
 
 
+SYNC_CONFIG_HELP = "sync config (default: $REFDATA_SYNC_CONFIG, then reference_sync.yml beside the config)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="refdata", description=package_doc)
     _global_options(p, None)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ArgumentParser,
                            action=_Subcommands)
 
-    sub.add_parser("validate", help="check the config (and the catalog, when a database is named); print the processing order")
+    v = sub.add_parser("validate", help="check the config (and the catalog, when a database is named); print the processing order")
+    v.add_argument("--sync-config", metavar="PATH", help=SYNC_CONFIG_HELP)
     r = sub.add_parser("render", help="write the SQL in apply order (stdout, or one file per object with -o)")
     r.add_argument("-o", "--output", metavar="DIR", help="directory for numbered .sql files and apply.sql")
-    sub.add_parser("apply", help="check against the catalog and apply the SQL in one transaction")
+    r.add_argument("--sync-config", metavar="PATH", help=SYNC_CONFIG_HELP)
+    a = sub.add_parser("apply", help="check against the catalog and apply the SQL in one transaction")
+    a.add_argument("--sync-config", metavar="PATH", help=SYNC_CONFIG_HELP)
     ld = sub.add_parser("load", help="load a CSV file of fact rows through the staging table, deriving missing parents set-based")
     ld.add_argument("domain", metavar="DOMAIN")
     ld.add_argument("file", metavar="FILE")
@@ -63,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--rejects", metavar="FILE", help="write bad rows with their reason here and load the rest")
     ld.add_argument("--verify", choices=["auto", "set-based", "per-row"],
                     help="how the fact table's foreign keys are checked (default: the domain's verify, else auto)")
+    sy = sub.add_parser("sync", help="sync authoritative reference data from the sources of reference_sync.yml")
+    sy.add_argument("tables", nargs="*", metavar="TABLE", help="names of tables in the sync config (default: all)")
+    sy.add_argument("--via", choices=["fdw", "client"], help="only the tables of this path")
+    sy.add_argument("--sync-config", metavar="PATH", help=SYNC_CONFIG_HELP)
+    sc = sub.add_parser("schedule", help="create, update or remove the pg_cron job of the sync; print a crontab line and systemd timer for client tables")
+    sc.add_argument("--cron", metavar="EXPR", help="cron expression (default: the sync config's schedule)")
+    sc.add_argument("--remove", action="store_true", help="remove the pg_cron job")
+    sc.add_argument("--sync-config", metavar="PATH", help=SYNC_CONFIG_HELP)
     sub.add_parser("demo", help="build the sample schema in a fresh database refdata_demo (on the embedded cluster "
                    "unless --db is given; $REFDATA_DB, $DATABASE_URL and $REFDATA_CONFIG are not used), apply the "
                    "project's config, insert facts, show counts")
@@ -125,6 +140,17 @@ def _config(args):
     return path, load_config(path)
 
 
+def _sync_config(args, path, required: bool = False):
+    """(path, SyncConfig) of reference_sync.yml, or None when there is none beside the config."""
+    from .config import load_sync_config, sync_config_path
+
+    named = getattr(args, "sync_config", None)
+    sync_path = sync_config_path(path, named)
+    if not sync_path.exists() and not required and not named and "REFDATA_SYNC_CONFIG" not in os.environ:
+        return None
+    return sync_path, load_sync_config(sync_path)
+
+
 def _orders(path, config):
     from .order import processing_order
 
@@ -141,6 +167,7 @@ def cmd_validate(args) -> int:
 
     path, config = _config(args)
     orders = _orders(path, config)
+    sync = _sync_config(args, path)
     count = sum(len(o) for o in orders.values())
     print(f"{path}: {len(orders)} domain(s), {count} foreign key(s)")
     for w in config.warnings:
@@ -157,7 +184,7 @@ def cmd_validate(args) -> int:
         print(f"catalog: not checked ({why})")
         return 0
     with connect(dsn) as conn:
-        _, report = checked(conn, config, str(path))
+        _, report = checked(conn, config, str(path), (str(sync[0]), sync[1]) if sync else None)
         conn.rollback()
     for w in report.warnings:
         print(f"warning: {w}")
@@ -170,7 +197,13 @@ def cmd_render(args) -> int:
 
     path, config = _config(args)
     _orders(path, config)
-    statements = render(config)
+    sync = _sync_config(args, path)
+    extra = []
+    if sync:
+        from .sync.render import statements as sync_statements
+
+        extra = sync_statements(sync[1], config, for_script=True)[0]
+    statements = render(config, sync=extra)
     for w in config.warnings:
         print(f"refdata: warning: {w}", file=sys.stderr)
     if args.output:
@@ -188,11 +221,14 @@ def cmd_apply(args) -> int:
     path, config = _config(args)
     _orders(path, config)
     dsn = resolve_dsn(args.db)
+    sync = _sync_config(args, path)
     with connect(dsn) as conn:
-        statements, report = apply(conn, config, str(path))
+        statements, report = apply(conn, config, str(path), sync=(str(sync[0]), sync[1]) if sync else None)
     for w in config.warnings + report.warnings:
         print(f"warning: {w}")
     print(f"applied {len(statements)} statements from {path} to {redact(dsn)}")
+    for w in report.unconnected:
+        print(f"note: {w}")
     return 0
 
 
@@ -207,6 +243,49 @@ def cmd_load(args) -> int:
         loader = Loader(conn, config, args.domain, Path(args.file), options)
         result = loader.run(progress=sys.stderr.isatty())
     print(summary(result, Path(args.file), loader.fact_label))
+    return 0
+
+
+def cmd_sync(args) -> int:
+    from .db import resolve_dsn
+    from .sync.run import sync
+
+    path, config = _config(args)
+    sync_path, sync_config = _sync_config(args, path, required=True)
+    if not sync_config.enabled:
+        print(f"reference sync is disabled (enabled: false in {sync_path}); nothing synced")
+        return 0
+    outcomes = sync(resolve_dsn(args.db), sync_config, Path.cwd(), args.tables, args.via)
+    for o in outcomes:
+        print(o.line(), file=sys.stdout if o.status == "succeeded" else sys.stderr)
+    failed = [o for o in outcomes if o.status != "succeeded"]
+    if failed:
+        print(f"refdata: error: {len(failed)} of {len(outcomes)} table(s) failed; the others are synced",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    from .db import resolve_dsn
+    from .sync.schedule import check_expression, client_units, schedule, unschedule
+
+    path, config = _config(args)
+    sync_path, sync_config = _sync_config(args, path, required=True)
+    dsn = resolve_dsn(args.db)
+    if args.remove:
+        print(unschedule(dsn))
+        return 0
+    if not sync_config.enabled:
+        print(f"reference sync is disabled (enabled: false in {sync_path}); {unschedule(dsn)}")
+        return 0
+    expression = args.cron or sync_config.schedule
+    if args.cron and len(args.cron.split()) != 5:
+        check_expression(args.cron)
+    if any(t.effective_via == "fdw" for t in sync_config.tables):
+        print(schedule(dsn, expression))
+    if any(t.effective_via == "client" for t in sync_config.tables):
+        print(client_units(expression, dsn, path, sync_path), end="")
     return 0
 
 
@@ -314,6 +393,8 @@ COMMANDS = {
     "render": cmd_render,
     "apply": cmd_apply,
     "load": cmd_load,
+    "sync": cmd_sync,
+    "schedule": cmd_schedule,
     "demo": cmd_demo,
     "db": cmd_db,
     "status": cmd_status,

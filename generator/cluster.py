@@ -113,9 +113,14 @@ class Cluster:
         """Start the cluster (creating it first if needed); False if it already ran."""
         with self._lock():
             if self.running():
+                if self._configure_cron():
+                    self._run("pg_ctl", "restart", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+                              "-m", "fast")
+                    self._create_database()
                 return False
             if not self.initialized():
                 self._init()
+            self._configure_cron()
             self._run(
                 "pg_ctl", "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                 "-o", f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}'",
@@ -163,6 +168,25 @@ class Cluster:
                 "shared_buffers = 256MB\n"
                 "max_wal_size = 2GB\n"
             )
+
+    def _configure_cron(self) -> bool:
+        """Load pg_cron (when installed) so `refdata schedule` works here;
+        True when the config changed. Clusters made before get it appended.
+        Its jobs connect back through the socket folder, hence cron.host."""
+        conf = self.data / "postgresql.conf"
+        if not (postgres_bindir().parent / "lib" / "pg_cron.so").exists():
+            return False
+        text = conf.read_text(encoding="utf-8")
+        if "# refdata pg_cron" in text:
+            return False
+        with open(conf, "a", encoding="utf-8") as f:
+            f.write(
+                "\n# refdata pg_cron\n"
+                "shared_preload_libraries = 'pg_cron'\n"
+                f"cron.database_name = '{DATABASE}'\n"
+                f"cron.host = '{self.socket_dir}'\n"
+            )
+        return True
 
     def _create_database(self) -> None:
         import psycopg

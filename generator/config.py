@@ -717,3 +717,214 @@ def _line_of(node, loc: list) -> int | None:
         else:
             return line
     return line
+
+
+# --------------------------------------------------------------------------
+# reference_sync.yml: authoritative sources synced into reference tables
+
+SYNC_CONFIG = "reference_sync.yml"
+# The one incremental filter a source can take: rows changed since the watermark.
+INCREMENTAL_WHERE = re.compile(r"^\s*\"?(?P<column>[^\W\d]\w*)\"?\s*(?P<op>>=|>)\s*:last_synced_at\s*$")
+
+
+class SyncColumn(Model):
+    source: Identifier
+    target: Identifier
+
+
+class Incremental(Model):
+    where: str | None = None
+    updated_at_column: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.where is not None:
+            m = INCREMENTAL_WHERE.match(self.where)
+            if not m:
+                # Arbitrary SQL text from a config file never reaches the database.
+                raise ValueError(
+                    f"where {self.where!r} is not of the form '<column> >= :last_synced_at'; "
+                    "write that form, or give updated_at_column alone"
+                )
+            if self.updated_at_column and self.updated_at_column != m["column"]:
+                raise ValueError(
+                    f"where names column {m['column']!r} but updated_at_column is {self.updated_at_column!r}"
+                )
+        elif not self.updated_at_column:
+            raise ValueError("incremental needs updated_at_column (or where: '<column> >= :last_synced_at')")
+        return self
+
+    @property
+    def column(self) -> str:
+        return self.updated_at_column or INCREMENTAL_WHERE.match(self.where)["column"]
+
+    @property
+    def operator(self) -> str:
+        return INCREMENTAL_WHERE.match(self.where)["op"] if self.where else ">="
+
+
+class DatabaseSource(Model):
+    connection_env_prefix: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    schema_: Identifier = Field("public", alias="schema")
+    table: Identifier
+    columns: Annotated[list[SyncColumn], Field(min_length=1)]
+    incremental: Incremental | None = None
+
+
+class FileSource(Model):
+    file_path: str
+    schema_version: str
+    description: str | None = None
+
+
+class SyncTable(Model):
+    name: str
+    target_table: Identifier
+    target_schema: Identifier = "public"
+    source_type: Literal["postgres", "legacy_mysql", "config_file"]
+    source_config: dict
+    sync_mode: Literal["upsert", "delete_insert"] = "upsert"
+    primary_key: Identifier | list[Identifier]
+    via: Literal["fdw", "client"] = "fdw"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not CONFIG_NAME.match(v):
+            raise ValueError(f"{v!r} is not a valid name (letters, digits, underscore; not starting with a digit)")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self):
+        source = self.source
+        if not self.keys:
+            raise ValueError("primary_key is empty")
+        if isinstance(source, DatabaseSource):
+            targets = [c.target for c in source.columns]
+            for dup in {t for t in targets if targets.count(t) > 1}:
+                raise ValueError(f"source_config.columns: target column {dup!r} is mapped twice")
+            for k in self.keys:
+                if k not in targets:
+                    raise ValueError(f"primary_key column {k!r} is not a target of source_config.columns")
+            if source.incremental and self.sync_mode == "delete_insert":
+                raise ValueError(
+                    "sync_mode delete_insert cannot be incremental (a partial read cannot tell which rows are gone); "
+                    "use sync_mode: upsert, or drop incremental"
+                )
+        return self
+
+    @property
+    def source(self) -> DatabaseSource | FileSource:
+        model = FileSource if self.source_type == "config_file" else DatabaseSource
+        return model.model_validate(self.source_config)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return _names(self.primary_key)
+
+    @property
+    def effective_via(self) -> str:
+        """Files are always read by refdata itself."""
+        return "client" if self.source_type == "config_file" else self.via
+
+
+class SyncConfig(Model):
+    schema_version: str = "1.0"
+    enabled: bool = True
+    schedule: str = "0 1 * * *"
+    concurrency: Annotated[int, Field(ge=1)] = 1
+    batch_size: Annotated[int, Field(ge=1)] = 5000
+    tables: list[SyncTable] = []
+
+    @model_validator(mode="after")
+    def _check(self):
+        seen: set[str] = set()
+        targets: dict[tuple[str, str], str] = {}
+        for t in self.tables:
+            if t.name in seen:
+                raise ValueError(f"table {t.name}: duplicate name")
+            seen.add(t.name)
+            other = targets.setdefault((t.target_schema, t.target_table), t.name)
+            if other != t.name:
+                raise ValueError(f"table {t.name}: target {t.target_schema}.{t.target_table} is already synced by {other}")
+        if len(self.schedule.split()) != 5:
+            raise ValueError(f"schedule {self.schedule!r} is not a cron expression of five fields")
+        return self
+
+    def table(self, name: str) -> SyncTable:
+        for t in self.tables:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+def sync_config_path(config_path: Path, cli_value: str | None = None) -> Path:
+    """--sync-config > $REFDATA_SYNC_CONFIG > reference_sync.yml beside the main config."""
+    if cli_value:
+        return Path(cli_value)
+    env = os.environ.get("REFDATA_SYNC_CONFIG")
+    if env:
+        return Path(env)
+    return config_path.parent / SYNC_CONFIG
+
+
+def load_sync_config(path: Path) -> SyncConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: sync config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read sync config: {e}") from None
+    return parse_sync_config(text, str(path))
+
+
+def parse_sync_config(text: str, source: str = "<sync config>") -> SyncConfig:
+    node, data = _yaml(text, source)
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: expected a mapping with a 'tables' key")
+    try:
+        config = SyncConfig.model_validate(data)
+        for i, t in enumerate(config.tables):
+            try:
+                t.source
+            except ValidationError as e:
+                err = e.errors()[0]
+                err["loc"] = ("tables", i, "source_config", *err["loc"])
+                raise InputError(_describe_sync(err, data, node, source)) from None
+        return config
+    except ValidationError as e:
+        raise InputError(_describe_sync(e.errors()[0], data, node, source)) from None
+
+
+def _describe_sync(err: dict, data, node, source: str) -> str:
+    """One line: file:line: table T: field: message."""
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "int", "float", "bool")))]
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown field {loc[-1]!r}"
+    elif err["type"] == "missing":
+        msg = f"missing required field {loc[-1]!r}"
+    place = []
+    rest = loc
+    if loc[:1] == ["tables"] and len(loc) > 1 and isinstance(loc[1], int):
+        tables = data.get("tables") or []
+        entry = tables[loc[1]] if loc[1] < len(tables) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        place.append(f"table {name}" if name else f"table #{loc[1] + 1}")
+        rest = loc[2:]
+    field = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in rest).replace(".[", "[")
+    line = _line_of(node, loc)
+    parts = [f"{source}:{line}" if line else source] + place
+    if field and err["type"] != "extra_forbidden" and not msg.startswith(field):
+        parts.append(f"field {field}")
+    return ": ".join(parts + [msg])
+
+
+def _yaml(text: str, source: str):
+    try:
+        return yaml.compose(text), yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(e, "problem", None) or str(e)
+        raise InputError(f"{where}: invalid YAML: {problem}") from None

@@ -1,8 +1,12 @@
 """The main job on sample data: a fresh database, the sample schema with its
 authoritative rows, the config applied, facts inserted with INSERT and COPY,
-then how many parents are authoritative and how many were derived."""
+then how many parents are authoritative and how many were derived. With
+$REFDATA_DEMO_MYSQL_URL naming a MariaDB, the hybrid run: reference data
+synced from there first (generator.sync.demo), then the facts."""
 
 from __future__ import annotations
+
+import os
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -12,6 +16,8 @@ from .config import Config
 from .db import connect, explicit_dsn, redact
 from .names import ident
 from .sample import FACT, FACT_COLUMNS, Sizes, create_schema, fact_rows, load_reference
+from .sync.demo import PROJECT_ROOT, legacy
+from .sync.run import sync
 
 DEMO_DATABASE = "refdata_demo"
 REFERENCE_TABLES = ["年金计划", "组合计划", "产品线", "组织架构"]
@@ -58,12 +64,31 @@ def run(db: str | None, config: Config, source: str, sizes: Sizes | None = None,
     """`db` is what --db said: the demo never follows $REFDATA_DB or $DATABASE_URL."""
     sizes = sizes or Sizes()
     dsn = fresh_database(explicit_dsn(db), database)
+    hybrid = legacy(database, sizes)
     with connect(dsn) as conn:
         with conn.transaction():
             create_schema(conn)
             load_reference(conn, sizes)
-        statements, _ = apply(conn, config, source)
+        if hybrid:
+            sync_config, env = hybrid
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)  # apply reads the connection from the environment
+            try:
+                statements, _ = apply(conn, config, source, sync=("the demo's sync config", sync_config))
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+        else:
+            statements, _ = apply(conn, config, source)
         print(f"applied {len(statements)} statements from {source} to database {database}")
+        if hybrid:
+            print("synced authoritative reference data first (plans from the legacy MariaDB through mysql_fdw, "
+                  "product lines from config/reference_data/product_lines.yml):")
+            for outcome in sync(dsn, sync_config, PROJECT_ROOT):
+                print(f"  {outcome.line()}")
         rows = list(fact_rows(sizes))
         split = len(rows) // 4
         insert_facts(conn, rows[:split], via_copy=False)

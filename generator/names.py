@@ -104,3 +104,10 @@ def dollar_quote(body: str, tag: str = "refdata") -> str:
             return delimiter + body + delimiter
         n += 1
         candidate = f"{tag}{n}"
+
+
+def mysql_ident(name: str) -> str:
+    """Quote one MySQL/MariaDB identifier (the client path's source queries)."""
+    if not isinstance(name, str) or name == "" or "\x00" in name:
+        raise ValueError(f"invalid identifier: {name!r}")
+    return "`" + name.replace("`", "``") + "`"

@@ -43,6 +43,16 @@ def sql_file(path: str, **context) -> str:
 
 
 @dataclass(frozen=True)
+class FromEnv:
+    """A value taken from the environment when the statement runs (a
+    password, say): apply binds it, a rendered script reads it with psql's
+    \\getenv. Never written out, never shown."""
+
+    var: str
+    value: str | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class Statement:
     """One SQL object's statement(s); `params` are bound by apply."""
 
@@ -50,18 +60,31 @@ class Statement:
     name: str
     sql: str
     params: dict | None = None
+    # In a psql script: run only when this environment variable is set.
+    requires_env: str | None = None
 
     def bound_params(self) -> dict | None:
         """Parameters as apply binds them (JSON documents as jsonb)."""
         if not self.params:
             return None
-        return {k: Jsonb(v) if isinstance(v, (dict, list)) else v for k, v in self.params.items()}
+        return {k: Jsonb(v) if isinstance(v, (dict, list)) else v.value if isinstance(v, FromEnv) else v
+                for k, v in self.params.items()}
 
     def script(self) -> str:
-        """The text a DBA runs with psql: parameters become quoted literals."""
+        """The text a DBA runs with psql: parameters become quoted literals,
+        values from the environment psql variables set by \\getenv."""
         if not self.params:
             return self.sql
-        return self.sql % {k: literal(v) for k, v in self.params.items()}
+        env = sorted({v.var for v in self.params.values() if isinstance(v, FromEnv)})
+        # An unset variable reads as '' (the SQL takes '' for NULL).
+        getenv = "".join(f"\\getenv {var} {var}\n\\if :{{?{var}}}\n\\else\n\\set {var} ''\n\\endif\n"
+                         for var in env)
+        sql = self.sql % {k: f":'{v.var}'" if isinstance(v, FromEnv) else literal(v) for k, v in self.params.items()}
+        if self.requires_env:
+            var = self.requires_env
+            return (f"\\getenv {var} {var}\n\\if :{{?{var}}}\n{getenv}{sql}\\else\n"
+                    f"\\echo 'refdata: {var} is not set: {self.kind} {self.name} is not set up'\n\\endif\n")
+        return getenv + sql
 
 
 # What counts as whitespace in a blank key: ASCII whitespace, no-break,
@@ -339,11 +362,13 @@ def domain_views(domain: str, d: Domain, skip: frozenset = frozenset()) -> list[
     return [FkView(fk, i, domain, skip) for i, fk in enumerate(processing_order(domain, d), start=1)]
 
 
-def render(config: Config, skip: set[tuple[str, str, str]] = frozenset()) -> list[Statement]:
+def render(config: Config, skip: set[tuple[str, str, str]] = frozenset(),
+           sync: list[Statement] = ()) -> list[Statement]:
     """Every statement, in apply order.
 
     `skip` names optional mappings (domain, fk, target column) whose fact
-    column the catalog check found absent.
+    column the catalog check found absent. `sync` (reference sync's
+    statements) come after the tracking columns, before the domains.
     """
     skip = frozenset(skip)
     out = [
@@ -375,6 +400,7 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset()) -> lis
             index_literal=literal(qualified(schema, object_name(table, "needs_review"))),
         )))
         out += observed_table_statements(config, schema, table, v)
+    out += sync
     for name, d in config.domains.items():
         out += domain_statements(name, d, views[name])
     out += observability_statements(config, views)

@@ -1,0 +1,177 @@
+"""bin/bench --sync: reference sync of a large MariaDB table against pgloader.
+
+A MariaDB table of --sync-rows plans (default 1,000,000) in database
+`refdata_bench_sync`, the sample schema's `mapping."年金计划"` as target in a
+fresh PostgreSQL database of the same name, then, each --repeat times,
+interleaved, as whole processes from the command line:
+
+  fdw       `refdata sync` of a via: fdw table (mysql_fdw, merged in the database)
+            into the empty target;
+  client    `refdata sync` of a via: client table (mysql-connector-python
+            unbuffered, COPY into staging, the same merge) into the empty target;
+  pgloader  `pgloader` copying the same table into a database of its own
+            (it creates the table; no merge, no tracking);
+  fdw_again `refdata sync` (fdw) when every row is already there and unchanged;
+
+and prints median seconds, rows/s and each variant's ratio to pgloader (target:
+a first sync at least as fast as pgloader, ratio <= 1). MariaDB is reached as
+the test suite does: $REFDATA_TEST_MYSQL_HOST, _PORT, _USER, _PASSWORD.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from .db import connect, redact
+from .demo import fresh_database
+from .sample import create_schema
+
+DATABASE = "refdata_bench_sync"
+ROOT = Path(__file__).resolve().parent.parent
+MYSQL = {
+    "host": os.environ.get("REFDATA_TEST_MYSQL_HOST", "127.0.0.1"),
+    "port": os.environ.get("REFDATA_TEST_MYSQL_PORT", "3306"),
+    "user": os.environ.get("REFDATA_TEST_MYSQL_USER", "refdata_test"),
+    "password": os.environ.get("REFDATA_TEST_MYSQL_PASSWORD", "rdTest-5f1c9e"),
+}
+TABLE = """  - name: 年金计划
+    target_table: 年金计划
+    target_schema: mapping
+    source_type: legacy_mysql
+    via: {via}
+    source_config:
+      connection_env_prefix: BENCH
+      table: annuity_plan
+      columns:
+        - {{source: plan_code, target: 年金计划号}}
+        - {{source: plan_name, target: 计划全称}}
+        - {{source: plan_type, target: 计划类型}}
+        - {{source: client_name, target: 客户名称}}
+        - {{source: plan_status, target: 计划状态}}
+    primary_key: 年金计划号
+"""
+
+
+def progress(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def _mysql(database: str | None = None):
+    import mysql.connector
+
+    return mysql.connector.connect(host=MYSQL["host"], port=int(MYSQL["port"]), user=MYSQL["user"],
+                                   password=MYSQL["password"], database=database, charset="utf8mb4", autocommit=True)
+
+
+def build_source(rows: int) -> None:
+    with _mysql() as c:
+        cur = c.cursor()
+        cur.execute(f"DROP DATABASE IF EXISTS `{DATABASE}`")
+        cur.execute(f"CREATE DATABASE `{DATABASE}` CHARACTER SET utf8mb4")
+        cur.execute(f"""CREATE TABLE `{DATABASE}`.annuity_plan (
+            plan_code varchar(32) PRIMARY KEY, plan_name varchar(200) NOT NULL, plan_type varchar(16),
+            client_name varchar(200), plan_status varchar(8) NOT NULL)""")
+        cur.execute(f"""INSERT INTO `{DATABASE}`.annuity_plan
+            SELECT concat('P', lpad(seq, 8, '0')), concat('企业年金计划', seq),
+                   if(seq % 2 = 0, '单一计划', '集合计划'), concat('客户', seq % 5000, '集团有限公司'), '正常'
+            FROM seq_1_to_{rows}""")
+
+
+def run(args) -> int:
+    from .db import resolve_dsn
+
+    rows = args.sync_rows
+    server = resolve_dsn(args.db)
+    progress(f"MariaDB table of {rows:,} rows in {DATABASE} ...")
+    build_source(rows)
+    dsn = fresh_database(server, DATABASE)
+    loader_dsn = fresh_database(server, f"{DATABASE}_pgloader")
+    with connect(dsn, autocommit=True) as conn:
+        create_schema(conn)
+    env = {**os.environ, "BENCH_HOST": MYSQL["host"], "BENCH_PORT": MYSQL["port"], "BENCH_DATABASE": DATABASE,
+           "BENCH_USER": MYSQL["user"], "BENCH_PASSWORD": MYSQL["password"]}
+    refdata = [str(ROOT / "bin" / "refdata"), "--db", dsn]
+    with tempfile.TemporaryDirectory(prefix="refdata-bench-sync-") as tmp:
+        tmp = Path(tmp)
+        config = tmp / "data_sources.yml"
+        config.write_text((ROOT / "config" / "data_sources.yml").read_text(encoding="utf-8"), encoding="utf-8")
+        syncs = {}
+        for via in ("fdw", "client"):
+            syncs[via] = tmp / f"sync_{via}.yml"
+            syncs[via].write_text('schema_version: "1.0"\ntables:\n' + TABLE.format(via=via), encoding="utf-8")
+        for via in ("fdw", "client"):  # both set up; each run applies its own table settings
+            _run(refdata + ["--config", str(config), "apply", "--sync-config", str(syncs[via])], env)
+        info = conninfo_to_dict(loader_dsn)
+        target = f"pgsql://{info.get('user', 'postgres')}@unix:{info['host']}:{info.get('port', 5432)}/{info['dbname']}"
+        source = (f"mysql://{quote(MYSQL['user'])}:{quote(MYSQL['password'], safe='')}@{MYSQL['host']}:{MYSQL['port']}"
+                  f"/{DATABASE}")
+        pgloader = ["pgloader", "--quiet", source, target]
+
+        def reset():
+            with connect(dsn, autocommit=True) as c:
+                c.execute('TRUNCATE mapping."年金计划" CASCADE')
+                c.execute("VACUUM ANALYZE mapping.\"年金计划\"")
+                c.execute("CHECKPOINT")
+            with connect(loader_dsn, autocommit=True) as c:
+                c.execute(f"DROP SCHEMA IF EXISTS {DATABASE} CASCADE")
+                c.execute("CHECKPOINT")
+
+        def sync(via: str):
+            _run(refdata + ["--config", str(config), "apply", "--sync-config", str(syncs[via])], env)
+            return _timed(refdata + ["--config", str(config), "sync", "--sync-config", str(syncs[via])], env)
+
+        times: dict[str, list[float]] = {"fdw": [], "client": [], "pgloader": [], "fdw_again": []}
+        for i in range(1, args.repeat + 1):
+            for name in ("fdw", "client", "pgloader"):
+                reset()
+                seconds = _timed(pgloader, env) if name == "pgloader" else sync(name)
+                times[name].append(seconds)
+                progress(f"run {i}/{args.repeat} {name}: {seconds:.2f} s")
+            times["fdw_again"].append(sync("fdw"))
+            progress(f"run {i}/{args.repeat} fdw_again: {times['fdw_again'][-1]:.2f} s")
+        with connect(dsn) as c:
+            count = c.execute('SELECT count(*) FROM mapping."年金计划"').fetchone()[0]
+        with connect(loader_dsn) as c:
+            loaded = c.execute(f"SELECT count(*) FROM {DATABASE}.annuity_plan").fetchone()[0]
+        if count != rows or loaded != rows:
+            print(f"bench: error: expected {rows:,} rows, refdata has {count:,}, pgloader {loaded:,}", file=sys.stderr)
+            return 1
+    base = statistics.median(times["pgloader"])
+    print(f"refdata bench --sync: MariaDB table of {rows:,} rows into PostgreSQL ({redact(server)}); "
+          f"median of {args.repeat} interleaved run(s), whole processes")
+    print(f"{'variant':<10} {'seconds':>8} {'rows/s':>10} {'vs pgloader':>12}")
+    for name, values in times.items():
+        m = statistics.median(values)
+        print(f"{name:<10} {m:>8.2f} {rows / m:>10,.0f} {m / base:>11.2f}x")
+    for name in ("fdw", "client"):
+        ratio = statistics.median(times[name]) / base
+        print(f"target {name} sync at least as fast as pgloader (ratio <= 1): {'PASS' if ratio <= 1 else 'MISS'}")
+    if not args.keep:
+        with connect(server, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+            c.execute(f'DROP DATABASE IF EXISTS "{DATABASE}_pgloader" WITH (FORCE)')
+        with _mysql() as c:
+            c.cursor().execute(f"DROP DATABASE IF EXISTS `{DATABASE}`")
+    return 0
+
+
+def _run(argv: list[str], env: dict) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise psycopg.OperationalError(f"{Path(argv[0]).name} failed: {proc.stderr.strip().splitlines()[-1:]}")
+
+
+def _timed(argv: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    _run(argv, env)
+    return time.perf_counter() - start

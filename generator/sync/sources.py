@@ -1,0 +1,174 @@
+"""The client path's readers: rows of a sync source in bounded batches.
+
+Enters: a SyncTable, its Connection (database sources) or file, the
+watermark of an incremental table, batch_size. Leaves: the target columns
+the rows fill and an iterator of row batches (tuples in that column order,
+the source's change time last when incremental). Memory stays bounded by
+batch_size: MySQL through an unbuffered cursor, PostgreSQL through a
+server-side cursor. Connection failures raise SourceUnreachable (retried by
+the caller); a config file whose schema_version differs raises InputError.
+"""
+
+from __future__ import annotations
+
+import csv
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+from ..config import DatabaseSource, FileSource, SyncTable
+from ..errors import InputError, RefdataError
+from ..names import ident, mysql_ident
+from .connection import Connection
+
+
+class SourceUnreachable(RefdataError):
+    """The source did not answer (worth another try)."""
+
+
+@contextmanager
+def database_rows(t: SyncTable, conn: Connection, schema: str, since: datetime | None, batch_size: int):
+    """(columns, batches) of a postgres or legacy_mysql source."""
+    s: DatabaseSource = t.source
+    names = [c.source for c in s.columns]
+    columns = [c.target for c in s.columns]
+    if s.incremental:
+        names.append(s.incremental.column)
+    if t.source_type == "legacy_mysql":
+        with _mysql(conn, schema) as cnx:
+            query = (f"SELECT {', '.join(mysql_ident(n) for n in names)} "
+                     f"FROM {mysql_ident(schema)}.{mysql_ident(s.table)}")
+            args = ()
+            if s.incremental and since is not None:
+                query += f" WHERE {mysql_ident(s.incremental.column)} {s.incremental.operator} %s"
+                args = (since,)
+            cur = cnx.cursor(buffered=False)
+            try:
+                cur.execute(query, args)
+            except Exception as e:
+                raise RefdataError(conn.scrub(f"{_first_line(e)}")) from None
+            yield columns, _batches(cur, batch_size)
+            cur.close()
+    else:
+        import psycopg
+
+        with _postgres(conn) as pg:
+            query = (f"SELECT {', '.join(ident(n) for n in names)} FROM {ident(schema)}.{ident(s.table)}")
+            args = None
+            if s.incremental and since is not None:
+                query += f" WHERE {ident(s.incremental.column)} {s.incremental.operator} %s"
+                args = [since]
+            with pg.transaction():
+                cur = pg.cursor(name="refdata_sync")
+                try:
+                    cur.execute(query, args)
+                except psycopg.Error as e:
+                    raise RefdataError(conn.scrub(_first_line(e))) from None
+                yield columns, _batches(cur, batch_size)
+                cur.close()
+
+
+def _batches(cur, size: int) -> Iterator[list[tuple]]:
+    while True:
+        rows = cur.fetchmany(size)
+        if not rows:
+            return
+        yield rows
+
+
+@contextmanager
+def _mysql(conn: Connection, database: str):
+    import mysql.connector
+
+    try:
+        cnx = mysql.connector.connect(
+            host=conn.host, port=conn.port, user=conn.user, password=conn.password or "",
+            database=database, charset="utf8mb4", use_unicode=True, connection_timeout=10,
+        )
+    except mysql.connector.Error as e:
+        raise SourceUnreachable(conn.scrub(f"cannot connect to MySQL {conn.host}:{conn.port}: {_first_line(e)}")) from None
+    try:
+        yield cnx
+    finally:
+        cnx.close()
+
+
+@contextmanager
+def _postgres(conn: Connection):
+    import psycopg
+
+    try:
+        pg = psycopg.connect(host=conn.host, port=conn.port, dbname=conn.database, user=conn.user,
+                             password=conn.password, connect_timeout=10, autocommit=True)
+    except psycopg.OperationalError as e:
+        raise SourceUnreachable(conn.scrub(f"cannot connect to PostgreSQL {conn.host}:{conn.port}: {_first_line(e)}")) from None
+    try:
+        yield pg
+    finally:
+        pg.close()
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def resolve_file(t: SyncTable, base: Path) -> Path:
+    path = Path(t.source.file_path)
+    if path.is_absolute() or path.exists():
+        return path
+    return base / path
+
+
+@contextmanager
+def file_rows(t: SyncTable, base: Path, batch_size: int):
+    """(columns, batches) of a config_file source: YAML {schema_version, data}
+    or CSV with a header naming target columns."""
+    s: FileSource = t.source
+    path = resolve_file(t, base)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"table {t.name}: {path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"table {t.name}: {path}: cannot read: {e}") from None
+    if path.suffix.lower() == ".csv":
+        reader = csv.reader(text.splitlines())
+        header = next(reader, None)
+        if not header:
+            raise InputError(f"table {t.name}: {path}: no header row naming the target columns")
+        records = []
+        for line, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise InputError(f"table {t.name}: {path}:{line}: {len(row)} fields, the header has {len(header)}")
+            records.append(tuple(v if v != "" else None for v in row))
+        yield header, _chunks(records, batch_size)
+        return
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise InputError(f"table {t.name}: {path}{f':{mark.line + 1}' if mark else ''}: invalid YAML") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise InputError(f"table {t.name}: {path}: expected a mapping with schema_version and a data list")
+    version = doc.get("schema_version")
+    if version is None or str(version) != str(s.schema_version):
+        raise InputError(
+            f"table {t.name}: {path}: schema_version {version!r} does not match {s.schema_version!r} "
+            "named in the sync config; nothing synced"
+        )
+    columns: list[str] = []
+    for n, item in enumerate(doc["data"], start=1):
+        if not isinstance(item, dict):
+            raise InputError(f"table {t.name}: {path}: data item {n} is not a mapping of column: value")
+        columns += [str(c) for c in item if str(c) not in columns]
+    records = [tuple(item.get(c) for c in columns) for item in doc["data"]]
+    yield columns, _chunks(records, batch_size)
+
+
+def _chunks(records: list[tuple], size: int) -> Iterator[list[tuple]]:
+    for i in range(0, len(records), size):
+        yield records[i:i + size]

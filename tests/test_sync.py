@@ -1,0 +1,82 @@
+"""Reference sync end to end: real postgres_fdw to a second database on the
+test cluster, real MariaDB through mysql_fdw and mysql-connector-python,
+config files; merge semantics, watermark, degraded mode."""
+
+from __future__ import annotations
+
+import pytest
+
+from sync_helpers import LegacyMysql, LegacyPostgres, plan_table, project_config, sync_config
+
+PLAN = 'mapping."年金计划"'
+
+
+@pytest.fixture
+def legacy_pg(postgresql):
+    legacy = LegacyPostgres(postgresql.info)
+    yield legacy
+    legacy.drop()
+
+
+@pytest.fixture
+def legacy_mysql():
+    legacy = LegacyMysql()
+    yield legacy
+    legacy.drop()
+
+
+def insert_fact(db, plan: str, name: str = "新计划") -> None:
+    db.execute('INSERT INTO business."规模明细" ("月度", "计划代码", "计划名称") VALUES (%s, %s, %s)',
+               ["2025-10-01", plan, name])
+
+
+def plan_row(db, code: str) -> dict | None:
+    row = db.execute(f'SELECT "计划全称", "计划状态", "_source", "_needs_review", "_derived_from_domain", '
+                     f'"_derived_at", xmin::text FROM {PLAN} WHERE "年金计划号" = %s', [code]).fetchone()
+    return dict(zip(["name", "status", "source", "review", "domain", "derived_at", "xmin"], row)) if row else None
+
+
+def last_run(db, table: str = "年金计划") -> dict:
+    cur = db.execute("SELECT * FROM refdata.sync_run WHERE table_name = %s ORDER BY id DESC LIMIT 1", [table])
+    return dict(zip([d.name for d in cur.description], cur.fetchone()))
+
+
+@pytest.mark.parametrize("source_type,via", [("postgres", "fdw"), ("postgres", "client"),
+                                             ("legacy_mysql", "fdw"), ("legacy_mysql", "client")])
+def test_sync_merges_inserts_updates_promotes_and_leaves_unchanged_rows_alone(
+        source_type, via, sample_db, cli, write_config, request):
+    legacy = request.getfixturevalue("legacy_pg" if source_type == "postgres" else "legacy_mysql")
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", via, source_type, schema=legacy.name if source_type != "postgres" else "enterprise"))
+    env = legacy.env("LEG")
+    applied = cli("--config", str(config), "apply", env=env)
+    assert applied.returncode == 0, applied.stderr
+    insert_fact(sample_db, "P90001", "新计划甲")  # derived by the trigger before the source knows it
+    assert plan_row(sample_db, "P90001")["source"] == "auto_derived"
+    before = plan_row(sample_db, "P00000")
+    legacy.rows([
+        ("P00000", before["name"], before["status"]),   # unchanged
+        ("P00001", "改名后的企业年金计划", "正常"),        # updated
+        ("P90001", "新计划甲（正式）", "正常"),           # promoted
+        ("P90002", "新计划乙", "正常"),                   # inserted
+    ])
+
+    result = cli("--config", str(config), "sync", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert "年金计划: inserted 1, updated 1, promoted 1, unchanged 1, deleted 0, kept 0" in result.stdout
+    assert f"via {via}" in result.stdout
+    assert plan_row(sample_db, "P00000")["xmin"] == before["xmin"]  # not even a new row version
+    assert plan_row(sample_db, "P00001")["name"] == "改名后的企业年金计划"
+    promoted = plan_row(sample_db, "P90001")
+    assert (promoted["name"], promoted["source"], promoted["review"]) == ("新计划甲（正式）", "authoritative", False)
+    assert promoted["domain"] == "annuity_performance" and promoted["derived_at"] is not None
+    inserted = plan_row(sample_db, "P90002")
+    assert (inserted["source"], inserted["review"], inserted["domain"]) == ("authoritative", False, None)
+    run = last_run(sample_db)
+    assert (run["status"], run["via"], run["inserted"], run["updated"], run["promoted"], run["unchanged"]) == \
+        ("succeeded", via, 1, 1, 1, 1)
+    assert run["source"].startswith(f"{source_type}:LEG/")
+
+    again = cli("--config", str(config), "sync", env=env)
+    assert "inserted 0, updated 0, promoted 0, unchanged 4" in again.stdout, again.stderr

@@ -1,0 +1,230 @@
+"""Reference sync: delete_insert, config files, the watermark, degraded
+mode, bad source data, secrets, enabled: false."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from sync_helpers import LegacyMysql, LegacyPostgres, plan_table, project_config, sync_config
+
+PLAN = 'mapping."年金计划"'
+PRODUCT_LINE = 'mapping."产品线"'
+
+
+@pytest.fixture
+def legacy_pg(postgresql):
+    legacy = LegacyPostgres(postgresql.info)
+    yield legacy
+    legacy.drop()
+
+
+@pytest.fixture
+def legacy_mysql():
+    legacy = LegacyMysql()
+    yield legacy
+    legacy.drop()
+
+
+def product_line_table(path, version: str = "1.0", mode: str = "delete_insert") -> str:
+    return (
+        "  - name: 产品线\n"
+        "    target_table: 产品线\n"
+        "    target_schema: mapping\n"
+        "    source_type: config_file\n"
+        f"    source_config: {{file_path: \"{path}\", schema_version: \"{version}\"}}\n"
+        f"    sync_mode: {mode}\n"
+        "    primary_key: 产品线代码\n"
+    )
+
+
+def product_lines(db) -> dict:
+    return {r[0]: r[1:] for r in db.execute(f'SELECT "产品线代码", "产品线", "_source" FROM {PRODUCT_LINE}')}
+
+
+def insert_fact(db, plan: str = "P00000", product_line: str | None = None) -> None:
+    db.execute('INSERT INTO business."规模明细" ("月度", "计划代码", "计划名称", "产品线代码") VALUES (%s, %s, %s, %s)',
+               ["2025-10-01", plan, "某计划", product_line])
+
+
+def runs(db, table: str) -> list[dict]:
+    cur = db.execute("SELECT * FROM refdata.sync_run WHERE table_name = %s ORDER BY id", [table])
+    return [dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()]
+
+
+PRODUCT_LINES_YAML = """schema_version: "1.0"
+description: 产品线
+data:
+  - {产品线代码: PL201, 产品线: 企业年金受托, 业务大类: 企业年金}
+  - {产品线代码: PL202, 产品线: 企业年金投资（新）, 业务大类: 企业年金}
+  - {产品线代码: PL301, 产品线: 养老金产品, 业务大类: 养老保障}
+"""
+
+
+@pytest.mark.parametrize("declared_fk", [True, False])
+def test_delete_insert_keeps_rows_facts_reference(declared_fk, sample_db, cli, write_config):
+    """PL203 (named by a fact) and PL999 (derived from a fact) are not in the
+    file: kept. PL204 (named by nothing) is deleted. Without a declared FK
+    constraint data_sources.yml says which fact column names product lines."""
+    if not declared_fk:
+        fk = sample_db.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'business.\"规模明细\"'::regclass "
+                               "AND confrelid = 'mapping.\"产品线\"'::regclass").fetchone()[0]
+        sample_db.execute(f'ALTER TABLE business."规模明细" DROP CONSTRAINT "{fk}"')
+    config = project_config(write_config)
+    data = write_config(PRODUCT_LINES_YAML, "product_lines.yml")
+    sync_config(write_config, product_line_table(data))
+    assert cli("--config", str(config), "apply").returncode == 0
+    insert_fact(sample_db, product_line="PL203")
+    insert_fact(sample_db, product_line="PL999")
+    assert product_lines(sample_db)["PL999"][1] == "auto_derived"
+
+    result = cli("--config", str(config), "sync")
+
+    assert result.returncode == 0, result.stderr
+    assert "产品线: inserted 1, updated 1, promoted 0, unchanged 1, deleted 1, kept 2" in result.stdout
+    lines = product_lines(sample_db)
+    assert sorted(lines) == ["PL201", "PL202", "PL203", "PL301", "PL999"]
+    assert lines["PL202"] == ("企业年金投资（新）", "authoritative")
+    assert lines["PL999"][1] == "auto_derived"  # kept as it was
+
+
+def test_csv_config_file(sample_db, cli, write_config):
+    config = project_config(write_config)
+    data = write_config("产品线代码,产品线,业务大类\nPL201,企业年金受托,企业年金\nPL501,新产品线,养老保障\n", "lines.csv")
+    sync_config(write_config, product_line_table(data, mode="upsert"))
+    assert cli("--config", str(config), "apply").returncode == 0
+    result = cli("--config", str(config), "sync")
+    assert result.returncode == 0, result.stderr
+    assert "inserted 1, updated 0, promoted 0, unchanged 1, deleted 0, kept 0" in result.stdout
+    assert product_lines(sample_db)["PL501"] == ("新产品线", "authoritative")
+
+
+def test_config_file_version_mismatch_fails_and_changes_nothing(sample_db, cli, write_config):
+    config = project_config(write_config)
+    data = write_config(PRODUCT_LINES_YAML, "product_lines.yml")
+    sync_config(write_config, product_line_table(data, version="2.0"))
+    assert cli("--config", str(config), "apply").returncode == 0
+    before = product_lines(sample_db)
+    result = cli("--config", str(config), "sync")
+    assert result.returncode == 1
+    assert f"产品线: failed: table 产品线: {data}: schema_version '1.0' does not match '2.0'" in result.stderr
+    assert product_lines(sample_db) == before
+    assert runs(sample_db, "产品线")[-1]["status"] == "failed"
+
+
+def test_incremental_watermark_moves_only_with_a_committed_run(sample_db, cli, write_config, legacy_pg):
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", "fdw", incremental=True))
+    env = legacy_pg.env("LEG")
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    src = legacy_pg.conn
+    src.execute("INSERT INTO enterprise.annuity_plan VALUES ('P80001', '甲', '正常', '2025-01-01 00:00+00'), "
+                "('P80002', '乙', '正常', '2025-01-02 00:00+00')")
+    watermark = lambda: sample_db.execute(  # noqa: E731
+        "SELECT last_synced_at::text FROM refdata.sync_watermark WHERE table_name = '年金计划'").fetchone()
+    first = cli("--config", str(config), "sync", env=env)
+    assert "inserted 2, updated 0" in first.stdout, first.stderr
+    assert watermark() == ("2025-01-02 00:00:00+00",)
+
+    # A changed row and a duplicate key: the run fails, the watermark stays.
+    src.execute("UPDATE enterprise.annuity_plan SET plan_name = '乙（改）', updated_at = '2025-02-01 00:00+00' "
+                "WHERE plan_code = 'P80002'")
+    src.execute("INSERT INTO enterprise.annuity_plan VALUES ('P80002', '乙（重复）', '正常', '2025-02-02 00:00+00')")
+    failed = cli("--config", str(config), "sync", env=env)
+    assert failed.returncode == 1
+    assert "the key occurs 2 times in the source" in failed.stderr
+    assert watermark() == ("2025-01-02 00:00:00+00",)
+
+    src.execute("DELETE FROM enterprise.annuity_plan WHERE plan_name = '乙（重复）'")
+    third = cli("--config", str(config), "sync", env=env)
+    # only the row changed since the watermark was read (P80001 was not)
+    assert "inserted 0, updated 1, promoted 0, unchanged 0" in third.stdout, third.stderr
+    assert watermark() == ("2025-02-01 00:00:00+00",)
+
+
+@pytest.mark.parametrize("via", ["fdw", "client"])
+def test_source_down_is_recorded_others_sync_and_backfill_still_works(via, sample_db, cli, write_config, legacy_pg):
+    config = project_config(write_config)
+    data = write_config(PRODUCT_LINES_YAML, "product_lines.yml")
+    sync_config(write_config, plan_table("LEG", via) + product_line_table(data, mode="upsert"))
+    env = legacy_pg.env("LEG")
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    plans_before = sample_db.execute(f"SELECT count(*) FROM {PLAN}").fetchone()
+    legacy_pg.drop()  # the legacy server is gone
+
+    result = cli("--config", str(config), "sync", env=env)
+
+    assert result.returncode == 1
+    assert "年金计划: failed: table 年金计划: " in result.stderr
+    assert "1 of 2 table(s) failed; the others are synced" in result.stderr
+    assert "产品线: inserted 1, updated 1" in result.stdout
+    failed = runs(sample_db, "年金计划")[-1]
+    assert failed["status"] == "failed" and failed["error"].startswith("table 年金计划: ")
+    assert sample_db.execute(f"SELECT count(*) FROM {PLAN}").fetchone() == plans_before
+    insert_fact(sample_db, plan="P77777")  # the triggers do not need the source
+    assert sample_db.execute(f'SELECT "_source" FROM {PLAN} WHERE "年金计划号" = %s', ["P77777"]).fetchone() == \
+        ("auto_derived",)
+
+
+@pytest.mark.parametrize("via", ["fdw", "client"])
+@pytest.mark.parametrize("rows,message", [
+    ([("P00001", "甲", "正常"), ("P00001", "乙", "正常")],
+     "table 年金计划: key 年金计划号=P00001: column 年金计划号: the key occurs 2 times in the source"),
+    ([("P00001", "甲", "正常"), (None, "乙", "正常")],
+     "table 年金计划: key 年金计划号=NULL: column 年金计划号: the key is NULL in the source"),
+    ([("P00001", "甲", "太长的状态值超过八个字符了")],
+     "table 年金计划: key 年金计划号=P00001: column 计划状态: value too long for type character varying(8)"),
+])
+def test_bad_source_rows_fail_the_table_naming_key_and_column(via, rows, message, sample_db, cli, write_config,
+                                                              legacy_mysql):
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", via, "legacy_mysql", schema=legacy_mysql.name))
+    env = legacy_mysql.env("LEG")
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    legacy_mysql.rows(rows)
+    before = sample_db.execute(f"SELECT * FROM {PLAN} ORDER BY 1").fetchall()
+    result = cli("--config", str(config), "sync", env=env)
+    assert result.returncode == 1
+    assert f"年金计划: failed: {message}" in result.stderr
+    assert sample_db.execute(f"SELECT * FROM {PLAN} ORDER BY 1").fetchall() == before
+    assert runs(sample_db, "年金计划")[-1]["error"] == message
+
+
+def test_no_password_in_any_output(sample_db, cli, write_config, legacy_mysql, tmp_path):
+    sample_db.execute('CREATE TABLE mapping.plan_copy (LIKE mapping."年金计划" INCLUDING ALL)')
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", "fdw", "legacy_mysql", schema=legacy_mysql.name)
+                + plan_table("LEGC", "client", "legacy_mysql", schema=legacy_mysql.name).replace(
+                    "name: 年金计划\n    target_table: 年金计划", "name: plan_copy\n    target_table: plan_copy"))
+    env = {**legacy_mysql.env("LEG"), **legacy_mysql.env("LEGC")}
+    password = env["LEG_PASSWORD"]
+    legacy_mysql.rows([("P00001", "甲", "正常")])
+    outputs = []
+    for args in [("apply",), ("render",), ("render", "-o", str(tmp_path / "out")), ("sync",), ("validate",)]:
+        r = cli("--config", str(config), *args, env=env)
+        assert r.returncode == 0, (args, r.stderr)
+        outputs += [r.stdout, r.stderr]
+    outputs += [p.read_text(encoding="utf-8") for p in (tmp_path / "out").iterdir()]
+    wrong = {**env, "LEGC_PASSWORD": "Wr0ng-" + password}
+    r = cli("--config", str(config), "sync", env=wrong)
+    assert r.returncode == 1 and "Access denied" in r.stderr
+    outputs += [r.stdout, r.stderr]
+    outputs += [str(row) for row in sample_db.execute("SELECT * FROM refdata.sync_run")]
+    for text in outputs:
+        assert password not in text
+    # only where it must be: the user mapping, read through it by mysql_fdw
+    assert sample_db.execute("SELECT count(*) FROM pg_user_mappings WHERE "
+                             "array_to_string(umoptions, ',') LIKE %s", [f"%{password}%"]).fetchone() == (1,)
+
+
+def test_enabled_false_syncs_nothing_and_says_so(sample_db, cli, write_config):
+    config = project_config(write_config)
+    data = write_config(PRODUCT_LINES_YAML, "product_lines.yml")
+    sync_config(write_config, product_line_table(data), enabled="false")
+    assert cli("--config", str(config), "apply").returncode == 0
+    before = product_lines(sample_db)
+    result = cli("--config", str(config), "sync")
+    assert result.returncode == 0
+    assert "reference sync is disabled (enabled: false in " in result.stdout
+    assert product_lines(sample_db) == before
+    assert runs(sample_db, "产品线") == []
