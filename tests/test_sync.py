@@ -78,5 +78,11 @@ def test_sync_merges_inserts_updates_promotes_and_leaves_unchanged_rows_alone(
         ("succeeded", via, 1, 1, 1, 1)
     assert run["source"].startswith(f"{source_type}:LEG/")
 
+    audit = lambda: sample_db.execute(  # noqa: E731
+        "SELECT operation, action, count(*) FROM refdata.audit_log WHERE table_name = 'mapping.\"年金计划\"'::regclass "
+        "GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
+    assert ("INSERT", "sync", 1) in audit() and ("UPDATE", "sync", 2) in audit()  # the update and the promotion
+    logged = audit()
     again = cli("--config", str(config), "sync", env=env)
     assert "inserted 0, updated 0, promoted 0, unchanged 4" in again.stdout, again.stderr
+    assert audit() == logged  # unchanged rows leave no trace

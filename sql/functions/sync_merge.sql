@@ -169,6 +169,8 @@ BEGIN
     -- the table it is growing.
     EXECUTE format('UPDATE pg_temp._rd_sync_new AS n SET "_rd_found" = true FROM %s AS t WHERE %s', target, keymatch);
     GET DIAGNOSTICS matched = ROW_COUNT;
+    -- The audit log names these writes as the sync's.
+    PERFORM set_config('refdata.audit_action', 'sync', true), set_config('refdata.audit_domain', '', true);
     sets := (SELECT string_agg(format('%I = n.%I', v, v), ', ') FROM unnest(vals) AS v);
     changed := coalesce((SELECT format('ROW(%s) IS DISTINCT FROM ROW(%s)',
                                        string_agg(format('t.%I', v), ', '), string_agg(format('n.%I', v), ', '))
@@ -219,6 +221,7 @@ BEGIN
                        target, keymatch, refs);
         GET DIAGNOSTICS deleted = ROW_COUNT;
     END IF;
+    PERFORM set_config('refdata.audit_action', '', true);
     SELECT max(n."_rd_updated_at") INTO watermark FROM pg_temp._rd_sync_new AS n;
     DROP TABLE pg_temp._rd_sync_new;
 END
