@@ -110,7 +110,10 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="refdata-bench-sync-") as tmp:
         tmp = Path(tmp)
         config = tmp / "data_sources.yml"
-        config.write_text((ROOT / "config" / "data_sources.yml").read_text(encoding="utf-8"), encoding="utf-8")
+        for name in ("data_sources.yml", "foreign_keys.yml"):  # the shipped config, without its sync config
+            source_file = ROOT / "config" / name
+            if source_file.exists():
+                (tmp / name).write_text(source_file.read_text(encoding="utf-8"), encoding="utf-8")
         syncs = {}
         for variant, via, table in (("fdw", "fdw", "年金计划"), ("client", "client", "年金计划"),
                                     ("fdw_plain", "fdw", "plan_plain")):

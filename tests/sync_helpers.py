@@ -45,8 +45,11 @@ def pg_env(prefix: str, info, database: str) -> dict:
 
 
 def project_config(write_config) -> Path:
-    """The project's data_sources.yml, in a folder of the test's own."""
-    return write_config((ROOT / "config" / "data_sources.yml").read_text(encoding="utf-8"))
+    """The shipped config, in a folder of the test's own (where the test
+    writes its reference_sync.yml beside it)."""
+    from helpers import shipped_single_file
+
+    return write_config(shipped_single_file())
 
 
 def sync_config(write_config, tables: str, **top) -> Path:
