@@ -16,8 +16,9 @@ interleaved, as whole processes from the command line:
             data_sources.yml names, so without the audit and promotion
             triggers apply puts on reference tables: the merge's own cost;
 
-and prints median seconds, rows/s and each variant's ratio to pgloader (target:
-a first sync at least as fast as pgloader, ratio <= 1). MariaDB is reached as
+and prints median seconds, rows/s, each variant's ratio to pgloader (target:
+a first sync at least as fast as pgloader, ratio <= 1) and the peak memory
+of the `refdata sync` process per path (the client path's stays flat). MariaDB is reached as
 the test suite does: $REFDATA_TEST_MYSQL_HOST, _PORT, _USER, _PASSWORD.
 """
 
@@ -139,7 +140,7 @@ def run(args) -> int:
 
         def sync(via: str):
             _run(refdata + ["--config", str(config), "apply", "--sync-config", str(syncs[via])], env)
-            return _timed(refdata + ["--config", str(config), "sync", "--sync-config", str(syncs[via])], env)
+            return _timed(refdata + ["--config", str(config), "sync", "--sync-config", str(syncs[via])], env, via)
 
         times: dict[str, list[float]] = {"fdw": [], "fdw_again": [], "client": [], "fdw_plain": [], "pgloader": []}
         for i in range(1, args.repeat + 1):
@@ -166,6 +167,8 @@ def run(args) -> int:
     for name, values in times.items():
         m = statistics.median(values)
         print(f"{name:<10} {m:>8.2f} {rows / m:>10,.0f} {m / base:>11.2f}x")
+    print(f"peak memory of the refdata sync process (max RSS): "
+          + ", ".join(f"{k} {max(v) / 1024:.0f} MB" for k, v in PEAKS.items()))
     for name in ("fdw", "client", "fdw_plain"):
         ratio = statistics.median(times[name]) / base
         print(f"target {name} sync at least as fast as pgloader (ratio <= 1): {'PASS' if ratio <= 1 else 'MISS'}")
@@ -184,7 +187,21 @@ def _run(argv: list[str], env: dict) -> None:
         raise psycopg.OperationalError(f"{Path(argv[0]).name} failed: {proc.stderr.strip().splitlines()[-1:]}")
 
 
-def _timed(argv: list[str], env: dict) -> float:
-    start = time.perf_counter()
-    _run(argv, env)
-    return time.perf_counter() - start
+PEAKS: dict[str, list[int]] = {}
+
+
+def _timed(argv: list[str], env: dict, name: str | None = None) -> float:
+    """Wall seconds of the whole process; its peak memory (max RSS, kB) goes to PEAKS[name]."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            last = err.read().decode("utf-8", "replace").strip().splitlines()[-1:]
+            raise psycopg.OperationalError(f"{Path(argv[0]).name} failed: {last}")
+    if name:
+        PEAKS.setdefault(name, []).append(usage.ru_maxrss)
+    return seconds
