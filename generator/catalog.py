@@ -354,7 +354,7 @@ def check_sync(conn: psycopg.Connection, sync: SyncConfig) -> Report:
             report.errors.append(f"{place}: target table {target.label} {what}")
             continue
         source = t.source
-        mapped = [c.target for c in source.columns] if isinstance(source, DatabaseSource) else None
+        mapped = [c.target for c in source.columns] if isinstance(source, DatabaseSource) and source.columns else None
         bad = False
         for col in list(t.keys) + (mapped or []):
             if col in TRACKING_COLUMNS or col.startswith("_rd_"):

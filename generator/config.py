@@ -767,13 +767,14 @@ class DatabaseSource(Model):
     connection_env_prefix: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
     schema_: Identifier = Field("public", alias="schema")
     table: Identifier
-    columns: Annotated[list[SyncColumn], Field(min_length=1)]
+    # None: every column of the source whose name the target has
+    columns: Annotated[list[SyncColumn], Field(min_length=1)] | None = None
     incremental: Incremental | None = None
 
 
 class FileSource(Model):
     file_path: str
-    schema_version: str
+    schema_version: str | None = None  # when given, the data file's must be the same
     description: str | None = None
 
 
@@ -799,13 +800,14 @@ class SyncTable(Model):
         source = self.source
         if not self.keys:
             raise ValueError("primary_key is empty")
-        if isinstance(source, DatabaseSource):
+        if isinstance(source, DatabaseSource) and source.columns:
             targets = [c.target for c in source.columns]
             for dup in {t for t in targets if targets.count(t) > 1}:
                 raise ValueError(f"source_config.columns: target column {dup!r} is mapped twice")
             for k in self.keys:
                 if k not in targets:
                     raise ValueError(f"primary_key column {k!r} is not a target of source_config.columns")
+        if isinstance(source, DatabaseSource):
             if source.incremental and self.sync_mode == "delete_insert":
                 raise ValueError(
                     "sync_mode delete_insert cannot be incremental (a partial read cannot tell which rows are gone); "

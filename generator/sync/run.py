@@ -101,7 +101,7 @@ def _client(conn: psycopg.Connection, config: SyncConfig, t: SyncTable, base: Pa
                 secret = source
                 schema = remote_schema(t, source)
                 since = _watermark(conn, t) if t.source.incremental else None
-                reader = database_rows(t, source, schema, since, config.batch_size)
+                reader = database_rows(t, source, schema, since, config.batch_size, _stage_columns(conn, t))
             else:
                 reader = file_rows(t, base, config.batch_size)
             with reader as (columns, batches):
@@ -122,6 +122,16 @@ def _client(conn: psycopg.Connection, config: SyncConfig, t: SyncTable, base: Pa
     with conn.transaction():
         row = conn.execute("SELECT * FROM refdata.sync_failed(%s, %s, %s)", [t.name, started, error]).fetchone()
     return _outcome(row)
+
+
+def _stage_columns(conn, t: SyncTable) -> list[str]:
+    """The target's columns a source may fill (those of its staging table)."""
+    rows = conn.execute(
+        "SELECT a.attname AS name FROM pg_attribute AS a WHERE a.attrelid = %s::regclass AND a.attnum > 0 "
+        "AND NOT a.attisdropped AND a.attname <> '_rd_updated_at' ORDER BY a.attnum",
+        [qualified("refdata_stage", stage_name(t))]).fetchall()
+    conn.commit()
+    return [r["name"] for r in rows]
 
 
 def _watermark(conn, t: SyncTable) -> datetime | None:

@@ -30,11 +30,16 @@ class SourceUnreachable(RefdataError):
 
 
 @contextmanager
-def database_rows(t: SyncTable, conn: Connection, schema: str, since: datetime | None, batch_size: int):
-    """(columns, batches) of a postgres or legacy_mysql source."""
+def database_rows(t: SyncTable, conn: Connection, schema: str, since: datetime | None, batch_size: int,
+                  target_columns: list[str]):
+    """(columns, batches) of a postgres or legacy_mysql source. Without
+    source_config.columns: the source's columns the target has by name."""
     s: DatabaseSource = t.source
-    names = [c.source for c in s.columns]
-    columns = [c.target for c in s.columns]
+    if s.columns:
+        names = [c.source for c in s.columns]
+    else:
+        names = [n for n in _source_columns(t, conn, schema) if n in target_columns]
+    columns = [c.target for c in s.columns] if s.columns else list(names)
     if s.incremental:
         names.append(s.incremental.column)
     if t.source_type == "legacy_mysql":
@@ -69,6 +74,19 @@ def database_rows(t: SyncTable, conn: Connection, schema: str, since: datetime |
                     raise RefdataError(conn.scrub(_first_line(e))) from None
                 yield columns, _batches(cur, batch_size)
                 cur.close()
+
+
+def _source_columns(t: SyncTable, conn: Connection, schema: str) -> list[str]:
+    table = t.source.table
+    if t.source_type == "legacy_mysql":
+        with _mysql(conn, schema) as cnx:
+            cur = cnx.cursor()
+            cur.execute(f"SELECT * FROM {mysql_ident(schema)}.{mysql_ident(table)} LIMIT 0")
+            cur.fetchall()
+            return [d[0] for d in cur.description]
+    with _postgres(conn) as pg:
+        cur = pg.execute(f"SELECT * FROM {ident(schema)}.{ident(table)} LIMIT 0")
+        return [d.name for d in cur.description]
 
 
 def _batches(cur, size: int) -> Iterator[list[tuple]]:
@@ -155,7 +173,7 @@ def file_rows(t: SyncTable, base: Path, batch_size: int):
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise InputError(f"table {t.name}: {path}: expected a mapping with schema_version and a data list")
     version = doc.get("schema_version")
-    if version is None or str(version) != str(s.schema_version):
+    if s.schema_version is not None and (version is None or str(version) != str(s.schema_version)):
         raise InputError(
             f"table {t.name}: {path}: schema_version {version!r} does not match {s.schema_version!r} "
             "named in the sync config; nothing synced"

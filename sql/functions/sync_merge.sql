@@ -50,6 +50,18 @@ BEGIN
         source := format('%I.%I', p.source_schema, p.source_table);
         pairs := ARRAY(SELECT x FROM jsonb_array_elements(p.columns) AS e(pair),
                        LATERAL (VALUES (pair ->> 0), (pair ->> 1)) AS v(x));
+        IF jsonb_array_length(p.columns) = 0 THEN
+            -- No columns configured: every source column the target has by name.
+            FOR c IN SELECT sa.attname::text AS name FROM pg_attribute AS sa
+                     JOIN pg_attribute AS ta ON ta.attrelid = target::regclass AND ta.attname = sa.attname
+                                            AND ta.attnum > 0 AND NOT ta.attisdropped
+                     WHERE sa.attrelid = source::regclass AND sa.attnum > 0 AND NOT sa.attisdropped
+                       AND sa.attname NOT IN ('_source', '_needs_review', '_derived_from_domain', '_derived_at')
+                       AND sa.attname NOT LIKE '\_rd\_%'
+                     ORDER BY sa.attnum LOOP
+                pairs := pairs || ARRAY[c.name, c.name];
+            END LOOP;
+        END IF;
         IF p.updated_column IS NOT NULL THEN
             upd := format('s.%I', p.updated_column);
             SELECT w.last_synced_at INTO since FROM refdata.sync_watermark AS w WHERE w.table_name = p_name;
