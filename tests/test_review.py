@@ -4,6 +4,7 @@ CLI and through the SQL functions as a reviewer role calls them."""
 from __future__ import annotations
 
 import csv
+import uuid
 
 import psycopg
 import pytest
@@ -243,3 +244,19 @@ def test_status_prints_quality_and_coverage(derived, cli):
     assert plan.split()[:6] == ["mapping.年金计划", "42", "40", "2", "2", "4.8%"]
     fk = next(line for line in lines if " fk_plan " in line)
     assert fk.split() == ["annuity_performance", "fk_plan", "mapping.年金计划", "2", "0", "2", "0", "0.0%"]
+
+
+def test_a_configured_reviewer_role_is_made_whatever_its_name(sample_db, cli, write_config, dsn):
+    name = f"rd_rev_$refdata$_{uuid.uuid4().hex[:8]}"  # the dollar tag of the generated code, in a name
+    text = SAMPLE_CONFIG.read_text(encoding="utf-8") + f"observability:\n  reviewer_role: '{name}'\n"
+    try:
+        apply_ok(cli, write_config(text))
+        granted = sample_db.execute(
+            "SELECT has_function_privilege(%s, 'refdata.review_approve(text, jsonb)', 'EXECUTE'), "
+            "has_table_privilege(%s, 'mapping.\"年金计划\"', 'UPDATE')", [name, name]).fetchone()
+        assert granted == (True, False)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone():
+                admin.execute(f'DROP OWNED BY "{name}"')
+                admin.execute(f'DROP ROLE "{name}"')
