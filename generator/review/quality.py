@@ -3,6 +3,7 @@ thresholds of the config's `observability` section held against them."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -83,8 +84,6 @@ def breaches(config: Config, rows: list[tuple]) -> list[Breach]:
 def table(headers: list[str], rows: list[list], right: set[int] = frozenset()) -> str:
     """A plain-text table; widths count East Asian characters as two columns."""
     def width(s: str) -> int:
-        import unicodedata
-
         return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in s)
 
     cells = [[_cell(v) for v in r] for r in rows]
