@@ -248,7 +248,7 @@ def test_status_prints_quality_and_coverage(derived, cli):
 
 def test_a_configured_reviewer_role_is_made_whatever_its_name(sample_db, cli, write_config, dsn):
     name = f"rd_rev_$refdata$_{uuid.uuid4().hex[:8]}"  # the dollar tag of the generated code, in a name
-    text = SAMPLE_CONFIG.read_text(encoding="utf-8") + f"observability:\n  reviewer_role: '{name}'\n"
+    text = shipped_single_file() + f"observability:\n  reviewer_role: '{name}'\n"
     try:
         apply_ok(cli, write_config(text))
         granted = sample_db.execute(
