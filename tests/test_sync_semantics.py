@@ -228,3 +228,26 @@ def test_enabled_false_syncs_nothing_and_says_so(sample_db, cli, write_config):
     assert "reference sync is disabled (enabled: false in " in result.stdout
     assert product_lines(sample_db) == before
     assert runs(sample_db, "产品线") == []
+
+
+@pytest.mark.parametrize("via", ["fdw", "client"])
+def test_without_columns_every_source_column_the_target_has_is_synced(via, sample_db, cli, write_config,
+                                                                       legacy_pg):
+    """The pipeline's own reference_sync.yml names no columns: the source's
+    columns are taken by name; the ones the target lacks are left out."""
+    legacy_pg.conn.execute('CREATE TABLE enterprise.plans ("年金计划号" text, "计划全称" text, "计划状态" text, '
+                           'legacy_only text)')
+    legacy_pg.conn.execute("INSERT INTO enterprise.plans VALUES ('P70001', '按名同步', '正常', 'x')")
+    config = project_config(write_config)
+    sync_config(write_config, (
+        "  - name: 年金计划\n    target_table: 年金计划\n    target_schema: mapping\n"
+        f"    source_type: postgres\n    via: {via}\n"
+        "    source_config: {connection_env_prefix: LEG, schema: enterprise, table: plans}\n"
+        "    primary_key: 年金计划号\n"))
+    env = legacy_pg.env("LEG")
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    result = cli("--config", str(config), "sync", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "年金计划: inserted 1, updated 0" in result.stdout
+    assert sample_db.execute(f'SELECT "计划全称", "计划状态" FROM {PLAN} WHERE "年金计划号" = %s',
+                             ["P70001"]).fetchone() == ("按名同步", "正常")
