@@ -348,7 +348,8 @@ class Bench:
         _, config = self.configs["row"]
         label = f"staging ({verify or 'auto'})"
         with TimedConnection.connect(self.dsn, autocommit=True) as conn:
-            loader = Loader(conn, config, self.domain, self.csv_path, Options(verify=verify))
+            loader = Loader(conn, config, self.domain, self.csv_path,
+                            Options(verify=verify, force=True))  # the same file each round
             conn.__dict__["timings"] = []
             started = time.perf_counter()
             result = loader.run(progress=False)
@@ -382,7 +383,7 @@ class Bench:
             }
             for name, value in settings.items():
                 conn.execute("SELECT set_config(%s, %s, false)", [name, value])
-            loader = Loader(conn, config, self.domain, self.csv_path, Options())
+            loader = Loader(conn, config, self.domain, self.csv_path, Options(force=True))  # the same file each round
             notices.clear()
             started = time.perf_counter()
             loader.run(progress=False)
@@ -467,7 +468,7 @@ class Bench:
         self.configure("row")
         config_path, _ = self.configs["row"]
         cmd = [str(PROJECT_ROOT / "bin" / "refdata"), "--config", str(config_path), "--db", self.dsn,
-               "load", self.domain, str(path)]
+               "load", self.domain, str(path), "--force"]
         rss = self.workdir / "maxrss"
         with tempfile.TemporaryFile() as out:
             started = time.perf_counter()

@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--rejects", metavar="FILE", help="write bad rows with their reason here and load the rest")
     ld.add_argument("--verify", choices=["auto", "set-based", "per-row"],
                     help="how the fact table's foreign keys are checked (default: the domain's verify, else auto)")
+    ld.add_argument("--force", action="store_true", help="load a file again that this domain has loaded before")
     sy = sub.add_parser("sync", help="sync authoritative reference data from the sources of reference_sync.yml")
     sy.add_argument("tables", nargs="*", metavar="TABLE", help="names of tables in the sync config (default: all)")
     sy.add_argument("--via", choices=["fdw", "client"], help="only the tables of this path")
@@ -238,7 +239,7 @@ def cmd_load(args) -> int:
 
     path, config = _config(args)
     options = Options(args.delimiter, args.encoding, args.null, Path(args.rejects) if args.rejects else None,
-                      args.verify)
+                      args.verify, force=args.force)
     with connect(resolve_dsn(args.db)) as conn:
         loader = Loader(conn, config, args.domain, Path(args.file), options)
         result = loader.run(progress=sys.stderr.isatty())

@@ -46,6 +46,7 @@ class Options:
     null: str = ""
     rejects: Path | None = None
     verify: str | None = None  # auto | set-based | per-row; None: the domain's config
+    force: bool = False  # load a file again that this domain has loaded before
 
 
 @dataclass
@@ -285,7 +286,7 @@ class Loader:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
         return {"name": str(self.path), "size": self.path.stat().st_size, "sha256": digest.hexdigest(),
-                "path": f"staging ({parsed_by})", "started": started_at.isoformat()}
+                "path": f"staging ({parsed_by})", "started": started_at.isoformat(), "force": self.options.force}
 
     def _server_parses(self) -> bool:
         """Whether the file can go to COPY as it is: the server's CSV parser is

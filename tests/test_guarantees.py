@@ -186,3 +186,28 @@ def test_server_restart_during_a_load_is_one_line_and_the_rerun_completes(tmp_pa
             assert conn.execute("SELECT count(*) FROM plan").fetchone() == (5001,)
     finally:
         cluster.stop()
+
+
+def test_the_same_file_is_loaded_once_unless_forced(db, cli, write_config, tmp_path):
+    db.execute("CREATE TABLE plan (code text PRIMARY KEY, name text);"
+               "CREATE TABLE fact (n int NOT NULL, plan_code text REFERENCES plan, plan_name text)")
+    config = apply_config(cli, write_config, CONFIG.format(mode="row"))
+    data = tmp_path / "facts.csv"
+    data.write_text("n,plan_code,plan_name\n1,P1,one\n2,P2,two\n", encoding="utf-8")
+    assert cli("--config", str(config), "load", "facts", str(data)).returncode == 0
+    run_id = db.execute("SELECT id FROM refdata.load_run").fetchone()[0]
+    again = cli("--config", str(config), "load", "facts", str(data))
+    assert again.returncode == 2
+    [line] = again.stderr.splitlines()
+    assert line.startswith(f"refdata: error: {data}: the same file (sha256 ")
+    assert f"was loaded into domain facts already: {data} at " in line
+    assert line.endswith(f"(refdata.load_run id {run_id}); use --force to load it again; nothing was loaded")
+    assert db.execute("SELECT count(*) FROM fact").fetchone() == (2,)
+    # the same content under another name is the same file
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(data.read_bytes())
+    assert cli("--config", str(config), "load", "facts", str(copy)).returncode == 2
+    forced = cli("--config", str(config), "load", "facts", str(data), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert db.execute("SELECT count(*) FROM fact").fetchone() == (4,)
+    assert db.execute("SELECT count(*) FROM refdata.load_run").fetchone() == (2,)

@@ -473,7 +473,7 @@ def test_utf8_bom_is_skipped(sample, cli, tmp_path):
     assert cli("apply").returncode == 0
     path = tmp_path / "bom.csv"
     path.write_bytes(b"\xef\xbb\xbf" + ("月度,计划代码,计划名称\n2025-11-01,PB1,带BOM\n").encode())
-    for extra in ([], ["--null", "NULLX"]):  # the server's parser and Python's
+    for extra in ([], ["--null", "NULLX", "--force"]):  # the server's parser and Python's
         result = cli("load", "annuity_performance", str(path), *extra)
         assert result.returncode == 0, result.stderr
         assert "loaded 1 fact rows" in result.stdout
@@ -485,7 +485,7 @@ def test_gb18030_input_beyond_gbk(sample, cli, tmp_path):
     assert cli("apply").returncode == 0
     name = "计划𠀀€"  # U+20000 has no GBK code: GB18030 only
     path = _csv(tmp_path, "gb.csv", ["月度,计划代码,计划名称", f"2025-11-01,PG18,{name}"], encoding="gb18030")
-    for extra in ([], ["--null", "NULLX"]):
+    for extra in ([], ["--null", "NULLX", "--force"]):
         sample.execute('DELETE FROM business."规模明细"')
         sample.commit()
         result = cli("load", "annuity_performance", str(path), "--encoding", "gb18030", *extra)
@@ -604,7 +604,7 @@ def test_load_retries_after_a_deadlock(sample, cli, db, dsn, tmp_path):
 def test_progress_line_on_a_terminal(sample, cli, cli_process, tmp_path):
     assert cli("apply").returncode == 0
     path = _csv(tmp_path, "f.csv", ["月度,计划代码"] + [f"2025-11-01,PP{i % 7}" for i in range(2500)])
-    for extra in ([], ["--null", "NULLX"]):  # the server's parser and Python's
+    for extra in ([], ["--null", "NULLX", "--force"]):  # the server's parser and Python's
         controller, terminal = os.openpty()
         try:
             proc = cli_process("load", "annuity_performance", str(path), *extra, stderr=terminal,
@@ -628,5 +628,5 @@ def test_progress_line_on_a_terminal(sample, cli, cli_process, tmp_path):
         assert "2,500 rows staged; deriving parents and inserting facts ..." in text
         assert text.endswith("\r\x1b[K")  # and the line is gone when the summary is printed
     # not on a terminal: nothing but the summary
-    quiet = cli_process("load", "annuity_performance", str(path))
+    quiet = cli_process("load", "annuity_performance", str(path), "--force")
     assert quiet.returncode == 0 and quiet.stderr == ""

@@ -122,7 +122,7 @@ def _load(db, config, path: Path, python: bool):
     db.execute("TRUNCATE fact; TRUNCATE parent")
     db.autocommit = False
     try:
-        loader = Loader(db, config, "d", path, Options())
+        loader = Loader(db, config, "d", path, Options(force=True))
         loader.python_path = python
         loader.run(progress=False)
     except InputError as e:
