@@ -48,7 +48,8 @@ def test_load_records_file_rows_path_and_pre_load_coverage(sample_db, cli, tmp_p
     assert fks["fk_product_line"] == {"keys_seen": 0, "authoritative": 0, "auto_derived": 0, "derived_now": 0}
 
     # --rejects reads the file in Python: the path says so
-    assert cli("load", "annuity_performance", str(data), "--rejects", str(tmp_path / "bad.csv")).returncode == 0
+    assert cli("load", "annuity_performance", str(data), "--rejects", str(tmp_path / "bad.csv"),
+               "--force").returncode == 0
     second = runs(sample_db)[1]
     assert second[6] == "staging (python, rejects)"
     assert second[7]["fk_plan"] == {"keys_seen": 3, "authoritative": 1, "auto_derived": 2, "derived_now": 0}
