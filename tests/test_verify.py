@@ -53,7 +53,7 @@ def test_load_verifies_set_based_and_says_so(sample, cli, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "loaded 2 fact rows" in result.stdout
     assert "foreign keys verified set-based" in result.stdout
-    per_row = cli("load", "annuity_performance", str(path), "--verify", "per-row")
+    per_row = cli("load", "annuity_performance", str(path), "--verify", "per-row", "--force")
     assert per_row.returncode == 0, per_row.stderr
     assert "foreign keys checked per row (asked for with verify: per-row)" in per_row.stdout
     assert sample.execute(f"SELECT count(*) FROM {FACT}").fetchone()[0] == 4
@@ -90,7 +90,7 @@ def test_user_trigger_falls_back_and_still_fires(sample_db, cli, tmp_path):
     assert f'foreign keys checked per row (trigger audit on {FACT} would not fire)' in result.stdout
     assert sample_db.execute("SELECT count(*) FROM business.audit").fetchone()[0] == 1
 
-    refused = cli("load", "annuity_performance", str(path), "--verify", "set-based")
+    refused = cli("load", "annuity_performance", str(path), "--verify", "set-based", "--force")
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines() == [
         f"refdata: error: load of {path} failed: cannot verify foreign keys set-based: "
@@ -99,7 +99,7 @@ def test_user_trigger_falls_back_and_still_fires(sample_db, cli, tmp_path):
     assert sample_db.execute(f"SELECT count(*) FROM {FACT}").fetchone()[0] == 1
 
     sample_db.execute(f"ALTER TABLE {FACT} DISABLE TRIGGER audit")
-    assert "verified set-based" in cli("load", "annuity_performance", str(path)).stdout
+    assert "verified set-based" in cli("load", "annuity_performance", str(path), "--force").stdout
 
 
 def test_rule_falls_back(sample_db, cli, tmp_path):
@@ -457,7 +457,7 @@ def test_fact_rights_apply_through_refdata_load(loader, db, cli, write_config, t
     assert result.returncode == 0, result.stderr
     assert ("verified set-based" if may_set else "may not set session_replication_role") in result.stdout
     if not may_set:
-        refused = cli("--config", config, "load", "rights", str(mine), "--verify", "set-based", db=role_dsn)
+        refused = cli("--config", config, "load", "rights", str(mine), "--verify", "set-based", "--force", db=role_dsn)
         assert refused.returncode == 1
         assert "cannot verify foreign keys set-based: the loading role may not set session_replication_role" in refused.stderr
 
@@ -470,7 +470,7 @@ def test_domain_verify_key_chooses_the_path_and_the_option_overrides_it(db, cli,
     result = cli("--config", str(config), "load", "race", str(path))
     assert result.returncode == 0, result.stderr
     assert "foreign keys checked per row (asked for with verify: per-row)" in result.stdout
-    result = cli("--config", str(config), "load", "race", str(path), "--verify", "set-based")
+    result = cli("--config", str(config), "load", "race", str(path), "--verify", "set-based", "--force")
     assert result.returncode == 0, result.stderr
     assert "foreign keys verified set-based" in result.stdout
     bad = write_config(RACE_CONFIG.replace("    fact_table: f\n", "    fact_table: f\n    verify: sometimes\n"),
