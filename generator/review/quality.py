@@ -69,6 +69,19 @@ def activity(conn: psycopg.Connection) -> list[tuple]:
         ORDER BY 1, 2, 3""")
 
 
+def unreferenced(conn: psycopg.Connection) -> list[tuple]:
+    """(reference table, rows) of rows awaiting review that no fact row names:
+    parents derived for a row that was then not inserted (row mode and INSERT
+    ... ON CONFLICT DO NOTHING), or whose facts were deleted since."""
+    return _query(conn, """
+        SELECT n.nspname || '.' || c.relname, count(*)
+        FROM refdata.pending_review AS v
+        JOIN pg_catalog.pg_class AS c ON c.oid = v.reference_table
+        JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+        WHERE v.fact_rows = 0
+        GROUP BY 1 ORDER BY 1""")
+
+
 def breaches(config: Config, rows: list[tuple]) -> list[Breach]:
     out = []
     for schema, table, label, total, _auth, derived, pending, ratio, *_ in rows:
