@@ -55,7 +55,7 @@ def database_rows(t: SyncTable, conn: Connection, schema: str, since: datetime |
                 cur.execute(query, args)
             except Exception as e:
                 raise RefdataError(conn.scrub(f"{_first_line(e)}")) from None
-            yield columns, _batches(cur, batch_size)
+            yield columns, _batches(cur, batch_size, conn)
             cur.close()
     else:
         import psycopg
@@ -72,7 +72,7 @@ def database_rows(t: SyncTable, conn: Connection, schema: str, since: datetime |
                     cur.execute(query, args)
                 except psycopg.Error as e:
                     raise RefdataError(conn.scrub(_first_line(e))) from None
-                yield columns, _batches(cur, batch_size)
+                yield columns, _batches(cur, batch_size, conn)
                 cur.close()
 
 
@@ -89,9 +89,12 @@ def _source_columns(t: SyncTable, conn: Connection, schema: str) -> list[str]:
         return [d.name for d in cur.description]
 
 
-def _batches(cur, size: int) -> Iterator[list[tuple]]:
+def _batches(cur, size: int, conn: Connection) -> Iterator[list[tuple]]:
     while True:
-        rows = cur.fetchmany(size)
+        try:
+            rows = cur.fetchmany(size)
+        except Exception as e:  # noqa: BLE001 - whatever the driver raises when the source goes away mid-read
+            raise SourceUnreachable(conn.scrub(f"lost the source while reading it: {_first_line(e)}")) from None
         if not rows:
             return
         yield rows
