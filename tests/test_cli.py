@@ -122,3 +122,23 @@ def test_embedded_cluster_restarts_and_demo_stays_private(cli, embedded, tmp_pat
         assert cli("db", "stop", db=None, env=env).returncode == 0
         result = cli(*args, db=None, env=env_embedded)
         assert result.returncode == 0, (args, result.stderr)
+
+
+@pytest.mark.parametrize("command", ["validate", "render"])
+def test_a_reader_that_stops_early_is_not_an_error(command):
+    """`refdata validate | head -1`, `| grep -q`, quitting `less`: the pipe closes before
+    the output is written; no BrokenPipeError, exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("REFDATA_DB", "DATABASE_URL", "REFDATA_CONFIG")}
+    env["REFDATA_HOME"] = "/nonexistent/refdata-home"
+    proc = subprocess.Popen([sys.executable, "-m", "generator.cli", command], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait() == 0, stderr
+    assert stderr == ""

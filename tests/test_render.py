@@ -306,3 +306,42 @@ def test_psql_applies_awkward_identifiers_like_refdata_apply(db, dsn, second_db,
     assert db.execute(
         '''SELECT "Plan Key", "Full ""Name""", "_source" FROM "My ""Schema"""."Plan ""Table""" ORDER BY 1'''
     ).fetchall() == [("K1", "it's :x \\ %s $$ $refdata$", "auto_derived"), ("K2", "named", "auto_derived")]
+
+
+def test_render_to_a_directory_again_replaces_what_it_wrote(cli, tmp_path, write_config):
+    out = tmp_path / "sql_out"
+    first = cli("--config", str(SAMPLE_CONFIG), "render", "-o", str(out), db=None)
+    assert first.returncode == 0, first.stderr
+    before = sorted(p.name for p in out.iterdir())
+    # A smaller config: fewer objects, so stale numbered files would remain.
+    text = SAMPLE_CONFIG.read_text(encoding="utf-8")
+    smaller = write_config(text.split("      - name: fk_portfolio")[0])
+    second = cli("--config", str(smaller), "render", "-o", str(out), db=None)
+    assert second.returncode == 0, second.stderr
+    after = sorted(p.name for p in out.iterdir())
+    assert len(after) < len(before)
+    listed = [line[4:] for line in (out / "apply.sql").read_text(encoding="utf-8").splitlines()
+              if line.startswith("\\ir ")]
+    assert sorted(listed + ["apply.sql"]) == after, "every file in the folder is one apply.sql runs"
+
+
+@pytest.mark.parametrize("foreign", ["MANIFEST", "apply.sql"])
+def test_render_refuses_a_directory_holding_files_it_did_not_write(cli, tmp_path, foreign):
+    out = tmp_path / "sql_out"
+    out.mkdir()
+    (out / foreign).write_text("mine\n", encoding="utf-8")
+    result = cli("--config", str(SAMPLE_CONFIG), "render", "-o", str(out), db=None)
+    assert result.returncode == 2
+    assert result.stderr == (f"refdata: error: {out}: holds files refdata did not write ({foreign}); "
+                             "render into an empty or new folder\n")
+    assert sorted(p.name for p in out.iterdir()) == [foreign]
+    assert (out / foreign).read_text(encoding="utf-8") == "mine\n"
+
+
+def test_render_refuses_a_foreign_file_beside_its_own(cli, tmp_path):
+    out = tmp_path / "sql_out"
+    assert cli("--config", str(SAMPLE_CONFIG), "render", "-o", str(out), db=None).returncode == 0
+    (out / "manifest.json").write_text("{}", encoding="utf-8")
+    result = cli("--config", str(SAMPLE_CONFIG), "render", "-o", str(out), db=None)
+    assert result.returncode == 2
+    assert "holds files refdata did not write (manifest.json)" in result.stderr
