@@ -63,6 +63,7 @@ class Catalog:
     def __init__(self, conn: psycopg.Connection):
         self.conn = conn
         self._tables: dict[tuple[str, str], Table] = {}
+        self._all_tables: list[tuple[str, str]] | None = None
 
     def table(self, schema: str, name: str) -> Table:
         key = (schema, name)
@@ -75,6 +76,22 @@ class Catalog:
                 t.columns = {c["name"]: c for c in cur.execute(query("columns"), {"oid": t.oid})}
             self._tables[key] = t
         return self._tables[key]
+
+    def table_hint(self, schema: str, name: str) -> str:
+        """' (did you mean "s"."t"?)' for a table that does not exist: a close
+        name in the same schema, else the same or a close name in another."""
+        if self._all_tables is None:
+            self._all_tables = [tuple(r) for r in self.conn.execute(query("tables"))]
+        same = [t for s, t in self._all_tables if s == schema]
+        hint = difflib.get_close_matches(name, same, n=1, cutoff=0.5)
+        if hint:
+            return f" (did you mean {qualified(schema, hint[0])}?)"
+        elsewhere = [s for s, t in self._all_tables if t == name]
+        if elsewhere:
+            return f" (did you mean {qualified(elsewhere[0], name)}?)"
+        labels = {f"{s}.{t}": (s, t) for s, t in self._all_tables}
+        hint = difflib.get_close_matches(f"{schema}.{name}", list(labels), n=1, cutoff=0.6)
+        return f" (did you mean {qualified(*labels[hint[0]])}?)" if hint else ""
 
     def unique_keys(self, t: Table) -> list[list[str]]:
         return [row[1] for row in self.conn.execute(query("unique_keys"), {"oid": t.oid})]
@@ -149,7 +166,12 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
     fact = catalog.table(domain.fact_schema, domain.fact_table_for(name))
     if fact.oid is None or fact.kind not in ("r", "p"):
         what = "does not exist" if fact.oid is None else "is not a table"
-        hint = "" if domain.fact_table else " (fact_table is not set; it defaults to the domain name)"
+        if fact.oid is not None:
+            hint = ""
+        elif domain.fact_table:
+            hint = catalog.table_hint(fact.schema, fact.name)
+        else:
+            hint = " (fact_table is not set; it defaults to the domain name)"
         report.errors.append(f"domain {name}: fact table {fact.label} {what}{hint}")
         return
     order = processing_order(name, domain)
@@ -180,7 +202,8 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
         parent = catalog.table(fk.target_schema, fk.target_table)
         if parent.oid is None or parent.kind not in ("r", "p"):
             what = "does not exist" if parent.oid is None else "is not a table"
-            report.errors.append(f"{place}: target table {parent.label} {what}")
+            hint = catalog.table_hint(parent.schema, parent.name) if parent.oid is None else ""
+            report.errors.append(f"{place}: target table {parent.label} {what}{hint}")
             continue
 
         for col in fk.sources:

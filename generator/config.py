@@ -47,6 +47,15 @@ KNOWN_MAJOR_VERSION = "1"
 Scalar = Union[str, int, float, bool, None]
 
 
+class PlaceError(ValueError):
+    """A model check's error that belongs to a field below the model
+    (`loc`, relative to it), so the message names that field's line."""
+
+    def __init__(self, message: str, loc: tuple):
+        super().__init__(message)
+        self.loc = loc
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -318,9 +327,9 @@ class Domain(Model):
     @model_validator(mode="after")
     def _check(self):
         seen: set[str] = set()
-        for fk in self.foreign_keys:
+        for i, fk in enumerate(self.foreign_keys):
             if fk.name in seen:
-                raise ValueError(f"foreign key {fk.name}: duplicate name")
+                raise PlaceError(f"name {fk.name} is used twice in this domain", ("foreign_keys", i, "name"))
             seen.add(fk.name)
         targets: dict[tuple[str, str], ForeignKey] = {}
         for fk in self.foreign_keys:
@@ -331,12 +340,15 @@ class Domain(Model):
                     f"foreign key {fk.name}: mode fill_null_only cannot share target table "
                     f"{fk.target_schema}.{fk.target_table} with foreign key {other.name}"
                 )
-        for fk in self.foreign_keys:
-            for dep in fk.depends_on:
+        for i, fk in enumerate(self.foreign_keys):
+            for j, dep in enumerate(fk.depends_on):
+                at = ("foreign_keys", i, "depends_on", j)
                 if dep not in seen:
-                    raise ValueError(f"foreign key {fk.name}: depends_on names unknown foreign key {dep!r}")
+                    hint = difflib.get_close_matches(dep, sorted(seen - {fk.name}), n=1, cutoff=0.5)
+                    maybe = f" (did you mean {hint[0]}?)" if hint else ""
+                    raise PlaceError(f"depends_on names unknown foreign key {dep!r}{maybe}", at)
                 if dep == fk.name:
-                    raise ValueError(f"foreign key {fk.name}: depends_on names itself")
+                    raise PlaceError("depends_on names the foreign key itself", at)
         return self
 
     def fact_table_for(self, domain: str) -> str:
@@ -479,13 +491,35 @@ def load_config(path: Path) -> Config:
 
 
 def _read(path: Path) -> Document:
+    """A config file is UTF-8, as YAML is; a file saved in a Chinese Windows
+    encoding gets a line saying which one it reads as and how to convert it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read config: {e}") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read config: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        legacy = chinese_encoding(raw)
+        hint = (f"; it reads as {legacy.upper()}: convert it with iconv -f {legacy} -t utf-8"
+                if legacy else "")
+        raise InputError(f"{path}:{line}: config is not UTF-8 (byte 0x{raw[e.start]:02x}){hint}") from None
     return parse_document(text, str(path))
+
+
+def chinese_encoding(raw: bytes) -> str | None:
+    """gbk or gb18030 when bytes that are not UTF-8 decode as that (Excel and
+    Notepad on Chinese Windows write these), else None."""
+    for encoding in ("gbk", "gb18030"):
+        try:
+            raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        return encoding
+    return None
 
 
 def parse_document(text: str, source: str) -> Document:
@@ -563,11 +597,7 @@ def build_config(sources: Document | None, fks: Document | None) -> Config:
     try:
         config = Config.model_validate({**settings, "domains": domains})
     except ValidationError as e:
-        errors = e.errors()
-        # A misspelt field also makes the real one "missing": name the misspelling.
-        # Of a union's failed branches, the one that says what is wrong with the value.
-        first = next((err for err in errors if err["type"] == "extra_forbidden"), None) or next(
-            (err for err in errors if err["type"] == "value_error"), errors[0])
+        first = _first(e.errors())
         loc = list(first["loc"])
         doc = fks if fks and loc[0] in fks.data else sources or fks
         if loc[:1] == ["domains"] and len(loc) > 1 and loc[1] in origin:
@@ -602,7 +632,7 @@ def _domains(doc: Document | None) -> dict:
     if domains is None:
         raise InputError(f"{doc.source}: expected a mapping with a 'domains' key")
     if not isinstance(domains, dict):
-        raise InputError(f"{doc.line(['domains'])}: field domains: Input should be a valid dictionary")
+        raise InputError(f"{doc.line(['domains'])}: field domains: must be a mapping (field: value), not {_kind(domains)}")
     return domains
 
 
@@ -639,6 +669,79 @@ def _deep_merge(base, over):
     return out
 
 
+def _first(errors: list[dict]) -> dict:
+    """The error that says what is wrong: a misspelt field (it also makes the
+    real one "missing"), a check's own message, else of a union's failed
+    branches the one that got deepest into the value."""
+    first = next((err for err in errors if err["type"] == "extra_forbidden"), None) or next(
+        (err for err in errors if err["type"] == "value_error"), None)
+    if first:
+        return first
+    first = errors[0]
+    base = [p for p in first["loc"] if not _is_tag(p)]
+    same = [e for e in errors if [p for p in e["loc"] if not _is_tag(p)][:len(base)] == base]
+    return max(same, key=lambda e: len(e["loc"]))
+
+
+def _is_tag(p) -> bool:
+    # pydantic adds union member tags (e.g. 'str', 'list[str]') to the path
+    return isinstance(p, str) and ("[" in p or p in ("str", "int", "float", "bool"))
+
+
+def _kind(value) -> str:
+    """What a YAML value is, in the user's words."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return f"the number {value} (quote it to make it text)"
+    if isinstance(value, str):
+        return f"text {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _field_names() -> list[str]:
+    return sorted({f for m in (Config, Domain, ForeignKey, BackfillColumn) for f in m.model_fields})
+
+
+def _plain(err: dict) -> str:
+    """pydantic's error as a plain message: no pydantic wording reaches users."""
+    kind, loc, value = err["type"], err["loc"], err.get("input")
+    tagged = any(_is_tag(p) for p in loc)
+    name = next((p for p in reversed(loc) if isinstance(p, str) and not _is_tag(p)), "")
+    if kind == "value_error":
+        return err["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        hint = difflib.get_close_matches(str(loc[-1]), _field_names(), n=1, cutoff=0.6)
+        return f"unknown field {loc[-1]!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+    if kind == "missing":
+        return f"missing required field {loc[-1]!r}"
+    if kind == "too_short":
+        return f"{name} is empty; list at least one" if name else "is empty; list at least one"
+    if kind == "literal_error":
+        return f"must be {err.get('ctx', {}).get('expected', 'one of the documented values')}, not {_kind(value)}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"must be true or false, not {_kind(value)}"
+    if kind in ("int_type", "int_parsing", "float_type", "float_parsing"):
+        return f"must be a number, not {_kind(value)}"
+    if kind == "string_type" and tagged and name in ("source_column", "target_key"):
+        return f"must be a column name or a list of column names, not {_kind(value)}"
+    if kind == "string_type" and tagged:
+        return f"must be one value (text, a number, true/false or null), not {_kind(value)}"
+    if kind == "string_type":
+        return f"must be text, not {_kind(value)}"
+    if kind == "list_type":
+        return f"must be a list ([a, b]), not {_kind(value)}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"must be a mapping (field: value), not {_kind(value)}"
+    return f"is not valid here: {_kind(value)}"
+
+
 def _duplicate_key(node) -> str | None:
     """'line: duplicate key ...' for the first key a YAML mapping repeats (YAML
     would keep the last one silently), else None."""
@@ -666,13 +769,11 @@ def _duplicate_key(node) -> str | None:
 def _describe(err: dict, data, node, source: str) -> str:
     """One line: file:line: domain D, foreign key F: field: message."""
     loc = list(err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = f"unknown field {loc[-1]!r}"
-    elif err["type"] == "missing":
-        msg = f"missing required field {loc[-1]!r}"
-    # pydantic adds union member tags (e.g. 'str', 'list[str]') to the path
-    loc = [p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("str", "int", "float", "bool")))]
+    msg = _plain(err)
+    placed = (err.get("ctx") or {}).get("error")
+    if isinstance(placed, PlaceError):
+        loc += list(placed.loc)
+    loc = [p for p in loc if not _is_tag(p)]
     place: list[str] = []
     field: list[str] = []
     cursor = data
@@ -694,7 +795,7 @@ def _describe(err: dict, data, node, source: str) -> str:
     where = f"{source}:{line}" if line else source
     parts = [where] + ([", ".join(place)] if place else [])
     fieldtext = "".join(field)
-    if fieldtext and err["type"] not in ("extra_forbidden",) and not msg.startswith(fieldtext):
+    if fieldtext and err["type"] not in ("extra_forbidden", "missing") and not msg.startswith(re.split(r"[.\[]", fieldtext)[0]):
         parts.append(f"field {fieldtext}")
     return printable(": ".join(parts + [msg]))
 

@@ -27,7 +27,7 @@ from typing import Iterator
 import psycopg
 
 from .catalog import Catalog
-from .config import Config
+from .config import Config, chinese_encoding
 from .errors import InputError, RefdataError
 from .names import ident, object_name
 from .render import refdata_name, stage_table
@@ -94,6 +94,9 @@ def records(path: Path, options: Options) -> Iterator[tuple[int, list[str], BadR
                     text = raw.decode(options.encoding, errors="replace")
                     if state["bad"] is None:
                         reason = f"not valid {options.encoding}: byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line"
+                        legacy = chinese_encoding(raw) if codecs.lookup(options.encoding).name == "utf-8" else None
+                        if legacy:
+                            reason += f"; the file reads as {legacy.upper()}: load it with --encoding {legacy}"
                         state["bad"] = BadRow(number, None, reason, text=text)
                 # the record's own text: whether a field was quoted is not in what csv gives back
                 state["text"].append(text)

@@ -142,7 +142,7 @@ def test_optional_column_missing_in_fact_table_is_a_warning(cli, sample_db, writ
 
 def test_missing_fact_table(cli, sample_db, write_config):
     path = write_config(fk_config(PLAN_OK, fact="fact_schema: business\n    fact_table: 规模明细表"))
-    refused(cli, sample_db, path, 'domain annuity_performance: fact table "business"."规模明细表" does not exist')
+    refused(cli, sample_db, path, 'domain annuity_performance: fact table "business"."规模明细表" does not exist (did you mean "business"."规模明细"?)')
 
 
 def test_missing_fact_table_when_it_defaults_to_the_domain_name(cli, sample_db, write_config):
@@ -175,7 +175,7 @@ def test_missing_parent_table(cli, sample_db, write_config):
     )
     refused(
         cli, sample_db, path,
-        'domain annuity_performance, foreign key fk_product_line: target table "mapping"."产品线表" does not exist',
+        'domain annuity_performance, foreign key fk_product_line: target table "mapping"."产品线表" does not exist (did you mean "mapping"."产品线"?)',
     )
 
 
@@ -466,7 +466,7 @@ def test_every_problem_is_reported_one_line_each(cli, sample_db, write_config):
         'column "计划状态" of "mapping"."年金计划" is NOT NULL without a default; '
         "map it (backfill_columns/derive_columns) or give it a value in defaults",
         f"refdata: error: {path}: domain annuity_performance, foreign key fk_product_line: "
-        'target table "mapping"."产品线表" does not exist',
+        'target table "mapping"."产品线表" does not exist (did you mean "mapping"."产品线"?)',
     ]
     assert not refdata_exists(sample_db)
 

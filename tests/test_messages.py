@@ -1,0 +1,157 @@
+"""Messages users read: every config mistake in plain words at its line, and
+files in a Chinese Windows encoding named as such."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from generator.config import parse_config
+from generator.errors import InputError
+
+FK = "{name: fk_a, source_column: a, target_table: t, target_key: a%s}"
+PYDANTIC_WORDING = ("Input should", "should have", "after validation", "valid dictionary", "instance of",
+                    "unable to interpret", "Value error", "type=", "pydantic")
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(InputError) as e:
+        parse_config(textwrap.dedent(text), "cfg.yml")
+    return str(e.value)
+
+
+def one_fk(extra: str) -> str:
+    return f"domains:\n  d:\n    foreign_keys:\n      - {FK % extra}\n"
+
+
+# Every pydantic error type the config can trigger, with the plain message it becomes.
+CASES = {
+    "domains as a list": ("domains: []\n", "cfg.yml:1: field domains: must be a mapping (field: value), not a list"),
+    "domain as text": ("domains:\n  d: x\n", "cfg.yml:2: domain d: must be a mapping (field: value), not text 'x'"),
+    "no foreign keys": ("domains:\n  d:\n    foreign_keys: []\n", "cfg.yml:3: domain d: foreign_keys is empty; list at least one"),
+    "foreign key as text": ("domains:\n  d:\n    foreign_keys: [fk_a]\n",
+                            "cfg.yml:3: domain d, foreign key #1: must be a mapping (field: value), not text 'fk_a'"),
+    "literal": ("domains:\n  d:\n    trigger_mode: rows\n    foreign_keys: [" + FK % "" + "]\n",
+                "cfg.yml:3: domain d: field trigger_mode: must be 'row' or 'statement', not text 'rows'"),
+    "boolean": (one_fk(", skip_blank_values: perhaps"),
+                "cfg.yml:4: domain d, foreign key fk_a: field skip_blank_values: must be true or false, not text 'perhaps'"),
+    "number as name": ("domains:\n  d:\n    fact_table: 2024\n    foreign_keys: [" + FK % "" + "]\n",
+                       "cfg.yml:3: domain d: field fact_table: must be text, not the number 2024 (quote it to make it text)"),
+    "null name": (one_fk(", backfill_columns: [{source: x, target: null}]"),
+                  "cfg.yml:4: domain d, foreign key fk_a: field backfill_columns[0].target: must be text, not nothing (null)"),
+    "list expected": (one_fk(", depends_on: fk_b"),
+                      "cfg.yml:4: domain d, foreign key fk_a: field depends_on: must be a list ([a, b]), not text 'fk_b'"),
+    "mapping expected": (one_fk(", defaults: [x]"),
+                         "cfg.yml:4: domain d, foreign key fk_a: field defaults: must be a mapping (field: value), not a list"),
+    "key as a mapping": ("domains:\n  d:\n    foreign_keys:\n      - {name: fk_a, source_column: {a: 1}, target_table: t, target_key: a}\n",
+                         "cfg.yml:4: domain d, foreign key fk_a: field source_column: "
+                         "must be a column name or a list of column names, not a mapping"),
+    "number in a key list": ("domains:\n  d:\n    foreign_keys:\n      - {name: fk_a, source_column: [1], target_table: t, target_key: [a]}\n",
+                             "cfg.yml:4: domain d, foreign key fk_a: field source_column[0]: "
+                             "must be a column name or a list of column names, not the number 1 (quote it to make it text)"),
+    "default as a list": (one_fk(", defaults: {x: [1, 2]}"),
+                          "cfg.yml:4: domain d, foreign key fk_a: field defaults.x: "
+                          "must be one value (text, a number, true/false or null), not a list"),
+    "unknown field": (one_fk(", depend_on: [fk_b]"),
+                      "cfg.yml:4: domain d, foreign key fk_a: unknown field 'depend_on' (did you mean 'depends_on'?)"),
+    "missing field": ("domains:\n  d:\n    foreign_keys:\n      - {name: fk_a, source_column: a, target_key: a}\n",
+                      "cfg.yml:4: domain d, foreign key fk_a: missing required field 'target_table'"),
+}
+
+
+@pytest.mark.parametrize("text, expected", CASES.values(), ids=list(CASES))
+def test_config_errors_are_plain_words_at_their_line(text, expected):
+    message = error_of(text)
+    assert message == expected
+    assert not any(w in message for w in PYDANTIC_WORDING), message
+
+
+def test_unknown_depends_on_is_reported_at_the_depends_on_line():
+    message = error_of(
+        """\
+        domains:
+          d:
+            foreign_keys:
+              - name: fk_plan
+                source_column: a
+                target_table: t
+                target_key: a
+              - name: fk_portfolio
+                source_column: b
+                target_table: u
+                target_key: b
+                depends_on:
+                  - fk_plan
+                  - fk_plna
+        """
+    )
+    assert message == ("cfg.yml:14: domain d, foreign key fk_portfolio: "
+                       "depends_on names unknown foreign key 'fk_plna' (did you mean fk_plan?)")
+
+
+# -- encodings ---------------------------------------------------------------------
+
+
+CONFIG_TEXT = one_fk(", defaults: {计划名称: 待补充}")
+
+
+@pytest.mark.parametrize("encoding, text", [("gbk", CONFIG_TEXT), ("gb18030", CONFIG_TEXT + "# 𠀀\n")])
+def test_a_config_in_a_chinese_windows_encoding_says_which_and_how_to_convert(cli, tmp_path, encoding, text):
+    path = tmp_path / "cfg.yml"
+    path.write_bytes(text.encode(encoding))
+    result = cli("--config", str(path), "validate", db=None)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"refdata: error: {path}:4: config is not UTF-8 (byte 0x")
+    assert result.stderr.rstrip().endswith(
+        f"; it reads as {encoding.upper()}: convert it with iconv -f {encoding} -t utf-8")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_config_that_is_no_known_encoding_says_not_utf8(cli, tmp_path):
+    path = tmp_path / "cfg.yml"
+    path.write_bytes(b"domains:\n  d: \xff\xff\n")
+    result = cli("--config", str(path), "validate", db=None)
+    assert result.returncode == 2
+    assert result.stderr == f"refdata: error: {path}:2: config is not UTF-8 (byte 0xff)\n"
+
+
+def test_a_csv_in_gbk_loaded_as_utf8_suggests_the_encoding(sample, cli, tmp_path):
+    assert cli("apply").returncode == 0
+    path = tmp_path / "gbk.csv"
+    path.write_bytes("月度,计划代码,计划名称\n2025-11-01,PG1,国企年金计划\n".encode("gbk"))
+    result = cli("load", "annuity_performance", str(path))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"refdata: error: {path}:1: ")
+    assert result.stderr.rstrip().endswith("; the file reads as GBK: load it with --encoding gbk")
+    assert len(result.stderr.splitlines()) == 1
+    rejects = tmp_path / "rejects.csv"
+    body = tmp_path / "body.csv"
+    body.write_bytes("月度,计划代码\n".encode() + "2025-11-01,计划\n".encode("gb18030"))
+    result = cli("load", "annuity_performance", str(body), "--rejects", str(rejects))
+    assert "--encoding gbk" in rejects.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("schema, table, hint", [
+    ("mapping", "年金计划表", '"mapping"."年金计划"'),   # a close name in the same schema
+    ("public", "年金计划", '"mapping"."年金计划"'),      # the same name in another schema
+    ("mapp", "年金计划", '"mapping"."年金计划"'),        # a mistyped schema
+])
+def test_a_mistyped_table_gets_a_did_you_mean(cli, sample_db, write_config, schema, table, hint):
+    path = write_config(
+        "domains:\n  d:\n    fact_schema: business\n    fact_table: 规模明细\n    foreign_keys:\n"
+        f"      - {{name: fk_plan, source_column: 计划代码, target_schema: {schema}, target_table: {table}, "
+        "target_key: 年金计划号}\n")
+    result = cli("--config", str(path), "validate")
+    assert result.returncode == 2
+    assert f'target table "{schema}"."{table}" does not exist (did you mean {hint}?)' in result.stderr
+
+
+def test_a_mistyped_fact_table_gets_a_did_you_mean(cli, sample_db, write_config):
+    path = write_config(
+        "domains:\n  d:\n    fact_schema: busines\n    fact_table: 规模明细\n    foreign_keys:\n"
+        "      - {name: fk_plan, source_column: 计划代码, target_schema: mapping, target_table: 年金计划, "
+        "target_key: 年金计划号}\n")
+    result = cli("--config", str(path), "validate")
+    assert result.returncode == 2
+    assert 'fact table "busines"."规模明细" does not exist (did you mean "business"."规模明细"?)' in result.stderr
