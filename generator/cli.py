@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--cron", metavar="EXPR", help="cron expression (default: the sync config's schedule)")
     sc.add_argument("--remove", action="store_true", help="remove the pg_cron job")
     sc.add_argument("--sync-config", metavar="PATH", help=SYNC_CONFIG_HELP)
+    nm = sub.add_parser("names", help="list the names apply gives what it creates (load function, staging table, "
+                        "triggers, ...) as SQL writes them, for GRANTs and psql; needs no database")
+    nm.add_argument("domain", metavar="DOMAIN", nargs="?", help="only this domain")
     sub.add_parser("demo", help="build the sample schema in a fresh database refdata_demo (on the embedded cluster "
                    "unless --db is given; $REFDATA_DB, $DATABASE_URL and $REFDATA_CONFIG are not used), apply the "
                    "project's config, insert facts, show counts")
@@ -293,6 +296,20 @@ def cmd_schedule(args) -> int:
         print(schedule(dsn, expression))
     if any(t.effective_via == "client" for t in sync_config.tables):
         print(client_units(expression, dsn, path, sync_path), end="")
+def cmd_names(args) -> int:
+    from .render import generated_names
+
+    path, config = _config(args)
+    _orders(path, config)
+    if args.domain and args.domain not in config.domains:
+        raise InputError(f"{path}: domain {args.domain} is not in the config (known: {', '.join(config.domains)})")
+    for name, d in config.domains.items():
+        if args.domain in (None, name):
+            print(f"domain {name}")
+            names = generated_names(name, d)
+            width = max(len(what) for what, _ in names) + 1
+            for what, sql in names:
+                print(f"  {what + ':':<{width}} {sql}")
     return 0
 
 
@@ -405,6 +422,7 @@ COMMANDS = {
     "load": cmd_load,
     "sync": cmd_sync,
     "schedule": cmd_schedule,
+    "names": cmd_names,
     "demo": cmd_demo,
     "db": cmd_db,
     "status": cmd_status,

@@ -355,6 +355,33 @@ def stage_table(domain: str) -> str:
     return qualified("refdata_stage", object_name(domain))
 
 
+def generated_names(domain: str, d: Domain) -> list[tuple[str, str]]:
+    """(what, name as SQL writes it) of what apply creates for a domain that
+    users type: in GRANTs, in psql, in ALTER TABLE ... DISABLE TRIGGER."""
+    fact = fact_table(domain, d)
+    out = [
+        ("load function", refdata_name(domain, "load")),
+        ("staging table", stage_table(domain)),
+    ]
+    if d.trigger_mode == "row":
+        out += [("row trigger", f"{ident(object_name(domain, 'backfill'))} ON {fact}"),
+                ("its function", refdata_name(domain, "backfill"))]
+    else:
+        out += [("insert trigger", f"{ident(object_name(domain, 'backfill_insert'))} ON {fact}"),
+                ("update trigger", f"{ident(object_name(domain, 'backfill_update'))} ON {fact}"),
+                ("their function", refdata_name(domain, "backfill_set"))]
+    out.append(("run-time values", f"refdata.domain_param WHERE domain = {literal(domain)}"))
+    parents: set[str] = set()
+    for fk in processing_order(domain, d):
+        target = qualified(fk.target_schema, fk.target_table)
+        if target in parents:
+            continue  # another FK of the domain shares this parent table
+        parents.add(target)
+        out += [("review index", qualified(fk.target_schema, object_name(fk.target_table, "needs_review"))),
+                ("_source check", f"{ident(object_name(fk.target_table, 'source_check'))} ON {target}")]
+    return out
+
+
 def fact_table(domain: str, d: Domain) -> str:
     return qualified(d.fact_schema, d.fact_table_for(domain))
 

@@ -142,3 +142,56 @@ def test_a_reader_that_stops_early_is_not_an_error(command):
     stderr = proc.stderr.read().decode()
     assert proc.wait() == 0, stderr
     assert stderr == ""
+
+
+# -- names ---------------------------------------------------------------------------
+
+LONG = "d" * 60  # domain names this long give hashed object names
+
+
+def names_of(cli, path, *args) -> list[tuple[str, str]]:
+    result = cli("--config", str(path), "names", *args, db=None)
+    assert result.returncode == 0, result.stderr
+    return [tuple(p.strip() for p in line.split(": ", 1)) for line in result.stdout.splitlines()
+            if line.startswith("  ")]
+
+
+@pytest.mark.parametrize("mode", ["row", "statement"])
+def test_names_lists_what_apply_created_as_users_type_it(cli, sample_db, write_config, role, mode):
+    path = write_config(CONFIG.replace("facts:", f"{LONG}:").replace(
+        "fact_table: 规模明细", f"fact_table: 规模明细\n    trigger_mode: {mode}\n    defer_foreign_keys: true"))
+    assert cli("--config", str(path), "apply").returncode == 0
+    names = names_of(cli, path, LONG)
+    kinds = [k for k, _ in names]
+    assert kinds[:2] == ["load function", "staging table"]
+    assert any(len(sql.encode()) > 60 and "_" in sql for _, sql in names), "hashed names are shown"
+    q = sample_db.execute
+    for what, sql in names:
+        if what.endswith("function"):
+            assert q("SELECT to_regproc(%s)", [sql]).fetchone()[0] is not None, (what, sql)
+        elif what in ("staging table", "review index"):
+            assert q("SELECT to_regclass(%s)", [sql]).fetchone()[0] is not None, (what, sql)
+        elif what.endswith("trigger"):
+            name, table = sql.split(" ON ")
+            assert q("SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s",
+                     [table, name.strip('"')]).fetchone()[0] == 1, (what, sql)
+        elif what == "_source check":
+            name, table = sql.split(" ON ")
+            assert q("SELECT count(*) FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
+                     [table, name.strip('"')]).fetchone()[0] == 1, (what, sql)
+        elif what == "run-time values":
+            assert q(f"SELECT count(*) FROM {sql}").fetchone()[0] == 1
+        else:
+            raise AssertionError(f"untested kind {what}")
+    # The GRANT a user writes with the listed name works as written.
+    loader = role(f"loader_{mode}").info.user
+    load_function = dict(names)["load function"]
+    q(f"GRANT EXECUTE ON FUNCTION {load_function} TO {loader}")
+    assert q("SELECT has_function_privilege(%s, %s::regproc, 'EXECUTE')", [loader, load_function]).fetchone()[0]
+
+
+def test_names_of_an_unknown_domain_is_refused(cli, write_config):
+    path = write_config(CONFIG)
+    result = cli("--config", str(path), "names", "fact", db=None)
+    assert result.returncode == 2
+    assert result.stderr == f"refdata: error: {path}: domain fact is not in the config (known: facts)\n"
