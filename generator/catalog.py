@@ -93,6 +93,22 @@ class Catalog:
         hint = difflib.get_close_matches(f"{schema}.{name}", list(labels), n=1, cutoff=0.6)
         return f" (did you mean {qualified(*labels[hint[0]])}?)" if hint else ""
 
+    def stage_drift(self, domain: str, fact: Table) -> str | None:
+        """How the domain's staging table fell behind its fact table (an ALTER
+        TABLE since the last apply), as one phrase; None when in step or when
+        there is no staging table yet."""
+        stage = self.table("refdata_stage", object_name(domain))
+        if stage.oid is None or fact.oid is None:
+            return None
+        rows = self.conn.execute(query("stage_drift"), {"fact": fact.oid, "stage": stage.oid}).fetchall()
+        if not rows:
+            return None
+        said = {"missing": "added", "extra": "dropped", "type": "now {} (staged as {})"}
+        parts = [f'column "{name}" ' + said[problem].format(fact_type, stage_type)
+                 for name, problem, fact_type, stage_type in rows]
+        return (f"staging table {stage.label} is not in step with {fact.label} since the last apply: "
+                + "; ".join(parts))
+
     def unique_keys(self, t: Table) -> list[list[str]]:
         return [row[1] for row in self.conn.execute(query("unique_keys"), {"oid": t.oid})]
 
@@ -174,6 +190,9 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
             hint = " (fact_table is not set; it defaults to the domain name)"
         report.errors.append(f"domain {name}: fact table {fact.label} {what}{hint}")
         return
+    drift = catalog.stage_drift(name, fact)
+    if drift:
+        report.warnings.append(f"domain {name}: {drift}; refdata apply brings it in step")
     order = processing_order(name, domain)
     targets = {(fk.target_schema, fk.target_table): fk.name for fk in order}
     for col in fact.columns:

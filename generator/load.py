@@ -178,7 +178,11 @@ class Loader:
         if stage.oid is None:
             raise RefdataError(f"staging table {self.stage} does not exist; run refdata apply first")
         fact = catalog.table(self.d.fact_schema, self.d.fact_table_for(domain))
+        drift = catalog.stage_drift(domain, fact)
         conn.rollback()
+        if drift:
+            # The loader may not own the staging table; apply, which does, brings it in step.
+            raise RefdataError(f"{drift}; run refdata apply first")
         self.loadable = {c: info for c, info in stage.columns.items() if not c.startswith("_rd_")}
         # NOT NULL columns: a file must name those without a default, and no
         # column it names may be empty there (it is inserted as given).
