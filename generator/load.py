@@ -243,6 +243,9 @@ class Loader:
 
     def _attempt(self, progress: bool) -> Result:
         result = Result()
+        self.rejects: list[tuple] = []
+        # COPY of the file's bytes numbers staged rows by its identity, not by file line
+        self.server_staged = False
         started = time.monotonic()
         meter = Progress(progress)
         rows = records(self.path, self.options)
@@ -264,18 +267,16 @@ class Loader:
                 elif self._server_parses() and not self.python_path:
                     parsed_by = "server csv"
                     rows.close()
+                    self.server_staged = True
                     self._copy_file(columns, result, meter)
                 else:
                     parsed_by = "python"
                     self._copy_all(copy_sql, rows, columns, result, meter)
                 meter.done(result.rows)
-                self.conn.execute("SELECT set_config('refdata.load_file', %s, true)",
-                                  [json.dumps(self._file_record(parsed_by, started_at))])
-                row = self.conn.execute(
-                    f"SELECT facts, parents_derived, blank_keys, path, fallback FROM {self.function}(%s, %s)",
-                    [columns, self.options.verify],
-                ).fetchone()
-                result.facts, result.derived, result.blank_keys, result.path, result.fallback = row
+                self.file_record = json.dumps(self._file_record(parsed_by, started_at))
+                self._load_staged(columns, result)
+            if self.options.rejects:
+                self._write_rejects(self.rejects)
         except BadRow as bad:
             raise InputError(self._where(bad)) from None
         except UsePythonPath:
@@ -379,54 +380,144 @@ class Loader:
                 line = _nth_record_line(self.path, self.options, copy_line) if copy_line else None
                 raise BadRow(line, column, _reason(e)) from None
 
-    def _copy_with_rejects(self, copy_sql, rows, columns, result, meter) -> None:
+    def _record(self, raw) -> str:
+        buffer = io.StringIO()
+        csv.writer(buffer, delimiter=self.options.delimiter).writerow(raw or [])
+        return buffer.getvalue().rstrip("\r\n")
+
+    def _write_rejects(self, rejects: list[tuple]) -> None:
+        """The rejects file: rows that failed while reading (format, types) and
+        rows the fact table's constraints refused, together in file order."""
         with open(self.options.rejects, "w", encoding="utf-8", newline="") as out:
-            rejects = csv.writer(out)
-            rejects.writerow(["line", "column", "reason", "record"])
+            writer = csv.writer(out)
+            writer.writerow(["line", "column", "reason", "record"])
+            writer.writerows(sorted(rejects, key=lambda r: r[0]))
 
-            def reject(bad: BadRow, raw):
-                if bad.text is not None:
-                    record = bad.text.rstrip("\r\n")
-                else:
-                    buffer = io.StringIO()
-                    csv.writer(buffer, delimiter=self.options.delimiter).writerow(raw or [])
-                    record = buffer.getvalue().rstrip("\r\n")
-                rejects.writerow([bad.line, self._column_of(bad) or "", bad.reason, record])
-                result.rejected += 1
+    def _copy_with_rejects(self, copy_sql, rows, columns, result, meter) -> None:
+        def reject(bad: BadRow, raw):
+            record = bad.text.rstrip("\r\n") if bad.text is not None else self._record(raw)
+            self.rejects.append((bad.line, self._column_of(bad) or "", bad.reason, record))
+            result.rejected += 1
 
-            chunk: list[tuple[int, list, list]] = []
+        chunk: list[tuple[int, list, list]] = []
 
-            def flush():
-                pending = chunk[:]
-                chunk.clear()
-                while pending:
-                    try:
-                        with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(copy_sql) as cp:
-                            for line, values, _ in pending:
-                                cp.write_row(values + [line])
-                        result.rows += len(pending)
-                        return
-                    except psycopg.errors.DataError as e:
-                        copy_line, column = _copy_position(e)
-                        if not copy_line:
-                            raise
-                        line, _, raw = pending[copy_line - 1]
-                        reject(BadRow(line, column, _reason(e)), raw)
-                        del pending[copy_line - 1]
-
-            for line, fields, bad in rows:
-                if bad is not None:
-                    reject(bad, fields)
-                    continue
+        def flush():
+            pending = chunk[:]
+            chunk.clear()
+            while pending:
                 try:
-                    chunk.append((line, self._check(line, fields, columns), fields))
-                except BadRow as bad:
-                    reject(bad, fields)
-                    continue
-                meter.tick(result.rows + len(chunk))
-                if len(chunk) >= CHUNK_ROWS:
-                    flush()
-            flush()
+                    with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(copy_sql) as cp:
+                        for line, values, _ in pending:
+                            cp.write_row(values + [line])
+                    result.rows += len(pending)
+                    return
+                except psycopg.errors.DataError as e:
+                    copy_line, column = _copy_position(e)
+                    if not copy_line:
+                        raise
+                    line, _, raw = pending[copy_line - 1]
+                    reject(BadRow(line, column, _reason(e)), raw)
+                    del pending[copy_line - 1]
+
+        for line, fields, bad in rows:
+            if bad is not None:
+                reject(bad, fields)
+                continue
+            try:
+                chunk.append((line, self._check(line, fields, columns), fields))
+            except BadRow as bad:
+                reject(bad, fields)
+                continue
+            meter.tick(result.rows + len(chunk))
+            if len(chunk) >= CHUNK_ROWS:
+                flush()
+        flush()
+
+    # -- rows the fact table's constraints refuse ----------------------------------
+
+    def _load_staged(self, columns: list[str], result: Result) -> None:
+        """Call the load function on the staged batch. The common case is one
+        call. When a constraint of the fact table (FK, CHECK, NOT NULL, unique)
+        refuses a row, the batch is split in halves, in file order, until each
+        refusing row stands alone: with --rejects it goes to the rejects file
+        and the rest loads; without, the error names its line."""
+        try:
+            self._call(columns, result)
+            return
+        except psycopg.errors.IntegrityError as e:
+            refusal = e
+        try:
+            with self.conn.transaction():
+                self.conn.execute(
+                    f"CREATE TEMP TABLE rd_pending ON COMMIT DROP AS SELECT * FROM {self.stage} "
+                    "WHERE _rd_batch = txid_current()")
+                self.conn.execute(f"DELETE FROM {self.stage} WHERE _rd_batch = txid_current()")
+        except psycopg.errors.InsufficientPrivilege:
+            # Finding the row takes SELECT and DELETE on the staging table;
+            # without them the server's message is all there is.
+            raise refusal from None
+        first, last = self.conn.execute("SELECT min(_rd_line), max(_rd_line) FROM rd_pending").fetchone()
+        refused: dict[int, psycopg.errors.IntegrityError] = {}
+        mid = (first + last) // 2
+        self._bisect(columns, result, first, mid, refused)
+        self._bisect(columns, result, mid + 1, last, refused)
+        self.conn.execute("DROP TABLE rd_pending")
+        records = self._records_at(set(refused))
+        for line, e in sorted(refused.items()):
+            column, reason = _constraint_reason(e, self.d.fact_table_for(self.domain))
+            self.rejects.append((line, column, reason, records.get(line, "")))
+            result.rejected += 1
+
+    def _bisect(self, columns, result, lo: int, hi: int, refused: dict) -> None:
+        if lo > hi:
+            return
+        try:
+            with self.conn.transaction():
+                staged = self.conn.execute(
+                    f"INSERT INTO {self.stage} SELECT * FROM rd_pending WHERE _rd_line BETWEEN %s AND %s",
+                    [lo, hi]).rowcount
+                if staged:
+                    self._call(columns, result)
+            return
+        except psycopg.errors.IntegrityError as e:
+            if lo == hi:
+                if not self.options.rejects:
+                    column, reason = _constraint_reason(e, self.d.fact_table_for(self.domain))
+                    raise BadRow(self._file_line(lo), column or None, f"{reason}; nothing was loaded") from None
+                refused[lo] = e
+                return
+        mid = (lo + hi) // 2
+        self._bisect(columns, result, lo, mid, refused)
+        self._bisect(columns, result, mid + 1, hi, refused)
+
+    def _file_line(self, staged_line: int) -> int | None:
+        if not self.server_staged:
+            return staged_line
+        n = self.conn.execute("SELECT count(*) FROM rd_pending WHERE _rd_line <= %s", [staged_line]).fetchone()[0]
+        return _nth_record_line(self.path, self.options, n)
+
+    def _call(self, columns: list[str], result: Result) -> None:
+        with self.conn.transaction():  # a savepoint: a refusal undoes this call only
+            # each call records its run with the file (refdata.load_run)
+            self.conn.execute("SELECT set_config('refdata.load_file', %s, true)", [self.file_record])
+            facts, derived, blank_keys, result.path, result.fallback = self.conn.execute(
+                f"SELECT facts, parents_derived, blank_keys, path, fallback FROM {self.function}(%s, %s)",
+                [columns, self.options.verify]).fetchone()
+        result.facts += facts
+        result.blank_keys += blank_keys
+        for table, n in (derived or {}).items():
+            result.derived[table] = result.derived.get(table, 0) + n
+
+    def _records_at(self, lines: set[int]) -> dict[int, str]:
+        """The file's records starting at these lines, as written to a rejects file."""
+        found: dict[int, str] = {}
+        if lines:
+            for line, fields, _ in records(self.path, self.options):
+                if line in lines:
+                    found[line] = self._record(fields)
+                    if len(found) == len(lines):
+                        break
+        return found
 
     def _column_of(self, bad: BadRow) -> str | None:
         """For an undecodable line: the column holding the bad bytes."""
@@ -465,6 +556,21 @@ class Loader:
         line = int(m.group(2)) if self.options.rejects or self.python_path or not self._server_parses() \
             else _nth_record_line(self.path, self.options, int(m.group(1)))
         return f"{self.path}:{line}" if line else str(self.path)
+
+
+def _constraint_reason(e: psycopg.errors.Error, fact_table: str) -> tuple[str, str]:
+    """(column, reason) of a constraint violation, the reason with the
+    server's detail (which key, which value). The column only when it is one
+    of the fact table's (a derived parent's refusal names the parent's)."""
+    message = (e.diag.message_primary or str(e)).strip()
+    detail = (e.diag.message_detail or "").strip()
+    column = ""
+    if e.diag.table_name == fact_table:
+        column = e.diag.column_name or ""
+        m = re.match(r"Key \((.*?)\)=", detail)
+        if not column and m:
+            column = ", ".join(c.strip().strip('"') for c in m.group(1).split(","))
+    return column, f"{message} ({detail})" if detail else message
 
 
 def _copy_position(e: psycopg.errors.Error) -> tuple[int | None, str | None]:
