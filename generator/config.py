@@ -695,7 +695,7 @@ def _kind(value) -> str:
     if isinstance(value, bool):
         return "true/false"
     if isinstance(value, (int, float)):
-        return f"the number {value} (quote it to make it text)"
+        return f"the number {value}"
     if isinstance(value, str):
         return f"text {value!r}"
     if isinstance(value, list):
@@ -729,12 +729,13 @@ def _plain(err: dict) -> str:
         return f"must be true or false, not {_kind(value)}"
     if kind in ("int_type", "int_parsing", "float_type", "float_parsing"):
         return f"must be a number, not {_kind(value)}"
+    quote = " (quote it to make it text)" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
     if kind == "string_type" and tagged and name in ("source_column", "target_key"):
-        return f"must be a column name or a list of column names, not {_kind(value)}"
+        return f"must be a column name or a list of column names, not {_kind(value)}{quote}"
     if kind == "string_type" and tagged:
         return f"must be one value (text, a number, true/false or null), not {_kind(value)}"
     if kind == "string_type":
-        return f"must be text, not {_kind(value)}"
+        return f"must be text, not {_kind(value)}{quote}"
     if kind == "list_type":
         return f"must be a list ([a, b]), not {_kind(value)}"
     if kind in ("dict_type", "model_type", "model_attributes_type"):

@@ -84,7 +84,8 @@ def test_invalid_encoding_is_one_line_naming_line_and_column(bad_data, tmp_path,
     db, config = bad_data
     path = tmp_path / "bad.csv"
     path.write_bytes(f"{HEADER}\n1,K1,1.00,2025-01-01,ok\n2,K2,1.00,2025-01-01,".encode() + "坏".encode("gbk") + b"\n")
-    assert _load(db, config, path, python) == f'{path}:3: column "note": not valid utf-8: byte 0xbb at byte 22 of the line'
+    assert _load(db, config, path, python) == (f'{path}:3: column "note": not valid utf-8: byte 0xbb at byte 22 '
+                                               "of the line; the file reads as GBK: load it with --encoding gbk")
     assert _nothing_loaded(db)
 
 
