@@ -161,7 +161,7 @@ def test_unknown_key_in_a_foreign_key_stays_an_error(files):
                     encoding="utf-8")
     with pytest.raises(InputError) as e:
         load_config(files / "data_sources.yml")
-    assert str(e.value) == f"{path}:60: domain annuity_performance, foreign key fk_product_line: unknown field 'prority'"
+    assert str(e.value) == f"{path}:60: domain annuity_performance, foreign key fk_product_line: unknown field 'prority' (did you mean 'priority'?)"
 
 
 def test_misspelt_domain_setting_stays_an_error_pipeline_keys_do_not(files):
@@ -171,7 +171,7 @@ def test_misspelt_domain_setting_stays_an_error_pipeline_keys_do_not(files):
                     encoding="utf-8")
     with pytest.raises(InputError) as e:
         load_config(path)
-    assert str(e.value) == f"{path}:36: domain annual_award: unknown field 'fact_tabel'"
+    assert str(e.value) == f"{path}:36: domain annual_award: unknown field 'fact_tabel' (did you mean 'fact_table'?)"
 
 
 @pytest.mark.parametrize("name, version", [("data_sources.yml", "2.0"), ("foreign_keys.yml", "3.1")])

@@ -310,12 +310,15 @@ def test_psql_applies_awkward_identifiers_like_refdata_apply(db, dsn, second_db,
 
 def test_render_to_a_directory_again_replaces_what_it_wrote(cli, tmp_path, write_config):
     out = tmp_path / "sql_out"
-    first = cli("--config", str(SAMPLE_CONFIG), "render", "-o", str(out), db=None)
+    fk = ("      - {{name: fk_{0}, source_column: c{0}, target_schema: mapping, target_table: t{0}, "
+          "target_key: k}}\n")
+    head = "domains:\n  d:\n    fact_table: f\n    foreign_keys:\n"
+    larger = write_config(head + "".join(fk.format(i) for i in range(3)), "larger.yml")
+    first = cli("--config", str(larger), "render", "-o", str(out), db=None)
     assert first.returncode == 0, first.stderr
     before = sorted(p.name for p in out.iterdir())
     # A smaller config: fewer objects, so stale numbered files would remain.
-    text = SAMPLE_CONFIG.read_text(encoding="utf-8")
-    smaller = write_config(text.split("      - name: fk_portfolio")[0])
+    smaller = write_config(head + fk.format(0), "smaller.yml")
     second = cli("--config", str(smaller), "render", "-o", str(out), db=None)
     assert second.returncode == 0, second.stderr
     after = sorted(p.name for p in out.iterdir())
