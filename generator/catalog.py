@@ -175,7 +175,45 @@ def check(conn: psycopg.Connection, config: Config) -> Report:
     catalog = Catalog(conn)
     for name, domain in config.domains.items():
         _check_domain(catalog, report, name, domain)
+    _check_declared(catalog, report, config)
     return report
+
+
+def declared_match(declared: dict, fk: ForeignKey) -> bool:
+    """Whether a declared FOREIGN KEY is the configured one: same parent table,
+    same fact columns paired with the same parent columns."""
+    return ((declared["referenced_schema"], declared["referenced_table"]) == (fk.target_schema, fk.target_table)
+            and set(zip(declared["columns"], declared["referenced_columns"])) == set(zip(fk.sources, fk.keys)))
+
+
+def _check_declared(catalog: Catalog, report: Report, config: Config) -> None:
+    """The config against the FOREIGN KEYs each fact table declares: a
+    configured FK the table does not declare is probably aimed at the wrong
+    table or column; a declared one no domain covers will refuse rows whose
+    parent is missing instead of deriving it. Fact tables that declare none
+    (common in production) are not compared."""
+    by_fact: dict[tuple[str, str], list[tuple[str, ForeignKey]]] = {}
+    for name, domain in config.domains.items():
+        for fk in domain.foreign_keys:
+            by_fact.setdefault((domain.fact_schema, domain.fact_table_for(name)), []).append((name, fk))
+    for (schema, table), configured in by_fact.items():
+        fact = catalog.table(schema, table)
+        if fact.oid is None or fact.kind not in ("r", "p"):
+            continue
+        declared = catalog.foreign_keys(fact)
+        if not declared:
+            continue
+        for name, fk in configured:
+            if not any(declared_match(d, fk) for d in declared):
+                cols = ", ".join(fk.sources)
+                report.warnings.append(
+                    f"domain {name}, foreign key {fk.name}: no FOREIGN KEY on {fact.label} ({cols}) references "
+                    f"{qualified(fk.target_schema, fk.target_table)}; is target_table right?")
+        for d in declared:
+            if not any(declared_match(d, fk) for _, fk in configured):
+                report.warnings.append(
+                    f"{fact.label}: not covered: {d['name']} ({', '.join(d['columns'])}) -> "
+                    f"{qualified(d['referenced_schema'], d['referenced_table'])}")
 
 
 def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -> None:

@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--cron", metavar="EXPR", help="cron expression (default: the sync config's schedule)")
     sc.add_argument("--remove", action="store_true", help="remove the pg_cron job")
     sc.add_argument("--sync-config", metavar="PATH", help=SYNC_CONFIG_HELP)
+    it = sub.add_parser("init", help="write a starting config from the FOREIGN KEYs a fact table declares "
+                        "(stdout, or -o FILE)")
+    it.add_argument("--fact", required=True, metavar="TABLE",
+                    help="the fact table as PostgreSQL writes its name, e.g. 'business.\"规模明细\"'")
+    it.add_argument("--domain", metavar="NAME", help="the domain's name (default: the table's)")
+    it.add_argument("-o", "--output", metavar="FILE", help="write here (refused if it exists)")
     nm = sub.add_parser("names", help="list the names apply gives what it creates (load function, staging table, "
                         "triggers, ...) as SQL writes them, for GRANTs and psql; needs no database")
     nm.add_argument("domain", metavar="DOMAIN", nargs="?", help="only this domain")
@@ -296,6 +302,22 @@ def cmd_schedule(args) -> int:
         print(schedule(dsn, expression))
     if any(t.effective_via == "client" for t in sync_config.tables):
         print(client_units(expression, dsn, path, sync_path), end="")
+def cmd_init(args) -> int:
+    from .db import connect, resolve_dsn
+    from .scaffold import scaffold
+
+    if args.output and Path(args.output).exists():
+        raise InputError(f"{args.output}: exists; refdata init writes only a new file")
+    with connect(resolve_dsn(args.db)) as conn:
+        text = scaffold(conn, args.fact, args.domain)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}; next: bin/refdata --config {args.output} validate")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_names(args) -> int:
     from .render import generated_names
 
@@ -422,6 +444,7 @@ COMMANDS = {
     "load": cmd_load,
     "sync": cmd_sync,
     "schedule": cmd_schedule,
+    "init": cmd_init,
     "names": cmd_names,
     "demo": cmd_demo,
     "db": cmd_db,

@@ -1,4 +1,5 @@
--- Declared foreign keys of one table, with the referenced table and deferrability.
+-- Declared foreign keys of one table: its columns, the referenced table and
+-- columns (in the same order), and deferrability.
 SELECT c.conname AS name,
        c.confrelid AS referenced,
        rn.nspname AS referenced_schema,
@@ -8,7 +9,11 @@ SELECT c.conname AS name,
        ARRAY(SELECT a.attname
              FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
              JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
-             ORDER BY k.ord)::text[] AS columns
+             ORDER BY k.ord)::text[] AS columns,
+       ARRAY(SELECT a.attname
+             FROM unnest(c.confkey) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.confrelid AND a.attnum = k.attnum
+             ORDER BY k.ord)::text[] AS referenced_columns
 FROM pg_catalog.pg_constraint AS c
 JOIN pg_catalog.pg_class AS r ON r.oid = c.confrelid
 JOIN pg_catalog.pg_namespace AS rn ON rn.oid = r.relnamespace
