@@ -295,7 +295,7 @@ def test_settings_of_the_whole_config_come_from_either_file(files):
     path.write_text(path.read_text(encoding="utf-8").replace("observability:", "observabilty:"), encoding="utf-8")
     with pytest.raises(InputError) as e:
         load_config(path)
-    assert str(e.value) == f"{path}:54: unknown field 'observabilty'"
+    assert str(e.value) == f"{path}:54: unknown field 'observabilty' (did you mean 'observability'?)"
 
 
 def test_foreign_keys_left_in_data_sources_are_ignored_with_a_warning(files):
