@@ -302,6 +302,7 @@ def cmd_schedule(args) -> int:
         print(schedule(dsn, expression))
     if any(t.effective_via == "client" for t in sync_config.tables):
         print(client_units(expression, dsn, path, sync_path), end="")
+    return 0
 def cmd_init(args) -> int:
     from .db import connect, resolve_dsn
     from .scaffold import scaffold
