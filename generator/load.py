@@ -441,10 +441,15 @@ class Loader:
         refuses a row, the batch is split in halves, in file order, until each
         refusing row stands alone: with --rejects it goes to the rejects file
         and the rest loads; without, the error names its line."""
+        # The first call that succeeds records the run with the file (a refused
+        # call's savepoint gives the setting back for the next one).
+        self.conn.execute("SELECT set_config('refdata.load_file', %s, true)", [self.file_record])
         try:
             self._call(columns, result)
             return
         except psycopg.errors.IntegrityError as e:
+            if e.diag.table_name is None and e.diag.constraint_name is None:
+                raise  # not a row's refusal (this file was loaded before, say)
             refusal = e
         try:
             with self.conn.transaction():
@@ -498,8 +503,6 @@ class Loader:
 
     def _call(self, columns: list[str], result: Result) -> None:
         with self.conn.transaction():  # a savepoint: a refusal undoes this call only
-            # each call records its run with the file (refdata.load_run)
-            self.conn.execute("SELECT set_config('refdata.load_file', %s, true)", [self.file_record])
             facts, derived, blank_keys, result.path, result.fallback = self.conn.execute(
                 f"SELECT facts, parents_derived, blank_keys, path, fallback FROM {self.function}(%s, %s)",
                 [columns, self.options.verify]).fetchone()
