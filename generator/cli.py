@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sync-config", metavar="PATH", help=SYNC_CONFIG_HELP)
     a = sub.add_parser("apply", help="check against the catalog and apply the SQL in one transaction")
     a.add_argument("--sync-config", metavar="PATH", help=SYNC_CONFIG_HELP)
+    r.add_argument("--grants", action="store_true",
+                   help="print the role model instead: the owner role, its rights, what writers and loaders need")
+    for parser in (r, a):
+        parser.add_argument("--owner", metavar="ROLE",
+                            help="role owning the generated functions (default: $REFDATA_OWNER, then refdata_owner); "
+                                 "NOLOGIN, never a superuser; created when missing")
     ld = sub.add_parser("load", help="load a CSV file of fact rows through the staging table, deriving missing parents set-based")
     ld.add_argument("domain", metavar="DOMAIN")
     ld.add_argument("file", metavar="FILE")
@@ -209,19 +215,26 @@ def cmd_validate(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from .render import render, script, write_directory
+    from .names import owner_role
+    from .render import grants, render, script, write_directory
 
     path, config = _config(args)
     _orders(path, config)
+    owner = owner_role(args.owner)
     sync = _sync_config(args, path)
     extra = []
     if sync:
         from .sync.render import statements as sync_statements
 
         extra = sync_statements(sync[1], config, for_script=True)[0]
-    statements = render(config, sync=extra)
+    statements = render(config, sync=extra, owner=owner)
     for w in config.warnings:
         print(f"refdata: warning: {w}", file=sys.stderr)
+    if args.grants:
+        if args.output:
+            raise InputError("render: --grants prints the role model to stdout; leave out -o")
+        sys.stdout.write(grants(config, owner))
+        return 0
     if args.output:
         files = write_directory(statements, Path(args.output))
         print(f"wrote {len(files)} files to {args.output}; apply with: psql -v ON_ERROR_STOP=1 -f {files[0]}")
@@ -232,14 +245,17 @@ def cmd_render(args) -> int:
 
 def cmd_apply(args) -> int:
     from .apply import apply
+    from .names import owner_role
     from .db import connect, redact, resolve_dsn
 
     path, config = _config(args)
     _orders(path, config)
+    owner = owner_role(args.owner)
     dsn = resolve_dsn(args.db)
     sync = _sync_config(args, path)
     with connect(dsn) as conn:
-        statements, report = apply(conn, config, str(path), sync=(str(sync[0]), sync[1]) if sync else None)
+        statements, report = apply(conn, config, str(path), sync=(str(sync[0]), sync[1]) if sync else None,
+                                   owner=owner)
     for w in config.warnings + report.warnings:
         print(f"warning: {w}")
     print(f"applied {len(statements)} statements from {path} to {redact(dsn)}")

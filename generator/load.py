@@ -261,6 +261,9 @@ class Loader:
             )
             started_at = datetime.now(timezone.utc)
             with self.conn.transaction():
+                # Operators of the load's queries resolve in pg_catalog, never
+                # in a schema someone else can create objects in.
+                self.conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
                 if self.options.rejects:
                     parsed_by = "python, rejects"
                     self._copy_with_rejects(copy_sql, rows, columns, result, meter)

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import unicodedata
 
+from .errors import InputError
+
 MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1
+
+# The role that owns the generated SECURITY DEFINER functions: NOLOGIN, no
+# superuser, holding only the rights those functions need.
+DEFAULT_OWNER = "refdata_owner"
 
 # Config names (domains, foreign keys) become parts of object names: keep them
 # to identifier characters (Unicode letters included) so they stay readable.
@@ -38,6 +45,21 @@ def control_character(name: str) -> str | None:
         if unicodedata.category(ch) in _CONTROL_CATEGORIES:
             return f"U+{ord(ch):04X}"
     return None
+
+
+def owner_role(cli_value: str | None = None) -> str:
+    """The owner role: --owner > $REFDATA_OWNER > refdata_owner."""
+    name = cli_value or os.environ.get("REFDATA_OWNER") or DEFAULT_OWNER
+    problem = None
+    if len(name.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
+        problem = f"longer than {MAX_IDENTIFIER_BYTES} bytes"
+    elif control_character(name):
+        problem = f"contains the control character {control_character(name)}"
+    elif name.lower().startswith("pg_") or name.lower() == "public":
+        problem = "is reserved by PostgreSQL"
+    if problem:
+        raise InputError(f"--owner / $REFDATA_OWNER: role name {printable(repr(name))} {problem}")
+    return name
 
 
 def ident(name: str) -> str:

@@ -197,11 +197,13 @@ def test_render_to_directory(cli, tmp_path):
     )
     assert all(re.fullmatch(r"\d{3}_[a-z]+_.+\.sql", f) for f in numbered), numbered
     assert [int(f[:3]) for f in numbered] == list(range(1, len(numbered) + 1))
-    assert numbered[0] == "001_schema_refdata.sql"
-    assert any(f.startswith(f"{len(numbered):03d}_grant_") for f in numbered)
+    assert numbered[0] == "001_role_refdata_owner.sql"
+    assert any(f.startswith(f"{len(numbered) - 1:03d}_grant_") for f in numbered)
+    assert numbered[-1] == f"{len(numbered):03d}_rights_refdata_owner.sql"
     apply_sql = (out / "apply.sql").read_text(encoding="utf-8")
     lines = [line for line in apply_sql.splitlines() if line and not line.startswith("--")]
-    assert lines == ["\\set ON_ERROR_STOP on", "\\set ON_ERROR_ROLLBACK off", "BEGIN;", *[f"\\ir {f}" for f in numbered], "COMMIT;"]
+    assert lines == ["\\set ON_ERROR_STOP on", "\\set ON_ERROR_ROLLBACK off", "BEGIN;",
+                     "SET LOCAL search_path = pg_catalog, pg_temp;", *[f"\\ir {f}" for f in numbered], "COMMIT;"]
     # the files together are the single script's statements
     single = cli("--config", str(SAMPLE_CONFIG), "render", db=None, env=no_database_env(tmp_path)).stdout
     for f in numbered:

@@ -93,12 +93,13 @@ def test_a_name_with_a_line_break_cannot_run_as_code(db, dsn, cli, write_config,
     used to end a `--` comment inside the SECURITY DEFINER trigger and run
     as its owner. It is refused (exit 2, one line naming file, line and
     field) by apply and render, so nothing reaches the database either way."""
-    writer_name = unique("rd_writer")
+    writer = role("w")
+    writer_name = writer.info.user
     name = f"k{end}EXECUTE 'ALTER ROLE {writer_name} SUPERUSER';--"
     tables, config = injection_config(where, name)
     create(db, tables)
+    db.execute(sql.SQL("GRANT INSERT ON fact TO {}").format(sql.Identifier(writer_name)))
     path = write_config(config)
-    writer = role(writer_name, ["GRANT INSERT ON fact TO {role}"])
 
     applied = cli("--config", str(path), "apply")
     piped = render_to_psql(["--config", str(path)], dsn)
@@ -229,7 +230,7 @@ def test_names_holding_the_dollar_tag_stay_names(db, dsn, cli, write_config, rol
     assert applied.returncode == 0, applied.stderr
     assert db.execute("SELECT to_regclass('victim')").fetchone()[0] is not None
 
-    writer = role(unique("rd_writer"), ["GRANT INSERT ON fact TO {role}"])
+    writer = role("writer", ["GRANT INSERT ON fact TO {role}"])
     writer.execute("""INSERT INTO fact VALUES ('NEW1', 'named'), ('NEW2', NULL)""")
     assert db.execute('SELECT "k$refdata$ x", name, "_source" FROM "p$refdata$;DROP TABLE victim;--" '
                       "ORDER BY 1").fetchall() == [
@@ -271,3 +272,204 @@ def test_literals_mean_the_same_without_standard_conforming_strings(db, scs):
     db.execute("SET escape_string_warning = off")
     for text in ["x\\'; SELECT 1; --", '"public"."fact\\"', "a\\\\b\\", "plain 'quoted'", "中文\\n"]:
         assert db.execute(f"SELECT {literal(text)}").fetchone()[0] == text
+
+
+# -- who the generated code runs as --------------------------------------------------------
+
+OWNER_CONFIG = """\
+domains:
+  d:
+    fact_table: fact
+    trigger_mode: MODE
+    foreign_keys:
+      - {name: fk_p, source_column: k, target_table: parent, target_key: k, derive_columns: [name]}
+"""
+
+
+def owned_by(db, owner: str) -> dict:
+    """Owner of every function and staging table refdata made, and what that owner may do."""
+    return {
+        "functions": db.execute("SELECT DISTINCT pg_get_userbyid(proowner) FROM pg_proc "
+                                "WHERE pronamespace = 'refdata'::regnamespace").fetchall(),
+        "stage": db.execute("SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class "
+                            "WHERE relnamespace = 'refdata_stage'::regnamespace AND relkind = 'r'").fetchall(),
+        "role": db.execute("SELECT rolsuper, rolcanlogin, rolcreaterole, rolcreatedb, rolbypassrls, rolreplication "
+                           "FROM pg_roles WHERE rolname = %s", [owner]).fetchone(),
+    }
+
+
+@pytest.mark.parametrize("path", ["row trigger", "statement trigger", "load function"])
+def test_a_trigger_on_a_reference_table_runs_as_the_owner_role_not_a_superuser(db, dsn, cli, write_config, role, path,
+                                                                              request):
+    """A non-superuser who owns a reference table adds a BEFORE INSERT trigger
+    trying ALTER ROLE ... SUPERUSER. When a fact with a new key makes the
+    backfill insert a parent there, that trigger runs as the owner of the
+    generated functions: refdata_owner, which cannot do that."""
+    from helpers import stage_and_load
+
+    db.execute("CREATE TABLE parent (k text PRIMARY KEY, name text)")
+    db.execute("CREATE TABLE fact (k text, name text)")
+    mode = "statement" if path == "statement trigger" else "row"
+    assert cli("--config", str(write_config(OWNER_CONFIG.replace("MODE", mode))), "apply").returncode == 0
+    attacker = role("tabowner", ["ALTER TABLE parent OWNER TO {role}", "GRANT CREATE ON SCHEMA public TO {role}"])
+    table_owner = attacker.info.user
+    # the role fixture drops what the role owns; refdata's views need the table
+    request.addfinalizer(lambda: db.execute("DROP TRIGGER IF EXISTS promote ON parent; "
+                                            "ALTER TABLE parent OWNER TO CURRENT_USER"))
+    attacker.execute(f"""
+        CREATE FUNCTION promote() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            BEGIN
+                EXECUTE 'ALTER ROLE {table_owner} SUPERUSER';
+            EXCEPTION WHEN insufficient_privilege THEN
+                NULL;
+            END;
+            NEW.name := current_user;  -- who the trigger ran as
+            RETURN NEW;
+        END $$""")
+    attacker.execute("CREATE TRIGGER promote BEFORE INSERT ON parent FOR EACH ROW EXECUTE FUNCTION promote()")
+
+    if path == "load function":
+        loader = role("loader", [
+            "GRANT USAGE ON SCHEMA refdata, refdata_stage TO {role}",
+            "GRANT INSERT ON fact TO {role}",
+            'GRANT INSERT, SELECT, DELETE ON refdata_stage."d" TO {role}',
+            "GRANT INSERT ON refdata.load_run TO {role}",
+            'GRANT EXECUTE ON FUNCTION refdata."d__load"(text[], text), '
+            'refdata."d__load_parents"(text[], text, boolean) TO {role}',
+        ])
+        loader.autocommit = False
+        stage_and_load(loader, "d", ["k", "name"], [("NEW1", "x")])
+        loader.commit()
+    else:
+        writer = role("writer", ["GRANT INSERT ON fact TO {role}"])
+        writer.execute("INSERT INTO fact VALUES ('NEW1', 'x')")
+
+    assert db.execute("SELECT k, name FROM parent").fetchall() == [("NEW1", "refdata_owner")]
+    assert not is_superuser(db, table_owner)
+    assert owned_by(db, "refdata_owner") == {
+        "functions": [("refdata_owner",)], "stage": [("refdata_owner",)],
+        "role": (False, False, False, False, False, False),
+    }
+
+
+def test_apply_refuses_a_superuser_owner(db, dsn, cli, write_config):
+    """Definer code owned by a superuser would run others' triggers as
+    superuser: apply refuses it with one line saying what to do instead, and
+    the rendered script refuses it too."""
+    db.execute("CREATE TABLE parent (k text PRIMARY KEY, name text); CREATE TABLE fact (k text, name text)")
+    path = write_config(OWNER_CONFIG.replace("MODE", "row"))
+    superuser = db.info.user
+    for result in (cli("--config", str(path), "apply", "--owner", superuser),
+                   cli("--config", str(path), "apply", env={"REFDATA_OWNER": superuser})):
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines() == [
+            f"refdata: error: --owner {superuser}: role {superuser} is a superuser, and the SECURITY DEFINER "
+            "functions it owned would run triggers that others put on reference tables as superuser; name a role "
+            "without SUPERUSER (--owner ROLE or $REFDATA_OWNER; apply creates it NOLOGIN when missing), or run "
+            f'ALTER ROLE "{superuser}" NOSUPERUSER']
+    piped = render_to_psql(["--config", str(path)], dsn, env={"REFDATA_OWNER": superuser})
+    assert piped.returncode != 0
+    assert f"role {superuser} is a superuser and may not own refdata's SECURITY DEFINER functions" in piped.stderr
+    assert db.execute("SELECT to_regnamespace('refdata')").fetchone() == (None,)
+
+
+def test_owner_role_holds_only_what_the_functions_need(db, dsn, cli, write_config, request):
+    """A named owner ($REFDATA_OWNER) is created NOLOGIN and gets exactly what
+    the generated functions need (sql/roles/rights.sql.j2): its schemas, the
+    run-time config, rows of the configured reference and fact tables,
+    appending to the audit log, the sequences those tables draw from; no
+    rights on other tables, no CREATE in other schemas."""
+    owner = unique("rd_owner")
+    db.execute("""CREATE TABLE parent (id serial, k text PRIMARY KEY, name text);
+                  CREATE TABLE filled (k text PRIMARY KEY, name text);
+                  CREATE TABLE fact (k text, f text, name text);
+                  CREATE TABLE unrelated (x int)""")
+    path = write_config("""\
+domains:
+  d:
+    fact_table: fact
+    foreign_keys:
+      - {name: fk_p, source_column: k, target_table: parent, target_key: k, derive_columns: [name]}
+      - {name: fk_f, source_column: f, target_table: filled, target_key: k, derive_columns: [name], mode: fill_null_only}
+""")
+    result = cli("--config", str(path), "apply", env={"REFDATA_OWNER": owner})
+    request.addfinalizer(lambda: db.execute(f'DROP OWNED BY "{owner}" CASCADE; DROP ROLE "{owner}"'))
+    assert result.returncode == 0, result.stderr
+    assert owned_by(db, owner) == {"functions": [(owner,)], "stage": [(owner,)],
+                                   "role": (False, False, False, False, False, False)}
+    privileges = "SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER".split(", ")
+
+    def may(table):
+        return [p for p in privileges
+                if db.execute("SELECT has_table_privilege(%s, %s, %s)", [owner, table, p]).fetchone()[0]]
+
+    assert may("parent") == ["SELECT", "INSERT", "UPDATE", "DELETE"]
+    assert may("filled") == ["SELECT", "INSERT", "UPDATE", "DELETE"]
+    assert may("fact") == ["SELECT", "INSERT", "UPDATE"]
+    assert may("unrelated") == []
+    assert may("refdata.domain_param") == ["SELECT"]
+    assert may("refdata.audit_log") == ["INSERT"]
+    assert db.execute("SELECT has_sequence_privilege(%s, 'parent_id_seq', 'USAGE')", [owner]).fetchone() == (True,)
+    assert db.execute("SELECT has_schema_privilege(%s, 'public', 'CREATE')", [owner]).fetchone() == (False,)
+
+
+def test_render_grants_prints_a_role_model_that_works(sample_db, dsn, cli, role, tmp_path):
+    """`render --grants` prints the owner role, its rights and what writers
+    and loaders need; applied with psql after apply, a writer inserts facts
+    and a loader runs `refdata load`, neither touching reference tables."""
+    from psycopg.conninfo import make_conninfo
+
+    assert cli("apply").returncode == 0
+    writer = role("writer")
+    writer_name, loader_name = writer.info.user, role("loader").info.user
+    grants = cli("render", "--grants", db=None)
+    assert grants.returncode == 0, grants.stderr
+    assert "ALTER ROUTINE" in grants.stdout and "GRANT EXECUTE ON FUNCTION" in grants.stdout
+    script = tmp_path / "grants.sql"
+    script.write_text(grants.stdout, encoding="utf-8")
+    applied = subprocess.run(["psql", "-X", "-q", "-v", f"writer={writer_name}", "-v", f"loader={loader_name}",
+                              "-f", str(script), dsn], capture_output=True, text=True)
+    assert applied.returncode == 0, applied.stderr
+
+    writer.execute("""INSERT INTO business."规模明细" ("月度", "计划代码") VALUES ('2025-11-01', 'PGRANT1')""")
+    data = tmp_path / "f.csv"
+    data.write_text("月度,计划代码\n2025-11-01,PGRANT2\n", encoding="utf-8")
+    loaded = cli("load", "annuity_performance", str(data), db=make_conninfo(dsn, user=loader_name))
+    assert loaded.returncode == 0, loaded.stderr
+    assert sample_db.execute("""SELECT "年金计划号", "_source" FROM mapping."年金计划"
+                                WHERE "年金计划号" LIKE 'PGRANT%' ORDER BY 1""").fetchall() == [
+        ("PGRANT1", "auto_derived"), ("PGRANT2", "auto_derived")]
+
+
+
+def test_operators_planted_on_the_appliers_search_path_never_run(db, dsn, cli, write_config, role):
+    """Someone who can create objects in a schema on the applier's search_path
+    plants `<` and `=` operators that make their caller superuser. apply and
+    the rendered script resolve operators in pg_catalog only, so neither the
+    catalog checks nor the DDL run them as the (superuser) applier."""
+    conn = role("planter")
+    planter = conn.info.user
+    db.execute("CREATE TABLE parent (k text PRIMARY KEY, name text); CREATE TABLE fact (k text, name text)")
+    db.execute(f"CREATE SCHEMA planted AUTHORIZATION {planter}")
+    db.execute(sql.SQL("ALTER DATABASE {} SET search_path = planted, pg_catalog, public").format(
+        sql.Identifier(db.info.dbname)))
+    for left, right in [("bigint", "integer"), ("text", "text")]:
+        name = f"promote_{left}"
+        conn.execute(f"""
+            CREATE FUNCTION planted.{name}(a {left}, b {right}) RETURNS boolean LANGUAGE plpgsql AS $$
+            BEGIN
+                BEGIN EXECUTE 'ALTER ROLE {planter} SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
+                RETURN a::text < b::text;
+            END $$""")
+        for op in ("<", "="):
+            conn.execute(f"CREATE OPERATOR planted.{op} (LEFTARG = {left}, RIGHTARG = {right}, FUNCTION = planted.{name})")
+    path = write_config(OWNER_CONFIG.replace("MODE", "row"))
+    assert cli("--config", str(path), "validate").returncode == 0
+    assert not is_superuser(db, planter)
+    applied = cli("--config", str(path), "apply")
+    assert applied.returncode == 0, applied.stderr
+    assert not is_superuser(db, planter)
+    piped = render_to_psql(["--config", str(path)], dsn)
+    assert piped.returncode == 0, piped.stderr
+    assert not is_superuser(db, planter)
