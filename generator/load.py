@@ -32,7 +32,12 @@ from .errors import InputError, RefdataError
 from .names import ident, object_name
 from .render import refdata_name, stage_table
 
+# Python's csv module refuses fields over 131,072 characters by default;
+# PostgreSQL takes fields up to 1 GB, and so do both load paths.
+csv.field_size_limit(1 << 30)
+
 RETRIES = 3
+NUL = b"\x00"
 CHUNK_ROWS = 5_000  # rows buffered per COPY attempt with --rejects
 RETRYABLE = ("40P01", "40001")  # deadlock detected, serialization failure
 # Python codec name -> server encoding name, for files COPY reads itself.
@@ -97,6 +102,13 @@ def records(path: Path, options: Options) -> Iterator[tuple[int, list[str], BadR
                         legacy = chinese_encoding(raw) if codecs.lookup(options.encoding).name == "utf-8" else None
                         if legacy:
                             reason += f"; the file reads as {legacy.upper()}: load it with --encoding {legacy}"
+                        state["bad"] = BadRow(number, None, reason, text=text)
+                if "\x00" in text:
+                    # csv refuses NUL outright, and PostgreSQL text cannot hold one:
+                    # a bad value at a line and column, like undecodable bytes.
+                    text = text.replace("\x00", "\ufffd")
+                    if state["bad"] is None:
+                        reason = f"NUL byte at byte {raw.index(NUL) + 1} of the line"
                         state["bad"] = BadRow(number, None, reason, text=text)
                 # the record's own text: whether a field was quoted is not in what csv gives back
                 state["text"].append(text)
@@ -316,15 +328,21 @@ class Loader:
         with self.conn.cursor() as cur:
             try:
                 with cur.copy(copy_sql) as cp, open(self.path, "rb") as f:
-                    lines = -1  # the header
+                    counter = RecordCounter()
                     while block := f.read(1 << 20):
                         cp.write(block)
-                        lines += block.count(b"\n")
-                        meter.tick(lines, force=True)
+                        counter.feed(block)
+                        meter.tick(counter.records - 1, force=True)
                 result.rows = cur.rowcount
             except psycopg.errors.DataError as e:
                 line, column = _copy_position(e)
                 raise self._diagnose(line, column, _reason(e), _copy_value(e)) from None
+        # A line holding only \. ends COPY's CSV data early (PostgreSQL 15),
+        # a lone CR ends a line for one parser and not the other: whenever
+        # the server loaded another number of rows than the file holds
+        # records, the Python parser reads the file and names the line.
+        if result.rows != counter.records - 1:
+            raise UsePythonPath()
         named_not_null = sorted(self.not_null & set(columns))
         if named_not_null:
             test = " OR ".join(f"s.{ident(c)} IS NULL" for c in named_not_null)
@@ -592,6 +610,30 @@ def _copy_value(e: psycopg.errors.Error) -> str | None:
     """The value COPY quotes in its context (column C: "value")."""
     m = re.search(r', column [^:]+: "(.*)"\Z', e.diag.context or "", re.S)
     return m.group(1) if m else None
+
+
+class RecordCounter:
+    """CSV records in a stream of bytes: line feeds outside double quotes
+    (doubled quotes inside a quoted field toggle twice and cancel out), plus
+    a last line without one. Counted with bytes methods, block by block, so
+    it keeps up with COPY."""
+
+    def __init__(self):
+        self.line_feeds = 0
+        self.in_quotes = False
+        self.last = b"\n"
+
+    def feed(self, block: bytes) -> None:
+        parts = block.split(b'"')
+        quoted = b"".join(parts[0 if self.in_quotes else 1::2])
+        self.line_feeds += block.count(b"\n") - quoted.count(b"\n")
+        if len(parts) % 2 == 0:
+            self.in_quotes = not self.in_quotes
+        self.last = block[-1:]
+
+    @property
+    def records(self) -> int:
+        return self.line_feeds + (self.last != b"\n")
 
 
 class UsePythonPath(Exception):

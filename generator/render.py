@@ -549,6 +549,7 @@ def domain_statements(name: str, d: Domain, fks: list[FkView]) -> list[Statement
                  f"derives missing parents of each statement's rows written to {fact}"),
         Statement("stage", f"refdata_stage.{name}", sql_file(
             "stage/table.sql.j2", stage=stage, stage_literal=literal(stage), fact_literal=literal(fact),
+            batch_index=object_name(name, "batch"),
             comment=literal(f"refdata: staging rows of {fact} (domain {name}); see {refdata_name(name, 'load')}"),
         ), owned=f"TABLE {stage}"),
         function("load_parents", "functions/load_parents.sql.j2",

@@ -273,11 +273,11 @@ def test_concurrent_loads_never_see_each_others_staged_rows(sample, cli, dsn):
         facts, derived, _ = stage_and_load(sample, "annuity_performance", ["月度", "计划代码"],
                                             [("2025-11-01", "PMINE")])
         assert facts == 1
-        other.commit()  # even committed, another batch's rows are not loaded or cleared
+        other.commit()  # committed without loading: never loaded, and cleared by the next load
         facts, _, _ = stage_and_load(sample, "annuity_performance", ["月度", "计划代码"], [("2025-11-01", "PMINE2")])
         assert facts == 1
     assert [r[0] for r in sample.execute('SELECT "计划代码" FROM business."规模明细" ORDER BY 1')] == ["PMINE", "PMINE2"]
-    assert sample.execute('SELECT "计划代码" FROM refdata_stage."annuity_performance"').fetchall() == [("POTHER",)]
+    assert sample.execute('SELECT "计划代码" FROM refdata_stage."annuity_performance"').fetchall() == []
 
 
 # -- statement trigger mode and agreement between paths ------------------------------
