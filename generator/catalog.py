@@ -146,15 +146,15 @@ class Catalog:
         """(type, None, None) of an SQL aggregate expression over a group of
         fact rows, or (None, why the server refuses it, SQLSTATE).
 
-        The server parses and plans it where the generated functions run it
-        (search_path pg_catalog, pg_temp; the group's rows as `s`), over no
+        The server parses and plans it as the generated functions run it (the
+        check runs with search_path pinned to pg_catalog, pg_temp by
+        apply.checked; the group's rows as `s`), over no
         rows, so nothing in it is evaluated. The config check has already
         made sure it is one expression (config.expression_problem).
         """
         group = ", ".join(f"s.{ident(c)}" for c in group_by)
         with self.conn.transaction(force_rollback=True):
             try:
-                self.conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
                 cur = self.conn.execute(f"SELECT ({expression}) FROM {fact.label} AS s WHERE false GROUP BY {group}")
             except psycopg.Error as e:
                 return None, (e.diag.message_primary or str(e)).strip(), e.sqlstate
