@@ -266,18 +266,25 @@ def test_concurrent_loads_with_overlapping_new_keys(sample, db, cli, tmp_path, d
 
 def test_concurrent_loads_never_see_each_others_staged_rows(sample, cli, dsn):
     assert cli("apply").returncode == 0
+    stage = 'refdata_stage."annuity_performance"'
     with psycopg.connect(dsn) as other:
-        other.execute(
-            """INSERT INTO refdata_stage."annuity_performance" ("月度", "计划代码") VALUES ('2025-11-01', 'POTHER')""")
+        other.execute(f"""INSERT INTO {stage} ("月度", "计划代码") VALUES ('2025-11-01', 'POTHER')""")
         # other's batch is staged but not loaded; this session loads its own
         facts, derived, _ = stage_and_load(sample, "annuity_performance", ["月度", "计划代码"],
                                             [("2025-11-01", "PMINE")])
         assert facts == 1
         other.commit()  # committed without loading: never loaded, and cleared by the next load
+
+        # A batch committed by a transaction newer than this load's is visible
+        # to it and not stale for it: the load still takes only its own rows.
+        sample.execute("SELECT txid_current()")
+        other.execute(f"""INSERT INTO {stage} ("月度", "计划代码") VALUES ('2025-11-01', 'PNEWER')""")
+        other.commit()
         facts, _, _ = stage_and_load(sample, "annuity_performance", ["月度", "计划代码"], [("2025-11-01", "PMINE2")])
+        sample.commit()
         assert facts == 1
     assert [r[0] for r in sample.execute('SELECT "计划代码" FROM business."规模明细" ORDER BY 1')] == ["PMINE", "PMINE2"]
-    assert sample.execute('SELECT "计划代码" FROM refdata_stage."annuity_performance"').fetchall() == []
+    assert sample.execute(f'SELECT "计划代码" FROM {stage}').fetchall() == [("PNEWER",)]
 
 
 # -- statement trigger mode and agreement between paths ------------------------------
