@@ -217,3 +217,23 @@ def catalog_snapshot(conn: psycopg.Connection) -> dict:
 @pytest.fixture
 def snapshot():
     return catalog_snapshot
+
+
+@pytest.fixture
+def legacy_pg(postgresql):
+    """A database on the test cluster standing in for the legacy PostgreSQL source."""
+    from sync_helpers import LegacyPostgres
+
+    legacy = LegacyPostgres(postgresql.info)
+    yield legacy
+    legacy.drop()
+
+
+@pytest.fixture
+def legacy_mysql():
+    """A database on the MariaDB server bin/test started, standing in for the legacy MySQL source."""
+    from sync_helpers import LegacyMysql
+
+    legacy = LegacyMysql()
+    yield legacy
+    legacy.drop()

@@ -177,7 +177,7 @@ def test_bulk_loads_and_row_writers_together_no_deadlock(concurrent, db):
     _all_once(db)
 
 
-def test_four_loads_and_a_sync_at_once(sample_db, cli, write_config, postgresql, tmp_path):
+def test_four_loads_and_a_sync_at_once(sample_db, cli, write_config, postgresql, tmp_path, legacy_pg):
     """4 `refdata load` runs of overlapping files and a `refdata sync` that
     promotes and inserts plans, all at once, as separate processes: every
     fact row once, every parent once, no deadlock, and no plan that the
@@ -186,43 +186,40 @@ def test_four_loads_and_a_sync_at_once(sample_db, cli, write_config, postgresql,
     import subprocess
     import sys
 
-    from sync_helpers import ROOT, LegacyPostgres, plan_table, project_config, sync_config
+    from sync_helpers import ROOT, plan_table, project_config, sync_config
 
-    legacy = LegacyPostgres(postgresql.info)
-    try:
-        config = project_config(write_config)
-        sync_config(write_config, plan_table("LEG", "fdw"))
-        env = {**{k: v for k, v in os.environ.items() if k not in ("REFDATA_DB", "DATABASE_URL", "REFDATA_CONFIG")},
-               **legacy.env("LEG")}
-        assert cli("--config", str(config), "apply", env=legacy.env("LEG")).returncode == 0
-        plans = [f"PC{k:04d}" for k in range(400)]
-        legacy.rows([(p, f"正式计划{p}", "正常") for p in plans[::2]])  # the source knows every other plan
-        files = []
-        for n in range(4):
-            keys = plans[:]
-            random.Random(n).shuffle(keys)
-            path = tmp_path / f"load{n}.csv"
-            path.write_text("月度,计划代码,计划名称,组合代码\n" + "".join(
-                f"2025-0{n + 1}-01,{p},计划{p},QT{int(p[2:]) % 100:06d}\n" for p in keys), encoding="utf-8")
-            files.append(path)
-        dsn = postgresql.info.dsn
-        base = [sys.executable, "-m", "generator.cli", "--db", dsn, "--config", str(config)]
-        procs = [subprocess.Popen(base + ["load", "annuity_performance", str(f)], cwd=ROOT, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for f in files]
-        procs.append(subprocess.Popen(base + ["sync"], cwd=ROOT, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        outcomes = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
-        assert outcomes == [(0, "")] * 5
-        # the sync may have run before some plans were derived: a second one promotes the rest
-        assert cli("--config", str(config), "sync", env=legacy.env("LEG")).returncode == 0
-        assert sample_db.execute('SELECT count(*), count(DISTINCT ("月度", "计划代码")) FROM business."规模明细"'
-                                 ).fetchone() == (1600, 1600)
-        rows = dict(sample_db.execute("""SELECT "年金计划号", "_source" || '/' || "_needs_review"::text
-                                         FROM mapping."年金计划" WHERE "年金计划号" LIKE 'PC%'""").fetchall())
-        assert sorted(rows) == plans
-        assert {p for p, s in rows.items() if s == "authoritative/false"} == set(plans[::2])
-        assert {p for p, s in rows.items() if s == "auto_derived/true"} == set(plans[1::2])
-        assert sample_db.execute("""SELECT count(*) FROM mapping."年金计划" WHERE "年金计划号" LIKE 'PC%'
-                                    AND "_source" = 'authoritative' AND "计划全称" NOT LIKE '正式计划%'""").fetchone() == (0,)
-    finally:
-        legacy.drop()
+    legacy = legacy_pg
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", "fdw"))
+    env = {**{k: v for k, v in os.environ.items() if k not in ("REFDATA_DB", "DATABASE_URL", "REFDATA_CONFIG")},
+           **legacy.env("LEG")}
+    assert cli("--config", str(config), "apply", env=legacy.env("LEG")).returncode == 0
+    plans = [f"PC{k:04d}" for k in range(400)]
+    legacy.rows([(p, f"正式计划{p}", "正常") for p in plans[::2]])  # the source knows every other plan
+    files = []
+    for n in range(4):
+        keys = plans[:]
+        random.Random(n).shuffle(keys)
+        path = tmp_path / f"load{n}.csv"
+        path.write_text("月度,计划代码,计划名称,组合代码\n" + "".join(
+            f"2025-0{n + 1}-01,{p},计划{p},QT{int(p[2:]) % 100:06d}\n" for p in keys), encoding="utf-8")
+        files.append(path)
+    dsn = postgresql.info.dsn
+    base = [sys.executable, "-m", "generator.cli", "--db", dsn, "--config", str(config)]
+    procs = [subprocess.Popen(base + ["load", "annuity_performance", str(f)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for f in files]
+    procs.append(subprocess.Popen(base + ["sync"], cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outcomes = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert outcomes == [(0, "")] * 5
+    # the sync may have run before some plans were derived: a second one promotes the rest
+    assert cli("--config", str(config), "sync", env=legacy.env("LEG")).returncode == 0
+    assert sample_db.execute('SELECT count(*), count(DISTINCT ("月度", "计划代码")) FROM business."规模明细"'
+                             ).fetchone() == (1600, 1600)
+    rows = dict(sample_db.execute("""SELECT "年金计划号", "_source" || '/' || "_needs_review"::text
+                                     FROM mapping."年金计划" WHERE "年金计划号" LIKE 'PC%'""").fetchall())
+    assert sorted(rows) == plans
+    assert {p for p, s in rows.items() if s == "authoritative/false"} == set(plans[::2])
+    assert {p for p, s in rows.items() if s == "auto_derived/true"} == set(plans[1::2])
+    assert sample_db.execute("""SELECT count(*) FROM mapping."年金计划" WHERE "年金计划号" LIKE 'PC%'
+                                AND "_source" = 'authoritative' AND "计划全称" NOT LIKE '正式计划%'""").fetchone() == (0,)

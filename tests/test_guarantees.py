@@ -233,54 +233,51 @@ def test_row_mode_on_conflict_do_nothing_leaves_a_parent_that_check_counts(db, c
 
 @pytest.mark.parametrize("via", ["fdw"])
 def test_mysql_source_lost_mid_sync_is_recorded_failed_and_the_next_run_succeeds(via, sample_db, cli, write_config,
-                                                                                  dsn):
+                                                                                  legacy_mysql):
     """MariaDB cuts the sync's connections while rows stream (KILL CONNECTION
     on every session of the source database, as a stopping server would):
     the run is recorded failed, the table is unchanged, the next run succeeds."""
     import threading
 
-    from sync_helpers import LegacyMysql, mysql_connect, plan_table, project_config, sync_config
+    from sync_helpers import mysql_connect, plan_table, project_config, sync_config
 
-    legacy = LegacyMysql()
+    legacy = legacy_mysql
+    legacy.rows([(f"PM{n:06d}", f"计划{n}", "正常") for n in range(20_000)])
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", via, "legacy_mysql", schema=legacy.name), batch_size=500)
+    env = legacy.env("LEG")
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    before = sample_db.execute('SELECT count(*), md5(string_agg("年金计划号" || "计划全称" || "_source", \',\' '
+                               'ORDER BY "年金计划号")) FROM mapping."年金计划"').fetchone()
+    stop = threading.Event()
+
+    def cut_off():
+        with mysql_connect() as admin:
+            cur = admin.cursor()
+            while not stop.is_set():
+                cur.execute("SELECT id FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()"
+                            " AND COMMAND <> 'Sleep'", [legacy.name])
+                for (pid,) in cur.fetchall():
+                    try:
+                        cur.execute(f"KILL CONNECTION {int(pid)}")
+                    except Exception:  # noqa: BLE001 - it ended on its own meanwhile
+                        pass
+                time.sleep(0.005)
+
+    killer = threading.Thread(target=cut_off)
+    killer.start()
     try:
-        legacy.rows([(f"PM{n:06d}", f"计划{n}", "正常") for n in range(20_000)])
-        config = project_config(write_config)
-        sync_config(write_config, plan_table("LEG", via, "legacy_mysql", schema=legacy.name), batch_size=500)
-        env = legacy.env("LEG")
-        assert cli("--config", str(config), "apply", env=env).returncode == 0
-        before = sample_db.execute('SELECT count(*), md5(string_agg("年金计划号" || "计划全称" || "_source", \',\' '
-                                   'ORDER BY "年金计划号")) FROM mapping."年金计划"').fetchone()
-        stop = threading.Event()
-
-        def cut_off():
-            with mysql_connect() as admin:
-                cur = admin.cursor()
-                while not stop.is_set():
-                    cur.execute("SELECT id FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()"
-                                " AND COMMAND <> 'Sleep'", [legacy.name])
-                    for (pid,) in cur.fetchall():
-                        try:
-                            cur.execute(f"KILL CONNECTION {int(pid)}")
-                        except Exception:  # noqa: BLE001 - it ended on its own meanwhile
-                            pass
-                    time.sleep(0.005)
-
-        killer = threading.Thread(target=cut_off)
-        killer.start()
-        try:
-            result = cli("--config", str(config), "sync", env=env)
-        finally:
-            stop.set()
-            killer.join(timeout=30)
-        assert result.returncode == 1, result.stdout
-        assert "年金计划: failed: table 年金计划: " in result.stderr
-        run = sample_db.execute("SELECT status, error FROM refdata.sync_run ORDER BY id DESC LIMIT 1").fetchone()
-        assert run[0] == "failed" and run[1].startswith("table 年金计划: ")
-        assert sample_db.execute('SELECT count(*), md5(string_agg("年金计划号" || "计划全称" || "_source", \',\' '
-                                 'ORDER BY "年金计划号")) FROM mapping."年金计划"').fetchone() == before
-
-        again = cli("--config", str(config), "sync", env=env)
-        assert again.returncode == 0, again.stderr
-        assert "年金计划: inserted 20000" in again.stdout
+        result = cli("--config", str(config), "sync", env=env)
     finally:
-        legacy.drop()
+        stop.set()
+        killer.join(timeout=30)
+    assert result.returncode == 1, result.stdout
+    assert "年金计划: failed: table 年金计划: " in result.stderr
+    run = sample_db.execute("SELECT status, error FROM refdata.sync_run ORDER BY id DESC LIMIT 1").fetchone()
+    assert run[0] == "failed" and run[1].startswith("table 年金计划: ")
+    assert sample_db.execute('SELECT count(*), md5(string_agg("年金计划号" || "计划全称" || "_source", \',\' '
+                             'ORDER BY "年金计划号")) FROM mapping."年金计划"').fetchone() == before
+
+    again = cli("--config", str(config), "sync", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "年金计划: inserted 20000" in again.stdout

@@ -6,23 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from sync_helpers import LegacyMysql, LegacyPostgres, plan_table, project_config, sync_config
+from sync_helpers import plan_table, project_config, sync_config
 
 PLAN = 'mapping."年金计划"'
-
-
-@pytest.fixture
-def legacy_pg(postgresql):
-    legacy = LegacyPostgres(postgresql.info)
-    yield legacy
-    legacy.drop()
-
-
-@pytest.fixture
-def legacy_mysql():
-    legacy = LegacyMysql()
-    yield legacy
-    legacy.drop()
 
 
 def insert_fact(db, plan: str, name: str = "新计划") -> None:

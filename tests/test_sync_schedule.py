@@ -9,14 +9,7 @@ import time
 import psycopg
 import pytest
 
-from sync_helpers import LegacyPostgres, plan_table, project_config, sync_config
-
-
-@pytest.fixture
-def legacy_pg(postgresql):
-    legacy = LegacyPostgres(postgresql.info)
-    yield legacy
-    legacy.drop()
+from sync_helpers import plan_table, project_config, sync_config
 
 
 def cron_jobs(info, job: str) -> list[tuple]:

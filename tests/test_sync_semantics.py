@@ -6,24 +6,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from sync_helpers import LegacyMysql, LegacyPostgres, plan_table, project_config, sync_config
+from sync_helpers import plan_table, project_config, sync_config
 
 PLAN = 'mapping."年金计划"'
 PRODUCT_LINE = 'mapping."产品线"'
-
-
-@pytest.fixture
-def legacy_pg(postgresql):
-    legacy = LegacyPostgres(postgresql.info)
-    yield legacy
-    legacy.drop()
-
-
-@pytest.fixture
-def legacy_mysql():
-    legacy = LegacyMysql()
-    yield legacy
-    legacy.drop()
 
 
 def product_line_table(path, version: str = "1.0", mode: str = "delete_insert") -> str:
