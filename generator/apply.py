@@ -1,19 +1,25 @@
-"""Apply the rendered SQL: catalog check first, then all statements in one transaction."""
+"""Plan and apply: catalog check, render, the plan that brings the database to
+the config (generator/migrate), then all of its steps in one transaction."""
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
+
 import psycopg
 
-from .catalog import Report, check, check_sync
+from .catalog import Report, check, check_sync, configured_tables, digest, inventory, scope
 from .config import Config, SyncConfig
 from .db import describe
 from .errors import InputError, RefdataError
+from .migrate.plan import SUMMARY_KINDS, Plan, destructive_steps, make_plan
 from .names import DEFAULT_OWNER, ident
 from .render import Statement, render
 from .sync.render import statements as sync_statements
 
 # Serialises concurrent applies on one database (an arbitrary, fixed key).
 APPLY_LOCK_KEY = 0x72656664  # 'refd'
+DEFAULT_LOCK_TIMEOUT = "5s"
 
 
 def pin_search_path(conn: psycopg.Connection) -> None:
@@ -53,25 +59,105 @@ def checked(conn: psycopg.Connection, config: Config, source: str,
     return render(config, report.skipped, extra, owner), report
 
 
-def apply(conn: psycopg.Connection, config: Config, source: str,
-          prepared: tuple[list[Statement], Report] | None = None,
-          sync: tuple[str, SyncConfig] | None = None,
-          owner: str = DEFAULT_OWNER) -> tuple[list[Statement], Report]:
-    """Check, then run every statement in one transaction: all of it or nothing.
-
-    `prepared` is what `checked` gave for a database with the same catalog
-    (catalog.fingerprint), e.g. for copies of one template database. `sync`:
-    reference_sync.yml's path and content, applied with it."""
+def plan(conn: psycopg.Connection, config: Config, source: str, scratch_dsn: str | None = None,
+         lock_timeout: str = DEFAULT_LOCK_TIMEOUT,
+         prepared: tuple[list[Statement], Report] | None = None,
+         sync: tuple[str, SyncConfig] | None = None,
+         owner: str = DEFAULT_OWNER) -> tuple[Plan, Report]:
+    """The plan for `config`. `prepared` is what `checked` gave for a database
+    with the same catalog (catalog.fingerprint), e.g. for copies of one template.
+    `sync`: reference_sync.yml's path and content, planned with it."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [APPLY_LOCK_KEY])
         pin_search_path(conn)
         statements, report = prepared or checked(conn, config, source, sync, owner)
-        for s in statements:
+        return make_plan(conn, statements, configured_tables(config), scratch_dsn, lock_timeout), report
+
+
+class StalePlan(RefdataError):
+    """The database is no longer the one the plan was made for."""
+
+
+@dataclass
+class Outcome:
+    """What an apply ran and what it changed, per kind of object."""
+
+    steps: list[Statement]
+    report: Report | None = None
+    changes: dict[str, Counter] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        total = Counter()
+        for c in self.changes.values():
+            total.update(c)
+        if not (total["created"] or total["replaced"] or total["dropped"]):
+            return f"unchanged: {total['unchanged']} objects already match the config"
+        line = (f"applied: {total['created']} objects created, {total['replaced']} replaced, "
+                f"{total['dropped']} dropped, {total['unchanged']} unchanged")
+        per_kind = "; ".join(
+            f"{kind}: " + ", ".join(f"{c[w]} {w}" for w in ("created", "replaced", "dropped", "unchanged") if c[w])
+            for kind, c in self.changes.items() if sum(c.values()))
+        return f"{line} ({per_kind})"
+
+
+def changes(before: dict, after: dict) -> dict[str, Counter]:
+    out = {kind: Counter() for kind in SUMMARY_KINDS}
+    for key in before.keys() | after.keys():
+        kind = key[0]
+        if kind not in out:
+            continue
+        if key not in before:
+            out[kind]["created"] += 1
+        elif key not in after:
+            out[kind]["dropped"] += 1
+        elif before[key] != after[key]:
+            out[kind]["replaced"] += 1
+        else:
+            out[kind]["unchanged"] += 1
+    return out
+
+
+def run(conn: psycopg.Connection, the_plan: Plan, configured: list[tuple[str, str]],
+        allow_drop: bool = False, lock_timeout: str | None = None) -> Outcome:
+    """All steps of a plan in one transaction, if the database is still the one it was made for."""
+    with conn.transaction():
+        dropping = destructive_steps(conn, the_plan.steps)
+        if dropping and not allow_drop:
+            more = f" (and {len(dropping) - 1} more)" if len(dropping) > 1 else ""
+            raise RefdataError(f"the plan drops data: {dropping[0]}{more}; "
+                               "review it with refdata plan, then apply --allow-drop; nothing was applied")
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [APPLY_LOCK_KEY])
+        pin_search_path(conn)
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout or the_plan.lock_timeout])
+        tables = scope(conn, configured)
+        before = inventory(conn, tables)
+        if digest(before) != the_plan.fingerprint:
+            raise StalePlan("the database changed since the plan was made (objects refdata owns or touches "
+                            "differ); make a new plan; nothing was applied")
+        for n, s in enumerate(the_plan.steps, start=1):
             try:
                 conn.execute(s.sql, s.bound_params())
             except psycopg.Error as e:
                 message = (e.diag.message_primary or str(e)).strip()
-                raise RefdataError(
-                    f"apply failed at {s.kind} {s.name}: {message}; nothing was applied ({describe(conn)})"
-                ) from None
-    return statements, report
+                raise RefdataError(f"apply failed at {s.kind} {s.name}: {message} (step {n} of the plan); "
+                                   f"nothing was applied ({describe(conn)})") from None
+        after = inventory(conn, sorted(set(scope(conn, configured)) | set(tables)))
+    return Outcome(the_plan.steps, changes=changes(before, after))
+
+
+def apply(conn: psycopg.Connection, config: Config, source: str, scratch_dsn: str | None = None,
+          lock_timeout: str = DEFAULT_LOCK_TIMEOUT, allow_drop: bool = False,
+          prepared: tuple[list[Statement], Report] | None = None,
+          sync: tuple[str, SyncConfig] | None = None,
+          owner: str = DEFAULT_OWNER) -> Outcome:
+    """Plan, then run the plan: all of it or nothing. When another apply got in
+    between (the plan went stale), plan again."""
+    for attempt in range(3):
+        the_plan, report = plan(conn, config, source, scratch_dsn, lock_timeout, prepared, sync, owner)
+        try:
+            outcome = run(conn, the_plan, configured_tables(config), allow_drop)
+        except StalePlan:
+            if attempt == 2:
+                raise
+            continue
+        outcome.report = report
+        return outcome

@@ -7,6 +7,7 @@ config that names `计划名称` where the table has `计划全称` says exactly
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -410,12 +411,49 @@ def _depends(order: list[ForeignKey], fk: ForeignKey, other: str) -> bool:
     return False
 
 
-def fingerprint(conn: psycopg.Connection, config: Config) -> str:
-    """Digest of the catalog the checks of `config` read: same digest, same findings."""
-    tables = sorted({(d.fact_schema, d.fact_table_for(name)) for name, d in config.domains.items()}
-                    | {(fk.target_schema, fk.target_table) for d in config.domains.values() for fk in d.foreign_keys})
-    row = conn.execute(query("fingerprint"), {"schemas": [t[0] for t in tables], "names": [t[1] for t in tables]})
-    return row.fetchone()[0]
+def configured_tables(config: Config) -> list[tuple[str, str]]:
+    """The config's fact and reference tables, (schema, table)."""
+    return sorted({(d.fact_schema, d.fact_table_for(name)) for name, d in config.domains.items()}
+                  | {(fk.target_schema, fk.target_table) for d in config.domains.values() for fk in d.foreign_keys})
+
+
+def table_params(tables) -> dict:
+    return {"schemas": [t[0] for t in tables], "tables": [t[1] for t in tables]}
+
+
+def touched_tables(conn: psycopg.Connection, configured: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Tables outside refdata's schemas that it touches (sql/catalog/touched_tables.sql)."""
+    return [(r[0], r[1]) for r in conn.execute(query("touched_tables"), table_params(configured)).fetchall()]
+
+
+def scope(conn: psycopg.Connection, configured: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The configured tables and those refdata touches besides."""
+    return sorted(set(touched_tables(conn, configured)) | set(configured))
+
+
+def inventory(conn: psycopg.Connection, tables: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(kind, name) -> digest of each object refdata owns or touches, and of
+    each domain's run-time values."""
+    out = {(r[0], r[1]): r[2] for r in conn.execute(query("inventory"), table_params(tables))}
+    if conn.execute("SELECT to_regclass('refdata.domain_param') IS NOT NULL").fetchone()[0]:
+        for domain, digest_ in conn.execute("SELECT domain, md5(params::text) FROM refdata.domain_param"):
+            out[("parameters", domain)] = digest_
+    return out
+
+
+def digest(inv: dict[tuple[str, str], str]) -> str:
+    """The fingerprint of an inventory."""
+    rows = sorted([list(k), v] for k, v in inv.items())
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode("utf-8")).hexdigest()[:32]
+
+
+def fingerprint(conn: psycopg.Connection, tables: list[tuple[str, str]]) -> str:
+    """The one catalog fingerprint: a digest of what refdata owns or touches
+    for these configured tables. Equal fingerprints mean the catalog checks
+    give the same findings (the test plugin reuses them) and a plan made for
+    one applies to the other (apply --sql refuses a plan whose fingerprint
+    is no longer the database's)."""
+    return digest(inventory(conn, scope(conn, tables)))
 
 
 TRACKING_COLUMNS = set(TRACKING_TYPES)

@@ -1,7 +1,8 @@
 """bin/refdata: the command line over config, rendering, applying and the demo.
 
 Exit codes: 0 success, 2 invalid input (config, arguments, data file), 1 any
-other failure. Errors are one line per problem; --debug adds the traceback.
+other failure; `plan` exits 3 when changes are pending. Errors are one line
+per problem; --debug adds the traceback.
 """
 
 from __future__ import annotations
@@ -59,14 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("render", help="write the SQL in apply order (stdout, or one file per object with -o)")
     r.add_argument("-o", "--output", metavar="DIR", help="directory for numbered .sql files and apply.sql")
     r.add_argument("--sync-config", metavar="PATH", help=SYNC_CONFIG_HELP)
-    a = sub.add_parser("apply", help="check against the catalog and apply the SQL in one transaction")
-    a.add_argument("--sync-config", metavar="PATH", help=SYNC_CONFIG_HELP)
     r.add_argument("--grants", action="store_true",
                    help="print the role model instead: the owner role, its rights, what writers and loaders need")
-    for parser in (r, a):
+    pl = sub.add_parser("plan", help="print the SQL that brings the database to the config (exit 0: none, 3: changes pending)")
+    ap = sub.add_parser("apply", help="check against the catalog, plan, and run the plan in one transaction")
+    for sp in (pl, ap):
+        sp.add_argument("--sync-config", metavar="PATH", help=SYNC_CONFIG_HELP)
+        sp.add_argument("--scratch-db", metavar="DSN",
+                        help="an empty database to build the desired state in (default: a temporary one)")
+        sp.add_argument("--lock-timeout", metavar="T",
+                        help="give up when a lock is not granted within T (default 5s)")
+    for parser in (r, pl, ap):
         parser.add_argument("--owner", metavar="ROLE",
                             help="role owning the generated functions (default: $REFDATA_OWNER, then refdata_owner); "
                                  "NOLOGIN, never a superuser; created when missing")
+    ap.add_argument("--sql", metavar="FILE", help="apply a reviewed plan file; refused if the database changed since")
+    ap.add_argument("--allow-drop", action="store_true", help="allow steps that drop tables or columns holding data")
+    un = sub.add_parser("uninstall", help="remove what refdata created (for the named domains, or all), in one transaction")
+    un.add_argument("domains", nargs="*", metavar="DOMAIN")
+    un.add_argument("--drop-tracking-columns", action="store_true",
+                    help="drop the tracking columns too (derived rows stay, as ordinary rows)")
     ld = sub.add_parser("load", help="load a CSV file of fact rows through the staging table, deriving missing parents set-based")
     ld.add_argument("domain", metavar="DOMAIN")
     ld.add_argument("file", metavar="FILE")
@@ -243,24 +256,70 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from .apply import plan
+    from .db import connect, resolve_dsn
+    from .names import owner_role
+
+    path, config = _config(args)
+    _orders(path, config)
+    with connect(resolve_dsn(args.db), autocommit=True) as conn:
+        sync = _sync_config(args, path)
+        the_plan, report = plan(conn, config, str(path), args.scratch_db, args.lock_timeout or "5s",
+                                sync=(str(sync[0]), sync[1]) if sync else None, owner=owner_role(args.owner))
+    for w in config.warnings + report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    for name in the_plan.destructive:
+        print(f"warning: drops data (apply needs --allow-drop): {name}", file=sys.stderr)
+    sys.stdout.write(the_plan.script())
+    return 3 if the_plan.steps else 0
+
+
 def cmd_apply(args) -> int:
-    from .apply import apply
+    from .apply import apply, run
     from .names import owner_role
     from .db import connect, redact, resolve_dsn
+    from .catalog import configured_tables
+    from .migrate.plan import read_plan
 
     path, config = _config(args)
     _orders(path, config)
     owner = owner_role(args.owner)
     dsn = resolve_dsn(args.db)
-    sync = _sync_config(args, path)
-    with connect(dsn) as conn:
-        statements, report = apply(conn, config, str(path), sync=(str(sync[0]), sync[1]) if sync else None,
-                                   owner=owner)
-    for w in config.warnings + report.warnings:
+    with connect(dsn, autocommit=True) as conn:
+        if args.sql:
+            try:
+                text = Path(args.sql).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise InputError(f"{args.sql}: cannot read the plan: {e}") from None
+            outcome = run(conn, read_plan(text, args.sql), configured_tables(config), args.allow_drop,
+                          args.lock_timeout)
+        else:
+            sync = _sync_config(args, path)
+            outcome = apply(conn, config, str(path), args.scratch_db, args.lock_timeout or "5s", args.allow_drop,
+                            sync=(str(sync[0]), sync[1]) if sync else None, owner=owner)
+    for w in config.warnings + (outcome.report.warnings if outcome.report else []):
         print(f"warning: {w}")
-    print(f"applied {len(statements)} statements from {path} to {redact(dsn)}")
-    for w in report.unconnected:
+    for n, s in enumerate(outcome.steps, start=1):
+        print(f"  {n}. {s.kind} {s.name}")
+    print(f"{outcome.summary()} ({redact(dsn)})")
+    for w in outcome.report.unconnected if outcome.report else []:
         print(f"note: {w}")
+    return 0
+
+
+def cmd_uninstall(args) -> int:
+    from .db import connect, redact, resolve_dsn
+    from .migrate.uninstall import uninstall
+
+    path, config = _config(args)
+    dsn = resolve_dsn(args.db)
+    with connect(dsn, autocommit=True) as conn:
+        lines = uninstall(conn, config, args.domains, args.drop_tracking_columns)
+    for line in lines:
+        print(line)
+    print(f"uninstalled {', '.join(args.domains) or 'refdata'} from {redact(dsn)}" if lines
+          else f"nothing of refdata's in {redact(dsn)}")
     return 0
 
 
@@ -457,6 +516,8 @@ def cmd_review(args) -> int:
 COMMANDS = {
     "validate": cmd_validate,
     "render": cmd_render,
+    "plan": cmd_plan,
+    "uninstall": cmd_uninstall,
     "apply": cmd_apply,
     "load": cmd_load,
     "sync": cmd_sync,

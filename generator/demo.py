@@ -74,7 +74,7 @@ def run(db: str | None, config: Config, source: str, sizes: Sizes | None = None,
             saved = {k: os.environ.get(k) for k in env}
             os.environ.update(env)  # apply reads the connection from the environment
             try:
-                statements, _ = apply(conn, config, source, sync=("the demo's sync config", sync_config))
+                outcome = apply(conn, config, source, sync=("the demo's sync config", sync_config))
             finally:
                 for k, v in saved.items():
                     if v is None:
@@ -82,8 +82,8 @@ def run(db: str | None, config: Config, source: str, sizes: Sizes | None = None,
                     else:
                         os.environ[k] = v
         else:
-            statements, _ = apply(conn, config, source)
-        print(f"applied {len(statements)} statements from {source} to database {database}")
+            outcome = apply(conn, config, source)
+        print(f"{outcome.summary()} (config {source}, database {database})")
         if hybrid:
             print("synced authoritative reference data first (plans from the legacy MariaDB through mysql_fdw, "
                   "product lines from config/reference_data/product_lines.yml):")

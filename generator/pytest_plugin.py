@@ -70,7 +70,7 @@ def config_path(config: pytest.Config) -> Path:
 def refdata_db(request: pytest.FixtureRequest, postgresql):
     """The test's database (pytest-postgresql's `postgresql`) with the refdata config applied."""
     from .apply import apply, checked
-    from .catalog import fingerprint
+    from .catalog import configured_tables, fingerprint
     from .config import load_config
     from .errors import RefdataError
 
@@ -79,7 +79,7 @@ def refdata_db(request: pytest.FixtureRequest, postgresql):
     started = time.perf_counter()
     try:
         config = load_config(path)
-        key = (str(path), path.stat().st_mtime_ns, fingerprint(postgresql, config))
+        key = (str(path), path.stat().st_mtime_ns, fingerprint(postgresql, configured_tables(config)))
         postgresql.rollback()
         if key not in session.prepared:
             with postgresql.transaction(force_rollback=True):

@@ -1,0 +1,118 @@
+"""Removing what refdata created, in one transaction.
+
+Enters: a connection, the domains to remove (none: all of refdata), the
+config (which reference tables the domains derive into), and whether the
+tracking columns go too. Leaves: one line per thing removed. Tracking columns
+and the rows in reference tables stay unless asked; dropping them turns
+auto-derived rows into ordinary rows, and the lines say how many.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from ..config import Config
+from ..errors import InputError, RefdataError
+from ..names import ident, object_name, qualified
+
+APPLY_LOCK_KEY = 0x72656664  # the same key apply takes: never both at once
+TRACKING = ("_source", "_needs_review", "_derived_from_domain", "_derived_at")
+
+
+def uninstall(conn: psycopg.Connection, config: Config, domains: list[str], drop_tracking: bool) -> list[str]:
+    lines: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [APPLY_LOCK_KEY])
+        if domains:
+            for d in domains:
+                lines += _remove_domain(conn, d)
+            others = {(fk.target_schema, fk.target_table) for name, dom in config.domains.items()
+                      if name not in domains for fk in dom.foreign_keys}
+            tables = sorted({(fk.target_schema, fk.target_table) for name in domains if name in config.domains
+                             for fk in config.domains[name].foreign_keys} - others)
+        else:
+            lines += _remove_all(conn)
+            tables = None
+        if drop_tracking:
+            lines += _drop_tracking(conn, tables)
+    return lines
+
+
+def _triggers(conn, functions_filter: str, params: list) -> list[tuple[str, str, str]]:
+    return conn.execute(
+        f"""SELECT t.tgname, n.nspname, c.relname
+            FROM pg_catalog.pg_trigger AS t
+            JOIN pg_catalog.pg_class AS c ON c.oid = t.tgrelid
+            JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+            JOIN pg_catalog.pg_proc AS p ON p.oid = t.tgfoid
+            WHERE NOT t.tgisinternal AND t.tgparentid = 0
+              AND p.pronamespace::regnamespace::text IN ('refdata', 'refdata_stage') AND {functions_filter}
+            ORDER BY 2, 3, 1""", params).fetchall()
+
+
+def _drop_triggers(conn, triggers) -> list[str]:
+    for name, schema, table in triggers:
+        conn.execute(f"DROP TRIGGER {ident(name)} ON {qualified(schema, table)}")
+    return [f"dropped trigger {name} on {schema}.{table}" for name, schema, table in triggers]
+
+
+def _remove_all(conn) -> list[str]:
+    lines = _drop_triggers(conn, _triggers(conn, "true", []))
+    for schema in ("refdata_stage", "refdata"):
+        if conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", [schema]).fetchone()[0]:
+            # the schemas are refdata's alone: everything in them goes (never anything else, see README)
+            conn.execute(f"DROP SCHEMA {ident(schema)} CASCADE")
+            lines.append(f"dropped schema {schema} and everything in it")
+    return lines
+
+
+def _remove_domain(conn, domain: str) -> list[str]:
+    prefix = domain + "__"
+    functions = conn.execute(
+        """SELECT p.oid::regprocedure::text, p.proname FROM pg_catalog.pg_proc AS p
+           WHERE p.pronamespace = to_regnamespace('refdata') AND left(p.proname, length(%s)) = %s
+           ORDER BY 2""", [prefix, prefix]).fetchall()
+    stage = conn.execute("SELECT to_regclass(%s)", [qualified("refdata_stage", object_name(domain))]).fetchone()[0]
+    has_params = conn.execute("SELECT to_regclass('refdata.domain_param') IS NOT NULL").fetchone()[0] and \
+        conn.execute("SELECT 1 FROM refdata.domain_param WHERE domain = %s", [domain]).fetchone()
+    if not (functions or stage or has_params):
+        raise InputError(f"uninstall: domain {domain} is not installed in this database")
+    lines = _drop_triggers(conn, _triggers(conn, "p.proname = ANY (%s)", [[f[1] for f in functions]]))
+    for signature, _ in functions:
+        conn.execute(f"DROP FUNCTION {signature}")
+        lines.append(f"dropped function {signature}")
+    if stage:
+        conn.execute(f"DROP TABLE {qualified('refdata_stage', object_name(domain))}")
+        lines.append(f"dropped staging table refdata_stage.{object_name(domain)}")
+    if has_params:
+        conn.execute("DELETE FROM refdata.domain_param WHERE domain = %s", [domain])
+        lines.append(f"deleted the run-time values of domain {domain} (refdata.domain_param)")
+    return lines
+
+
+def _drop_tracking(conn, tables: list[tuple[str, str]] | None) -> list[str]:
+    found = conn.execute(
+        """SELECT n.nspname, c.relname FROM pg_catalog.pg_class AS c
+           JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+           WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+             AND (SELECT count(*) FROM pg_catalog.pg_attribute AS a
+                  WHERE a.attrelid = c.oid AND NOT a.attisdropped AND a.attname = ANY (%s)) = 4
+           ORDER BY 1, 2""", [list(TRACKING)]).fetchall()
+    lines = []
+    for schema, table in found:
+        if tables is not None and (schema, table) not in tables:
+            continue
+        target = qualified(schema, table)
+        derived = conn.execute(f"""SELECT count(*) FROM {target} WHERE "_source" = 'auto_derived'""").fetchone()[0]
+        try:
+            with conn.transaction():
+                conn.execute(f"ALTER TABLE {target} " + ", ".join(f"DROP COLUMN {ident(c)}" for c in TRACKING))
+        except psycopg.errors.DependentObjectsStillExist as e:
+            users = [line.split(" depends on ")[0] for line in (e.diag.message_detail or "").splitlines()]
+            raise RefdataError(
+                f"cannot drop the tracking columns of {schema}.{table}: {', '.join(u for u in users if 'refdata.' in u) or 'other objects'}"
+                " still use them; take the domain out of the config and apply first, or uninstall everything; "
+                "nothing was removed") from None
+        lines.append(f"dropped the tracking columns of {schema}.{table}: {derived} auto-derived row(s) "
+                     "stay as ordinary rows")
+    return lines

@@ -1,0 +1,487 @@
+"""plan and apply as declarative migrations: the plan is the difference
+between the live database and the config, its application converges, and
+nothing outside what refdata owns or touches is ever in it."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+from generator.migrate.scratch import client_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+FACT = 'business."规模明细"'
+
+
+# The sample schema's config in the one-file form: each test edits a copy.
+SAMPLE = """\
+domains:
+  annuity_performance:
+    fact_schema: business
+    fact_table: 规模明细
+    foreign_keys:
+      - name: fk_plan
+        source_column: 计划代码
+        target_schema: mapping
+        target_table: 年金计划
+        target_key: 年金计划号
+        backfill_columns:
+          - {source: 计划名称, target: 计划全称}
+          - {source: 计划类型, target: 计划类型, optional: true}
+          - {source: 客户名称, target: 客户名称, optional: true}
+          - {source: 机构代码, target: 主拓机构代码, aggregation: max_by, order_column: 期末资产规模}
+        defaults:
+          计划全称: "(待补充)"
+          计划状态: 待审核
+        blank_values: ["(空白)", "-"]
+
+      - name: fk_portfolio
+        source_column: 组合代码
+        target_schema: mapping
+        target_table: 组合计划
+        target_key: 组合代码
+        depends_on: [fk_plan]
+        backfill_columns:
+          - {source: 计划代码, target: 年金计划号}
+          - {source: 组合名称, target: 组合名称}
+          - {source: 组合类型, target: 组合类型, optional: true}
+        blank_values: ["(空白)", "-"]
+
+      - name: fk_product_line
+        source_column: 产品线代码
+        target_schema: mapping
+        target_table: 产品线
+        target_key: 产品线代码
+        backfill_columns:
+          - {target: 产品线, aggregation: template, template: "待确认产品线 {产品线代码}"}
+          - {source: 业务类型, target: 业务大类}
+        blank_values: ["(空白)"]
+
+      - name: fk_organization
+        source_column: 机构代码
+        target_schema: mapping
+        target_table: 组织架构
+        target_key: 机构代码
+        derive_columns: [机构代码]
+        backfill_columns:
+          - {source: 机构名称, target: 机构}
+        blank_values: ["(空白)"]
+"""
+
+
+def sample_config() -> dict:
+    return yaml.safe_load(SAMPLE)
+
+
+def fk(config: dict, name: str, domain: str = "annuity_performance") -> dict:
+    return next(f for f in config["domains"][domain]["foreign_keys"] if f["name"] == name)
+
+
+@pytest.fixture
+def configure(cli, write_config):
+    """Write a config (a dict), run a command with it, return the result."""
+    def run(config: dict, *args: str, db: str | None = None):
+        path = write_config(yaml.safe_dump(config, allow_unicode=True), name=f"c{uuid.uuid4().hex[:6]}.yml")
+        kwargs = {"db": db} if db else {}
+        return cli("--config", str(path), *args, **kwargs)
+    return run
+
+
+def ok(result, code: int = 0) -> str:
+    assert result.returncode == code, result.stderr
+    return result.stdout
+
+
+def converged(configure, config: dict) -> None:
+    result = configure(config, "plan")
+    assert (result.returncode, result.stdout) == (0, ""), result.stdout + result.stderr
+
+
+def triggers(db) -> list[tuple]:
+    """The backfill triggers (not the audit and promotion triggers of the reference tables)."""
+    return db.execute("SELECT tgrelid::regclass::text, tgname FROM pg_trigger "
+                      "WHERE NOT tgisinternal AND tgname LIKE '%\\_\\_backfill%' ORDER BY 1, 2").fetchall()
+
+
+def functions(db) -> list[str]:
+    """refdata's per-domain functions."""
+    return [r[0] for r in db.execute("SELECT p.proname FROM pg_proc p WHERE p.pronamespace = 'refdata'::regnamespace "
+                                     "AND p.proname LIKE '%\\_\\_%' AND p.proname NOT LIKE '%\\_\\_promote' ORDER BY 1")]
+
+
+def databases(db) -> set[str]:
+    return {r[0] for r in db.execute("SELECT datname FROM pg_database")}
+
+
+# -- convergence ----------------------------------------------------------------
+
+
+def test_apply_then_plan_prints_nothing_and_exits_0(sample_db, configure):
+    config = sample_config()
+    first = configure(config, "plan")
+    assert first.returncode == 3, first.stderr
+    assert 'CREATE OR REPLACE FUNCTION "refdata"."annuity_performance__backfill"()' in first.stdout  # the full render
+    out = ok(configure(config, "apply"))
+    created = re.search(r"^applied: (\d+) objects created, 0 replaced, 0 dropped, 0 unchanged \(", out, re.M)
+    assert created, out
+    converged(configure, config)
+    assert ok(configure(config, "apply")).startswith(f"unchanged: {created[1]} objects already match the config")
+
+
+def _add_backfill_column(c):
+    fk(c, "fk_product_line")["backfill_columns"].append({"source": "业务类型", "target": "业务大类"})
+
+
+def _without_backfill_column(c):
+    fk(c, "fk_product_line")["backfill_columns"] = [
+        b for b in fk(c, "fk_product_line")["backfill_columns"] if b.get("target") != "业务大类"]
+
+
+def _remove_fk(c):
+    c["domains"]["annuity_performance"]["foreign_keys"] = [
+        f for f in c["domains"]["annuity_performance"]["foreign_keys"] if f["name"] != "fk_organization"]
+
+
+def _statement_mode(c):
+    c["domains"]["annuity_performance"].update(trigger_mode="statement", defer_foreign_keys=True)
+
+
+def _change_default(c):
+    fk(c, "fk_plan")["defaults"]["计划状态"] = "待确认"
+
+
+CHANGES = {
+    # name: (change to the base config, text the plan must contain, text it must not)
+    "backfill column added": (_add_backfill_column, 'CREATE OR REPLACE FUNCTION refdata.annuity_performance__backfill()',
+                              "drop trigger"),
+    "foreign key removed": (_remove_fk, 'drop trigger if exists "annuity_performance__backfill"', "drop table"),
+    "statement mode": (_statement_mode, "DEFERRABLE INITIALLY DEFERRED", "drop constraint"),
+    "default changed": (_change_default, "待确认", "FUNCTION"),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_each_config_change_plans_and_converges(sample_db, configure, change):
+    edit, must, must_not = CHANGES[change]
+    base = sample_config()
+    if change == "backfill column added":
+        _without_backfill_column(base)
+    ok(configure(base, "apply"))
+    changed = copy.deepcopy(base)
+    edit(changed)
+    plan = configure(changed, "plan")
+    assert plan.returncode == 3, plan.stderr
+    assert must in plan.stdout
+    assert must_not not in plan.stdout
+    out = ok(configure(changed, "apply"))
+    assert re.search(r"^applied: .* replaced", out, re.M), out
+    converged(configure, changed)
+
+
+def test_added_backfill_column_reaches_derived_parents(sample_db, configure):
+    base = sample_config()
+    _without_backfill_column(base)
+    ok(configure(base, "apply"))
+    changed = sample_config()
+    ok(configure(changed, "apply"))
+    sample_db.execute(f"""INSERT INTO {FACT} ("月度", "产品线代码", "业务类型") VALUES ('2025-10-01', 'PL777', '职业年金')""")
+    assert sample_db.execute("""SELECT "业务大类" FROM mapping."产品线" WHERE "产品线代码" = 'PL777'""").fetchone() == ("职业年金",)
+
+
+def test_renamed_domain_leaves_one_trigger_and_its_own_objects_only(sample_db, configure):
+    config = sample_config()
+    ok(configure(config, "apply"))
+    renamed = {"domains": {"annuity_renamed": config["domains"]["annuity_performance"]}}
+    plan = ok(configure(renamed, "plan"), 3)
+    assert 'drop function if exists "refdata"."annuity_performance__load"' in plan
+    ok(configure(renamed, "apply"))
+    assert triggers(sample_db) == [('business."规模明细"', "annuity_renamed__backfill")]
+    assert functions(sample_db) == ["annuity_renamed__backfill", "annuity_renamed__backfill_set",
+                                    "annuity_renamed__load", "annuity_renamed__load_parents"]
+    assert sample_db.execute("SELECT domain FROM refdata.domain_param").fetchall() == [("annuity_renamed",)]
+    assert sample_db.execute("SELECT relname FROM pg_class WHERE relnamespace = 'refdata_stage'::regnamespace "
+                             "AND relkind = 'r'").fetchall() == [("annuity_renamed",)]
+    sample_db.execute(f"""INSERT INTO {FACT} ("月度", "计划代码") VALUES ('2025-10-01', 'P77701')""")
+    assert sample_db.execute("""SELECT "_derived_from_domain" FROM mapping."年金计划"
+                                WHERE "年金计划号" = 'P77701'""").fetchone() == ("annuity_renamed",)
+    converged(configure, renamed)
+
+
+def test_plan_applied_with_psql(sample_db, configure, dsn, tmp_path):
+    config = sample_config()
+    ok(configure(config, "apply"))
+    _remove_fk(config)
+    change = tmp_path / "change.sql"
+    change.write_text(ok(configure(config, "plan"), 3), encoding="utf-8")
+    psql = subprocess.run([client_binary(sample_db, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(change), dsn],
+                          capture_output=True, text=True)
+    assert psql.returncode == 0, psql.stderr
+    converged(configure, config)
+
+
+# -- reviewed plans, drops, drift -----------------------------------------------
+
+
+def test_reviewed_plan_applies_and_a_stale_one_is_refused(sample_db, configure, tmp_path):
+    config = sample_config()
+    ok(configure(config, "apply"))
+    _remove_fk(config)
+    reviewed = tmp_path / "reviewed.sql"
+    reviewed.write_text(ok(configure(config, "plan"), 3), encoding="utf-8")
+
+    sample_db.execute(f'ALTER TABLE {FACT} ADD COLUMN "备注" text')  # the database moves on
+    stale = configure(config, "apply", "--sql", str(reviewed))
+    assert stale.returncode == 1
+    assert "the database changed since the plan was made" in stale.stderr
+    assert ("business.\"规模明细\"", "annuity_performance__backfill") in triggers(sample_db)
+    assert "fk_organization" in sample_db.execute("SELECT params::text FROM refdata.domain_param").fetchone()[0]
+
+    reviewed.write_text(ok(configure(config, "plan"), 3), encoding="utf-8")
+    out = ok(configure(config, "apply", "--sql", str(reviewed)))
+    assert re.search(r"^applied: ", out, re.M)
+    assert "fk_organization" not in sample_db.execute("SELECT params::text FROM refdata.domain_param").fetchone()[0]
+    converged(configure, config)
+
+
+def test_a_table_in_schema_refdata_that_holds_data_is_kept(sample_db, configure):
+    config = sample_config()
+    ok(configure(config, "apply"))
+    sample_db.execute("CREATE TABLE refdata.notes (note text); INSERT INTO refdata.notes VALUES ('keep me')")
+    converged(configure, config)
+    assert sample_db.execute("SELECT note FROM refdata.notes").fetchall() == [("keep me",)]
+
+
+def test_fact_column_added_after_apply_shows_as_staging_drift(sample_db, configure):
+    config = sample_config()
+    ok(configure(config, "apply"))
+    sample_db.execute(f'ALTER TABLE {FACT} ADD COLUMN "备注" text')
+    plan = ok(configure(config, "plan"), 3)
+    assert 'alter table "refdata_stage"."annuity_performance" add column "备注" text' in plan
+    ok(configure(config, "apply"))
+    converged(configure, config)
+
+
+def test_unrelated_schema_differences_are_ignored(sample_db, configure):
+    config = sample_config()
+    ok(configure(config, "apply"))
+    sample_db.execute(
+        """
+        CREATE TABLE public.unrelated (a int PRIMARY KEY);
+        CREATE FUNCTION public.stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+        CREATE TRIGGER user_stamp BEFORE INSERT ON business."规模明细" FOR EACH ROW EXECUTE FUNCTION public.stamp();
+        CREATE TRIGGER other_stamp BEFORE INSERT ON public.unrelated FOR EACH ROW EXECUTE FUNCTION public.stamp();
+        CREATE VIEW mapping.plans AS SELECT "年金计划号" FROM mapping."年金计划";
+        CREATE INDEX ON business."规模明细" ("月度");
+        ALTER TABLE mapping."组织架构" ADD COLUMN "备注" text;
+        GRANT SELECT ON business."规模明细" TO PUBLIC;
+        """
+    )
+    converged(configure, config)
+
+
+def test_loader_grants_on_refdata_objects_survive(sample_db, configure):
+    config = sample_config()
+    ok(configure(config, "apply"))
+    role = f"loader_{uuid.uuid4().hex[:8]}"
+    sample_db.execute(f'CREATE ROLE "{role}"')
+    try:
+        sample_db.execute(f'GRANT USAGE ON SCHEMA refdata, refdata_stage TO "{role}"; '
+                          f'GRANT INSERT ON refdata_stage."annuity_performance" TO "{role}"; '
+                          f'GRANT EXECUTE ON FUNCTION refdata."annuity_performance__load"(text[], text) TO "{role}"')
+        converged(configure, config)
+        _remove_fk(config)
+        ok(configure(config, "apply"))
+        assert sample_db.execute(
+            "SELECT has_function_privilege(%s, 'refdata.\"annuity_performance__load\"(text[], text)', 'EXECUTE'), "
+            "has_function_privilege('public', 'refdata.\"annuity_performance__backfill\"()', 'EXECUTE')",
+            [role]).fetchone() == (True, False)
+    finally:
+        sample_db.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
+
+
+# -- the scratch database ---------------------------------------------------------
+
+
+def test_scratch_database_is_gone_after_success_and_after_failure(sample_db, configure):
+    config = sample_config()
+    ok(configure(config, "apply"))
+    before = databases(sample_db)
+    _remove_fk(config)
+    ok(configure(config, "plan"), 3)
+    assert databases(sample_db) == before
+    # a CHECK calling a function of a schema the plan does not copy: the copy fails
+    sample_db.execute("""CREATE SCHEMA util;
+                         CREATE FUNCTION util.is_code(text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$SELECT true$$;
+                         ALTER TABLE mapping."产品线" ADD CONSTRAINT code_ok CHECK (util.is_code("产品线代码"))""")
+    failed = configure(config, "plan")
+    assert failed.returncode == 1
+    assert "copying the live schema into the scratch database failed" in failed.stderr
+    assert databases(sample_db) == before
+
+
+def test_without_createdb_plan_names_scratch_db(sample_db, configure, role, dsn):
+    config = sample_config()
+    ok(configure(config, "apply"))
+    name = f"planner_{uuid.uuid4().hex[:8]}"
+    conn = role(name, ["GRANT CONNECT ON DATABASE " + sample_db.info.dbname + " TO {role}",
+                       "GRANT USAGE ON SCHEMA business, mapping, refdata, refdata_stage TO {role}",
+                       "GRANT SELECT ON ALL TABLES IN SCHEMA business, mapping, refdata, refdata_stage TO {role}"])
+    name = conn.info.user  # the fixture makes the name unique for this run
+    own_dsn = psycopg.conninfo.make_conninfo(dsn, user=name)
+    refused = configure(config, "plan", db=own_dsn)
+    assert refused.returncode == 1
+    assert "may not CREATE DATABASE; name an empty one with --scratch-db" in refused.stderr
+    scratch = f"refdata_scratch_{uuid.uuid4().hex[:8]}"
+    sample_db.execute(f'CREATE DATABASE "{scratch}" OWNER "{name}"')
+    try:
+        scratch_dsn = psycopg.conninfo.make_conninfo(dsn, user=name, dbname=scratch)
+        _remove_fk(config)
+        # Handing objects to another owner takes what only a superuser has
+        # (CREATE for that role on the schemas): this planner names itself.
+        plan = configure(config, "plan", "--scratch-db", scratch_dsn, "--owner", name, db=own_dsn)
+        assert plan.returncode == 3, plan.stderr
+        assert 'drop trigger if exists "annuity_performance__backfill"' in plan.stdout
+        with psycopg.connect(scratch_dsn) as s:  # emptied again
+            assert s.execute("SELECT count(*) FROM pg_namespace WHERE nspname IN "
+                             "('business', 'mapping', 'refdata', 'refdata_stage')").fetchone() == (0,)
+    finally:
+        conn.close()
+        sample_db.execute(f'DROP DATABASE "{scratch}" WITH (FORCE)')
+
+
+# -- identifiers -----------------------------------------------------------------
+
+
+def test_chinese_and_quoted_identifiers_round_trip(db, configure):
+    db.execute(
+        '''
+        CREATE SCHEMA "My ""Schema""";
+        CREATE SCHEMA "参考 数据";
+        CREATE TABLE "参考 数据"."计划 ""表""" ("计划 号" text PRIMARY KEY, "全称" text, "it's" text);
+        CREATE TABLE "My ""Schema"""."事实 表" ("计划 ""代码""" text, "名称" text, "it's" text);
+        '''
+    )
+    config = {"domains": {"年金_域": {
+        "fact_schema": 'My "Schema"', "fact_table": "事实 表",
+        "foreign_keys": [{"name": "fk_计划", "source_column": '计划 "代码"', "target_schema": "参考 数据",
+                          "target_table": '计划 "表"', "target_key": "计划 号",
+                          "backfill_columns": [{"source": "名称", "target": "全称"}]}]}}}
+    ok(configure(config, "apply"))
+    converged(configure, config)
+    config["domains"]["年金_域"]["foreign_keys"][0]["backfill_columns"].append({"source": "it's", "target": "it's"})
+    plan = ok(configure(config, "plan"), 3)
+    assert 'refdata."年金_域__backfill"()' in plan
+    ok(configure(config, "apply"))
+    converged(configure, config)
+    db.execute('''INSERT INTO "My ""Schema"""."事实 表" VALUES ('新计划', '名', '它的')''')
+    assert db.execute('''SELECT "全称", "it's", "_source" FROM "参考 数据"."计划 ""表"""''').fetchall() == [
+        ("名", "它的", "auto_derived")]
+
+
+# -- uninstall ---------------------------------------------------------------------
+
+
+def refdata_objects(db) -> dict:
+    return {
+        "schemas": db.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'refdata%'").fetchall(),
+        "triggers": triggers(db),
+        "functions": db.execute("SELECT oid::regprocedure::text FROM pg_proc "
+                                "WHERE pronamespace::regnamespace::text LIKE 'refdata%'").fetchall(),
+    }
+
+
+def test_uninstall_leaves_no_refdata_object_and_keeps_the_data(sample_db, configure):
+    config = sample_config()
+    ok(configure(config, "apply"))
+    sample_db.execute(f"""INSERT INTO {FACT} ("月度", "计划代码", "机构代码") VALUES ('2025-10-01', 'P88801', 'G888')""")
+    facts = sample_db.execute(f"SELECT count(*) FROM {FACT}").fetchone()
+    out = ok(configure(config, "uninstall"))
+    assert "dropped trigger annuity_performance__backfill on business.规模明细" in out
+    assert refdata_objects(sample_db) == {"schemas": [], "triggers": [], "functions": []}
+    assert sample_db.execute(f"SELECT count(*) FROM {FACT}").fetchone() == facts
+    assert sample_db.execute("""SELECT "_source", "_needs_review" FROM mapping."年金计划"
+                                WHERE "年金计划号" = 'P88801'""").fetchone() == ("auto_derived", True)
+    # with the tracking columns gone, derived rows are ordinary rows, and the command says how many
+    out = ok(configure(config, "uninstall", "--drop-tracking-columns"))
+    assert "dropped the tracking columns of mapping.年金计划: 1 auto-derived row(s) stay as ordinary rows" in out
+    assert sample_db.execute("""SELECT count(*) FROM pg_attribute WHERE attname = '_source'
+                                AND attrelid::regclass::text LIKE 'mapping.%'""").fetchone() == (0,)
+    assert sample_db.execute("""SELECT count(*) FROM mapping."年金计划" WHERE "年金计划号" = 'P88801'""").fetchone() == (1,)
+    # and a fresh apply installs it all again
+    ok(configure(config, "apply"))
+    converged(configure, config)
+
+
+def test_uninstall_one_domain_keeps_the_other(sample_db, configure):
+    config = sample_config()
+    other = copy.deepcopy(config["domains"]["annuity_performance"])
+    other["foreign_keys"] = [f for f in other["foreign_keys"] if f["name"] == "fk_organization"]
+    config["domains"]["org_only"] = other
+    ok(configure(config, "apply"))
+    # the views over all configured reference tables still read the tracking columns
+    refused = configure(config, "uninstall", "annuity_performance", "--drop-tracking-columns")
+    assert refused.returncode == 1
+    assert "cannot drop the tracking columns of mapping.产品线: view refdata.reference_quality" in refused.stderr
+    assert "nothing was removed" in refused.stderr
+    assert ('business."规模明细"', "annuity_performance__backfill") in triggers(sample_db)
+    out = ok(configure(config, "uninstall", "annuity_performance"))
+    assert "deleted the run-time values of domain annuity_performance" in out
+    assert triggers(sample_db) == [('business."规模明细"', "org_only__backfill")]
+    assert functions(sample_db) == ["org_only__backfill", "org_only__backfill_set", "org_only__load",
+                                    "org_only__load_parents"]
+    assert sample_db.execute("SELECT domain FROM refdata.domain_param").fetchall() == [("org_only",)]
+    tracked = sample_db.execute("""SELECT count(*) FROM pg_attribute WHERE attname = '_source'""").fetchone()
+    assert tracked == (4,)
+    del config["domains"]["annuity_performance"]
+    ok(configure(config, "apply"))  # the review objects of the tables no longer configured go too
+    converged(configure, config)
+    missing = configure(config, "uninstall", "annuity_performance")
+    assert missing.returncode == 2
+    assert "domain annuity_performance is not installed" in missing.stderr
+
+
+# -- statement mode on a partitioned fact table ---------------------------------------
+
+
+def test_statement_mode_partitions_and_a_partition_created_later(db, configure):
+    db.execute(
+        """
+        CREATE SCHEMA ref; CREATE SCHEMA fact;
+        CREATE TABLE ref.plan (code text PRIMARY KEY, name text);
+        CREATE TABLE fact.monthly (month date NOT NULL, plan_code text, plan_name text) PARTITION BY RANGE (month);
+        CREATE TABLE fact.monthly_10 PARTITION OF fact.monthly FOR VALUES FROM ('2025-10-01') TO ('2025-11-01');
+        """
+    )
+    config = {"domains": {"monthly": {
+        "fact_schema": "fact", "trigger_mode": "statement",
+        "foreign_keys": [{"name": "fk_plan", "source_column": "plan_code", "target_schema": "ref",
+                          "target_table": "plan", "target_key": "code",
+                          "backfill_columns": [{"source": "plan_name", "target": "name"}]}]}}}
+    ok(configure(config, "apply"))
+    converged(configure, config)
+    db.execute("INSERT INTO fact.monthly_10 VALUES ('2025-10-05', 'P1', '直接写分区')")  # names the partition
+    db.execute("INSERT INTO fact.monthly VALUES ('2025-10-06', 'P2', '经父表')")
+    assert db.execute("SELECT code, name FROM ref.plan ORDER BY 1").fetchall() == [("P1", "直接写分区"), ("P2", "经父表")]
+
+    db.execute("CREATE TABLE fact.monthly_11 PARTITION OF fact.monthly FOR VALUES FROM ('2025-11-01') TO ('2025-12-01')")
+    plan = ok(configure(config, "plan"), 3)
+    assert "CREATE TRIGGER monthly__backfill_insert AFTER INSERT ON fact.monthly_11" in plan
+    ok(configure(config, "apply"))
+    converged(configure, config)
+    db.execute("INSERT INTO fact.monthly_11 VALUES ('2025-11-05', 'P3', '新分区')")
+    assert db.execute("SELECT name FROM ref.plan WHERE code = 'P3'").fetchone() == ("新分区",)
+
+    # back to row mode: the partitions' statement triggers go, the row trigger is inherited
+    config["domains"]["monthly"]["trigger_mode"] = "row"
+    ok(configure(config, "apply"))
+    converged(configure, config)
+    assert [t for t in triggers(db) if "backfill_insert" in t[1]] == []
+    db.execute("INSERT INTO fact.monthly_11 VALUES ('2025-11-06', 'P4', '行模式')")
+    assert db.execute("SELECT name FROM ref.plan WHERE code = 'P4'").fetchone() == ("行模式",)
