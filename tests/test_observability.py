@@ -209,6 +209,21 @@ def test_insert_of_an_auto_derived_key_promotes_it(applied, role):
         legacy.execute(f"""INSERT INTO {PLAN} ("年金计划号", "计划全称", "计划状态") VALUES ('P00001', '已有的', '正常')""")
 
 
+def test_promotion_look_up_uses_the_key_index_in_a_bulk_insert(applied):
+    """A table analysed while empty, then a bulk insert of authoritative rows:
+    each row's promotion look-up stays an index probe (a plan cached for the
+    empty table would scan the growing table once a row, quadratic)."""
+    applied.execute(f"TRUNCATE {PLAN} CASCADE")
+    applied.execute(f"ANALYZE {PLAN}")
+    scans = "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relid = %s::regclass"
+    with applied.transaction():  # the counters are not flushed inside a transaction
+        seq, idx = applied.execute(scans, [PLAN]).fetchone()
+        applied.execute(f"""INSERT INTO {PLAN} ("年金计划号", "计划全称", "计划状态")
+                            SELECT 'B' || i, '计划' || i, '正常' FROM generate_series(1, 300) AS i""")
+        after = applied.execute(scans, [PLAN]).fetchone()
+    assert (after[0] - seq, after[1] - idx) == (0, 300)
+
+
 def test_promotion_can_be_switched_off_per_table(sample_db, cli, write_config):
     text = shipped_single_file() + (
         "observability:\n  tables:\n    mapping.年金计划: {promote_on_insert: false}\n")

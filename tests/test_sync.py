@@ -72,3 +72,25 @@ def test_sync_merges_inserts_updates_promotes_and_leaves_unchanged_rows_alone(
     again = cli("--config", str(config), "sync", env=env)
     assert "inserted 0, updated 0, promoted 0, unchanged 4" in again.stdout, again.stderr
     assert audit() == logged  # unchanged rows leave no trace
+
+
+def test_sync_inserts_skip_the_per_row_promotion_call(sample_db, cli, write_config, legacy_pg):
+    """The sync inserts only keys it found absent (and promotes set-based), so
+    its inserts make no call to the promotion trigger's function; an insert
+    by anyone else still does."""
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", "fdw"))
+    env = legacy_pg.env("LEG")
+    applied = cli("--config", str(config), "apply", env=env)
+    assert applied.returncode == 0, applied.stderr
+    legacy_pg.rows([(f"P9{i:04d}", f"计划{i}", "正常") for i in range(50)])
+    promote = "mapping.年金计划__promote"
+    sample_db.execute("SET track_functions = 'pl'")
+    calls = "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions WHERE funcname = %s"
+    with sample_db.transaction():
+        run = sample_db.execute(
+            "SELECT status, inserted FROM refdata.sync_table('年金计划')").fetchone()
+        assert run == ("succeeded", 50)
+        assert sample_db.execute(calls, [promote]).fetchone()[0] == 0
+        sample_db.execute(f"""INSERT INTO {PLAN} ("年金计划号", "计划全称", "计划状态") VALUES ('P99999', '手工', '正常')""")
+        assert sample_db.execute(calls, [promote]).fetchone()[0] == 1

@@ -172,11 +172,6 @@ BEGIN
         END IF;
     END LOOP;
     ANALYZE pg_temp._rd_sync_new;
-    -- A target never analysed (new, or just truncated) would be planned as
-    -- empty: a nested loop over it turns the updates quadratic.
-    IF (SELECT pc.reltuples FROM pg_class AS pc WHERE pc.oid = target::regclass) < 1 THEN
-        EXECUTE format('ANALYZE %s', target);
-    END IF;
     -- Which keys exist, found before writing: the insert then never scans
     -- the table it is growing.
     EXECUTE format('UPDATE pg_temp._rd_sync_new AS n SET "_rd_found" = true FROM %s AS t WHERE %s', target, keymatch);
