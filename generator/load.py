@@ -79,12 +79,27 @@ class BadRow(Exception):
 # -- reading the file ------------------------------------------------------------
 
 
-def records(path: Path, options: Options) -> Iterator[tuple[int, list[str], BadRow | None]]:
+class Fingerprint:
+    """Size and sha256 of the bytes a load streams, taken as they pass (the
+    file is read once), for refdata.load_run."""
+
+    def __init__(self):
+        self.size = 0
+        self.digest = hashlib.sha256()
+
+    def feed(self, block: bytes) -> None:
+        self.size += len(block)
+        self.digest.update(block)
+
+
+def records(path: Path, options: Options,
+            fingerprint: Fingerprint | None = None) -> Iterator[tuple[int, list[str], BadRow | None]]:
     """(starting line, fields, problem) for each CSV record, the header first.
 
     A line with bytes that are not valid in the encoding still yields its
     record (decoded with replacement characters) together with the problem,
-    so --rejects can set it aside and go on.
+    so --rejects can set it aside and go on. `fingerprint` is fed every
+    byte read.
     """
     first_encoding = "utf-8-sig" if codecs.lookup(options.encoding).name == "utf-8" else options.encoding
     state: dict = {"line": 0, "bad": None, "text": []}
@@ -93,6 +108,8 @@ def records(path: Path, options: Options) -> Iterator[tuple[int, list[str], BadR
         with open(path, "rb") as f:
             for number, raw in enumerate(f, start=1):
                 state["line"] = number
+                if fingerprint is not None:
+                    fingerprint.feed(raw)
                 try:
                     text = raw.decode(first_encoding if number == 1 else options.encoding)
                 except UnicodeDecodeError as e:
@@ -260,7 +277,8 @@ class Loader:
         self.server_staged = False
         started = time.monotonic()
         meter = Progress(progress)
-        rows = records(self.path, self.options)
+        self.fingerprint = Fingerprint()
+        rows = records(self.path, self.options, self.fingerprint)
         try:
             first = next(rows, None)
             if first is None:
@@ -283,6 +301,7 @@ class Loader:
                     parsed_by = "server csv"
                     rows.close()
                     self.server_staged = True
+                    self.fingerprint = Fingerprint()  # COPY reads the file from its first byte again
                     self._copy_file(columns, result, meter)
                 else:
                     parsed_by = "python"
@@ -303,12 +322,8 @@ class Loader:
         return result
 
     def _file_record(self, parsed_by: str, started_at: datetime) -> dict:
-        """What refdata.load_run records of this load's file."""
-        digest = hashlib.sha256()
-        with self.path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        return {"name": str(self.path), "size": self.path.stat().st_size, "sha256": digest.hexdigest(),
+        """What refdata.load_run records of this load's file: the bytes it streamed."""
+        return {"name": str(self.path), "size": self.fingerprint.size, "sha256": self.fingerprint.digest.hexdigest(),
                 "path": f"staging ({parsed_by})", "started": started_at.isoformat(), "force": self.options.force}
 
     def _server_parses(self) -> bool:
@@ -332,6 +347,7 @@ class Loader:
                     while block := f.read(1 << 20):
                         cp.write(block)
                         counter.feed(block)
+                        self.fingerprint.feed(block)
                         meter.tick(counter.records - 1, force=True)
                 result.rows = cur.rowcount
             except psycopg.errors.DataError as e:

@@ -38,6 +38,39 @@ _env.filters["dollar_quote"] = dollar_quote
 _env.globals["derive_lock"] = "pg_catalog.pg_advisory_xact_lock(1919247972, 1)"
 
 
+@dataclass(frozen=True)
+class KeySets:
+    """The distinct keys of every FK of a domain in one pass over the rows:
+    GROUP BY GROUPING SETS, one set per distinct list of source columns (two
+    FKs on the same columns share it). `set_id` tells a result row's set."""
+
+    columns: str
+    sets: str
+    set_id: str
+    of: dict
+
+    @classmethod
+    def build(cls, fks: list["FkView"], alias: str) -> "KeySets":
+        unique: list[tuple[str, ...]] = []
+        for v in fks:
+            if tuple(v.source_idents) not in unique:
+                unique.append(tuple(v.source_idents))
+        columns = list(dict.fromkeys(c for s in unique for c in s))
+        cases = []
+        for n, s in enumerate(unique, start=1):
+            test = " AND ".join(f"GROUPING({alias}.{c}) = {0 if c in s else 1}" for c in columns)
+            cases.append(f"WHEN {test} THEN {n}")
+        return cls(
+            columns=", ".join(f"{alias}.{c}" for c in columns),
+            sets=", ".join("(" + ", ".join(f"{alias}.{c}" for c in s) + ")" for s in unique),
+            set_id=f"CASE {' '.join(cases)} END",
+            of={v.name: unique.index(tuple(v.source_idents)) + 1 for v in fks},
+        )
+
+
+_env.globals["key_sets"] = KeySets.build
+
+
 def sql_file(path: str, **context) -> str:
     """A static .sql file or a .sql.j2 template under sql/, rendered."""
     return _env.get_template(path).render(**context).strip() + "\n"

@@ -52,6 +52,7 @@ def test_load_records_file_rows_path_and_pre_load_coverage(sample_db, cli, tmp_p
                "--force").returncode == 0
     second = runs(sample_db)[1]
     assert second[6] == "staging (python, rejects)"
+    assert second[3:5] == (size, sha)
     assert second[7]["fk_plan"] == {"keys_seen": 3, "authoritative": 1, "auto_derived": 2, "derived_now": 0}
 
     status = cli("status", "--loads")
@@ -78,3 +79,28 @@ def test_statement_mode_batches_are_recorded_once_per_statement(sample_db, cli, 
     assert fks["fk_plan"] == {"keys_seen": 2, "authoritative": 1, "auto_derived": 0, "derived_now": 1}
     sample_db.execute("""UPDATE business."规模明细" SET "计划代码" = 'P00002' WHERE false""")  # no batch at all
     assert len(runs(sample_db)) == 1
+
+
+def test_load_counts_keys_per_fk_when_two_fks_share_their_column(db, cli, write_config, tmp_path):
+    """Each FK's keys are counted apart, also when another FK reads the same column."""
+    db.execute("""CREATE TABLE a (k text PRIMARY KEY); INSERT INTO a VALUES ('k1');
+                  CREATE TABLE b (k text PRIMARY KEY); INSERT INTO b VALUES ('k1'), ('k2');
+                  CREATE TABLE fact (k text, j text)""")
+    config = write_config(textwrap.dedent("""\
+        domains:
+          d:
+            fact_table: fact
+            foreign_keys:
+              - {name: fk_a, source_column: k, target_table: a, target_key: k}
+              - {name: fk_b, source_column: k, target_table: b, target_key: k}
+              - {name: fk_j, source_column: j, target_table: b, target_key: k}
+        """))
+    apply_ok(cli, config)
+    data = tmp_path / "facts.csv"
+    data.write_text("k,j\nk1,k1\nk2,k2\nk3,\nk3,k9\n", encoding="utf-8")
+    result = cli("--config", str(config), "load", "d", str(data))
+    assert result.returncode == 0, result.stderr
+    fks = runs(db)[0][7]
+    assert fks["fk_a"] == {"keys_seen": 3, "authoritative": 1, "auto_derived": 0, "derived_now": 2}
+    assert fks["fk_b"] == {"keys_seen": 3, "authoritative": 2, "auto_derived": 0, "derived_now": 1}
+    assert fks["fk_j"] == {"keys_seen": 3, "authoritative": 2, "auto_derived": 0, "derived_now": 1}

@@ -180,7 +180,11 @@ def test_session_replication_role_is_restored_after_success_and_failure(sample_d
 CORPUS_SCHEMA = """
 CREATE TABLE a (k text PRIMARY KEY, name text);
 CREATE TABLE b (k text PRIMARY KEY);
-INSERT INTO b VALUES ('b1');
+INSERT INTO b VALUES ('b1'), ('bx');
+CREATE TABLE b2 (k text PRIMARY KEY);
+INSERT INTO b2 VALUES ('b1');
+CREATE TABLE e (x text PRIMARY KEY);
+INSERT INTO e VALUES ('c1'), ('zz');
 CREATE TABLE c (x text, y integer, PRIMARY KEY (x, y));
 INSERT INTO c VALUES ('c1', 1);
 CREATE TABLE d (x text, y integer, PRIMARY KEY (x, y));
@@ -192,7 +196,11 @@ CREATE TABLE fact (
     cx text, cy bigint,
     dx text, dy bigint,
     CONSTRAINT fact_c FOREIGN KEY (cx, cy) REFERENCES c MATCH SIMPLE,
-    CONSTRAINT fact_d FOREIGN KEY (dx, dy) REFERENCES d MATCH FULL
+    CONSTRAINT fact_d FOREIGN KEY (dx, dy) REFERENCES d MATCH FULL,
+    -- the set-based check reads each distinct list of key columns once:
+    -- two FKs on kb alone, one on cx alone beside (cx, cy)
+    CONSTRAINT fact_kb2 FOREIGN KEY (kb) REFERENCES b2,
+    CONSTRAINT fact_e FOREIGN KEY (cx) REFERENCES e
 ) PARTITION BY RANGE (m);
 CREATE TABLE fact_2025_10 PARTITION OF fact FOR VALUES FROM ('2025-10-01') TO ('2025-11-01');
 CREATE TABLE fact_2025_11 PARTITION OF fact FOR VALUES FROM ('2025-11-01') TO ('2025-12-01');
@@ -220,6 +228,10 @@ CORPUS = {
     "composite key missing under MATCH FULL": (GOOD + [("2025-10-05", None, None, None, None, "d1", 2)], "fact_d"),
     "NULL mixed into a MATCH FULL key": (GOOD + [("2025-10-05", None, None, None, None, "d1", None)], "fact_d"),
     "NULL mixed the other way": (GOOD + [("2025-10-05", None, None, None, None, None, 1)], "fact_d"),
+    "missing parent of the second FK on the same column": (GOOD + [("2025-10-05", None, "bx", None, None, None, None)],
+                                                           "fact_kb2"),
+    "missing parent of an FK on a column of a composite FK": (GOOD + [("2025-10-05", None, None, "c9", None, None, None)],
+                                                              "fact_e"),
     "row routed to no partition": (GOOD + [("2026-01-01", "A9", None, None, None, None, None)], "23514"),
 }
 
@@ -263,14 +275,15 @@ def test_set_based_and_per_row_give_the_same_outcome(db, cli, write_config, case
 
 def test_deferrable_fk_violated_for_now_is_checked_at_commit(db, cli, write_config):
     db.execute(CORPUS_SCHEMA)
-    db.execute("ALTER TABLE fact ALTER CONSTRAINT fact_kb DEFERRABLE INITIALLY DEFERRED")
+    for fk in ("fact_kb", "fact_kb2"):
+        db.execute(f"ALTER TABLE fact ALTER CONSTRAINT {fk} DEFERRABLE INITIALLY DEFERRED")
     apply_config(cli, write_config, CORPUS_CONFIG)
     with db.transaction():
         _stage(db, "corpus", CORPUS_COLUMNS, [("2025-10-05", "A1", "later", None, None, None, None)])
         facts, path, fallback = _load(db, "corpus", CORPUS_COLUMNS)
         assert (facts, path) == (1, "per-row")
         assert "deferrable foreign key fact_kb" in fallback
-        db.execute("INSERT INTO b VALUES ('later')")
+        db.execute("INSERT INTO b VALUES ('later'); INSERT INTO b2 VALUES ('later')")
     assert db.execute("SELECT kb FROM fact").fetchall() == [("later",)]
 
 
