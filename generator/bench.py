@@ -8,6 +8,10 @@ has yet. Then times, on the same rows and from the same state each time:
   baseline     plain COPY into the FK-constrained fact table, the missing
                parents created beforehand, no refdata triggers (what users
                pay today);
+  floor        the same COPY with the per-row FK checks off
+               (session_replication_role = replica; superuser only): what
+               writing the rows and the fact table's indexes costs on any
+               path, so baseline / floor bounds what any load can gain;
   row          COPY through the row trigger (trigger_mode: row);
   statement    COPY through the statement trigger (trigger_mode: statement,
                defer_foreign_keys: true);
@@ -74,6 +78,17 @@ BENCH_DATABASE = "refdata_bench"
 FACT_SCHEMA, FACT_TABLE = "business", "规模明细"
 AUTO_DERIVED = "auto_derived"
 PROFILE_MIN_MS = 1  # auto_explain threshold: the per-row FK checks stay below it
+# The load's statements by what they do (a text each one holds); the derive
+# and the fact insert are told by their INSERT targets.
+PROFILE_PARTS = [
+    ("derive", None),
+    ("insert facts", None),
+    ("per-load key figures", "'keys_seen'"),
+    ("lock and check foreign keys", "FOR KEY SHARE"),
+    ("clear stale batches", "txid_status"),
+    ("clear the batch", "DELETE FROM"),
+    ("not-null check (client, before the function)", 'b."_rd_line" <= s."_rd_line"'),
+]
 
 # Runs a command and writes its max RSS (KiB) to argv[1]. A child forked from
 # the bench itself would report the bench's own high-water mark (Linux keeps
@@ -318,8 +333,10 @@ class Bench:
                 while block := f.read(1 << 20):
                     cp.write(block)
 
-    def timed_copy(self, kind: str) -> Run:
+    def timed_copy(self, kind: str, replica: bool = False) -> Run:
         with connect(self.dsn, autocommit=True) as conn:
+            if replica:
+                conn.execute("SET session_replication_role = replica")
             started = time.perf_counter()
             with conn.transaction():  # the commit (deferred FK checks) is part of the time
                 self.copy_csv(conn)
@@ -333,6 +350,17 @@ class Bench:
             client_derive(conn, self.domain, self.d, self.rows, self.columns)
         self.analyze_parents()
         return self.timed_copy("baseline")
+
+    def floor(self) -> Run:
+        self.configure("none")
+        with connect(self.dsn, autocommit=True) as conn, conn.transaction():
+            client_derive(conn, self.domain, self.d, self.rows, self.columns)
+        self.analyze_parents()
+        return self.timed_copy("floor", replica=True)
+
+    def can_skip_checks(self) -> bool:
+        """Whether the bench's role may set session_replication_role (for the floor)."""
+        return self.admin.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')").fetchone()[0]
 
     def row(self) -> Run:
         self.configure("row")
@@ -389,7 +417,8 @@ class Bench:
             loader.run(progress=False)
             seconds = time.perf_counter() - started
         self.verify("bulk", "staging (profiled)", len(self.rows))
-        parts = {"derive": 0.0, "insert facts": 0.0, "other": 0.0}
+        parts = {name: 0.0 for name, _ in PROFILE_PARTS}
+        parts["other"] = 0.0
         plans = []
         for text in notices:
             m = re.match(r"duration: ([\d.]+) ms\s+plan:\nQuery Text: (.*)", text, re.S)
@@ -399,16 +428,22 @@ class Bench:
             if refdata_name(self.domain, "load") in query.split("\n", 1)[0]:
                 parts["function"] = took
                 continue
+            if refdata_name(self.domain, "load_parents") in query:
+                continue  # the owner's half: its statements are timed one by one
             # The load function derives every parent of the batch in one statement.
             if any(f"INSERT INTO {qualified(fk.target_schema, fk.target_table)}" in query for fk in self.order):
                 parts["derive"] += took
             elif f"INSERT INTO {self.fact}" in query:
                 parts["insert facts"] += took
             else:
-                parts["other"] += took
+                part = next((name for name, mark in PROFILE_PARTS if mark and mark in query), "other")
+                parts[part] += took
             plans.append((took, text))
         if "function" not in parts:
             raise RefdataError("staging (profiled): auto_explain reported no timing for the load function")
+        # ANALYZE of the batch, bookkeeping and the many short statements
+        parts["rest of the load function"] = parts["function"] - sum(
+            t for name, t in parts.items() if name not in ("function", PROFILE_PARTS[-1][0]))
         self.plans = [text for _, text in sorted(plans, reverse=True)]
         return Run(seconds, parts)
 
@@ -663,15 +698,19 @@ def report(b: Bench, hard: Bench | None, results: dict[str, list[Run]], hard_res
 
     path = ", ".join(sorted(set(b.paths))) or "not run"
     line("1 baseline: COPY, parents pre-created, no trigger", fig, "baseline")
+    if "floor" in fig:
+        line("  floor: the same COPY without per-row FK checks (replica)", fig, "floor")
     line("2 COPY through the row trigger", fig, "row", TARGETS["row"], "row / baseline")
     line("  COPY through the statement trigger (FKs deferred)", fig, "statement", TARGETS["statement"],
          "statement / baseline")
     line(f"3 refdata load (foreign keys: {path})", fig, "staging", TARGETS["staging"], "refdata load / baseline")
     sub("COPY into staging + commit", fig, "staging", "copy")
     sub("load function", fig, "staging", "function")
-    sub("derive parents, one statement (profiled run)", fig, "staging_profile", "derive")
-    sub("insert facts from staging (profiled run)", fig, "staging_profile", "insert facts")
-    sub("other statements ≥ 1 ms (profiled run)", fig, "staging_profile", "other")
+    sub("load function (profiled run):", fig, "staging_profile", "function")
+    for name, _ in PROFILE_PARTS:
+        sub("  " + name, fig, "staging_profile", name)
+    sub("  other statements ≥ 1 ms", fig, "staging_profile", "other")
+    sub("  the rest (ANALYZE of the batch, statements < 1 ms)", fig, "staging_profile", "rest of the load function")
     line("  refdata load --verify per-row", fig, "staging_per_row")
     line("4 client-side design end to end (read, = ANY, derive, executemany, COPY)", fig, "client")
     sub("read the file in Python", fig, "client", "read")
@@ -687,6 +726,8 @@ def report(b: Bench, hard: Bench | None, results: dict[str, list[Run]], hard_res
         lines.append(f"hard case: {len(hard.rows):,} rows into {hard.fact_name} (partitioned), 5 FKs (one composite), "
                      "a 3-level parent chain")
         line("1 baseline: COPY, parents pre-created, no trigger", hard_fig, "baseline")
+        if "floor" in hard_fig:
+            line("  floor: the same COPY without per-row FK checks (replica)", hard_fig, "floor")
         line("2 COPY through the row trigger", hard_fig, "row", TARGETS["hard_row"], "hard: row / baseline")
         line("  COPY through the statement trigger (FKs deferred)", hard_fig, "statement", TARGETS["hard_statement"],
              "hard: statement / baseline")
@@ -787,8 +828,10 @@ def run(args) -> int:
             for x in benches:
                 progress(f"building the {x.scenario.name} schema and {args.rows:,} fact rows in {redact(x.dsn)} ...")
                 x.setup()
+            floor = b.can_skip_checks()
             variants = [
                 (b, "baseline", b.baseline),
+                *([(b, "floor", b.floor)] if floor else []),
                 (b, "row", b.row),
                 (b, "statement", b.statement),
                 (b, "staging", b.staging),
@@ -801,7 +844,8 @@ def run(args) -> int:
                 (b, "single_statement", lambda: b.single("statement", single_n)),
             ]
             if hard:
-                variants += [(hard, "baseline", hard.baseline), (hard, "row", hard.row),
+                variants += [(hard, "baseline", hard.baseline), *([(hard, "floor", hard.floor)] if floor else []),
+                             (hard, "row", hard.row),
                              (hard, "statement", hard.statement), (hard, "staging", hard.staging)]
             results: dict[str, list[Run]] = {name: [] for x, name, _ in variants if x is b}
             hard_results: dict[str, list[Run]] = {name: [] for x, name, _ in variants if x is hard}
