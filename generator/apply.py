@@ -51,7 +51,7 @@ def checked(conn: psycopg.Connection, config: Config, source: str,
         sync_report = check_sync(conn, sync_config)
         errors += [f"{sync_source}: {e}" for e in sync_report.errors]
         if not sync_report.errors:
-            extra, warnings = sync_statements(sync_config, config)
+            extra, warnings = sync_statements(sync_config, config, owner=owner)
             report.unconnected += [f"{sync_source}: {w}" for w in warnings]
     if errors:
         where = describe(conn)

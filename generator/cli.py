@@ -239,7 +239,7 @@ def cmd_render(args) -> int:
     if sync:
         from .sync.render import statements as sync_statements
 
-        extra = sync_statements(sync[1], config, for_script=True)[0]
+        extra = sync_statements(sync[1], config, for_script=True, owner=owner)[0]
     statements = render(config, sync=extra, owner=owner)
     for w in config.warnings:
         print(f"refdata: warning: {w}", file=sys.stderr)

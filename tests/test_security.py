@@ -473,3 +473,80 @@ def test_operators_planted_on_the_appliers_search_path_never_run(db, dsn, cli, w
     piped = render_to_psql(["--config", str(path)], dsn)
     assert piped.returncode == 0, piped.stderr
     assert not is_superuser(db, planter)
+
+
+# -- who the reference sync runs as ----------------------------------------------------------
+
+SYNCED = 'mapping."年金计划"'
+
+
+@pytest.mark.parametrize("source_type,via", [("postgres", "fdw"), ("postgres", "client"),
+                                             ("legacy_mysql", "fdw"), ("config_file", "client")])
+def test_a_trigger_on_a_synced_table_runs_as_the_owner_role_not_the_applier(sample_db, cli, write_config, role,
+                                                                           request, source_type, via):
+    """A non-superuser who owns a synced reference table adds a trigger trying
+    ALTER ROLE ... SUPERUSER. The sync (`refdata sync`, and the pg_cron job's
+    CALL refdata.sync_fdw(), both run by a superuser) writes that table
+    through refdata.sync_table, which runs as refdata_owner: the trigger
+    fails to promote anyone, and sees refdata_owner as its user."""
+    from sync_helpers import plan_table, project_config, sync_config
+
+    config = project_config(write_config)
+    env = {}
+    if source_type == "config_file":
+        data = write_config("schema_version: \"1.0\"\ndata:\n  - {年金计划号: PSYNC1, 计划全称: 同步计划, 计划状态: 正常}\n",
+                            "plans.yml")
+        sync_config(write_config, textwrap.dedent(f"""\
+              - name: 年金计划
+                target_table: 年金计划
+                target_schema: mapping
+                source_type: config_file
+                source_config: {{file_path: "{data}", schema_version: "1.0"}}
+                sync_mode: upsert
+                primary_key: 年金计划号
+            """))
+    else:
+        legacy = request.getfixturevalue("legacy_pg" if source_type == "postgres" else "legacy_mysql")
+        sync_config(write_config, plan_table("LEG", via, source_type,
+                                             schema="enterprise" if source_type == "postgres" else legacy.name))
+        env = legacy.env("LEG")
+        legacy.rows([("PSYNC1", "同步计划", "正常")])
+    applied = cli("--config", str(config), "apply", env=env)
+    assert applied.returncode == 0, applied.stderr
+
+    attacker = role("syncowner", [f"ALTER TABLE {SYNCED} OWNER TO {{role}}", "GRANT USAGE ON SCHEMA mapping TO {role}",
+                                   "GRANT CREATE ON SCHEMA public TO {role}"])
+    name = attacker.info.user
+    request.addfinalizer(lambda: sample_db.execute(f"DROP TRIGGER IF EXISTS promote ON {SYNCED}; "
+                                                   f"ALTER TABLE {SYNCED} OWNER TO CURRENT_USER"))
+    attacker.execute(f"""
+        CREATE TABLE public.seen (who text);
+        GRANT INSERT ON public.seen TO PUBLIC;
+        CREATE FUNCTION public.promote() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            BEGIN
+                EXECUTE 'ALTER ROLE {name} SUPERUSER';
+            EXCEPTION WHEN insufficient_privilege THEN
+                NULL;
+            END;
+            INSERT INTO public.seen VALUES (current_user);
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER promote BEFORE INSERT OR UPDATE ON {SYNCED} FOR EACH ROW EXECUTE FUNCTION public.promote()""")
+
+    synced = cli("--config", str(config), "sync", env=env)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert sample_db.execute(f'SELECT "_source" FROM {SYNCED} WHERE "年金计划号" = %s', ["PSYNC1"]).fetchone() == (
+        "authoritative",)
+    if via == "fdw":  # what the pg_cron job runs, as the superuser who scheduled it
+        legacy.rows([("PSYNC2", "定时同步计划", "正常")])
+        sample_db.execute("CALL refdata.sync_fdw()")
+        assert sample_db.execute(f'SELECT count(*) FROM {SYNCED} WHERE "年金计划号" = %s', ["PSYNC2"]).fetchone() == (1,)
+    assert not is_superuser(sample_db, name)
+    assert {who for (who,) in sample_db.execute("SELECT who FROM public.seen")} == {"refdata_owner"}
+    # the source's credentials belong to the owner role alone (the import borrowed them, and gave them back)
+    assert sample_db.execute("SELECT usename FROM pg_user_mappings").fetchall() == (
+        [("refdata_owner",)] if via == "fdw" else [])
+    assert sample_db.execute("SELECT DISTINCT pg_get_userbyid(proowner) FROM pg_proc "
+                             "WHERE pronamespace = 'refdata'::regnamespace AND prosecdef").fetchall() == [
+        ("refdata_owner",)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..config import Config, DatabaseSource, SyncConfig, SyncTable
 from ..errors import RefdataError
-from ..names import ident, literal, object_name, qualified
+from ..names import DEFAULT_OWNER, ident, literal, object_name, qualified
 from ..render import Statement, sql_file
 from .connection import Connection, connection
 
@@ -79,9 +79,10 @@ def references(t: SyncTable, config: Config | None) -> list[dict]:
 
 
 def statements(sync: SyncConfig, config: Config | None, env=None,
-               for_script: bool = False) -> tuple[list[Statement], list[str]]:
+               for_script: bool = False, owner: str = DEFAULT_OWNER) -> tuple[list[Statement], list[str]]:
     """`for_script`: a psql script takes connection settings from the
-    environment when it runs (\\getenv), so none are needed now."""
+    environment when it runs (\\getenv), so none are needed now. `owner`:
+    the role the sync functions run as, whose user mappings they read through."""
     out = [Statement(kind, name, sql_file(path)) for kind, name, path in SHARED]
     warnings: list[str] = []
     tracked = {(fk.target_schema, fk.target_table) for d in (config.domains.values() if config else [])
@@ -129,10 +130,17 @@ def statements(sync: SyncConfig, config: Config | None, env=None,
                         "SELECT refdata.sync_server(%(server)s, %(wrapper)s, jsonb_build_object("
                         + ", ".join(f"'{k}', NULLIF(%({k})s::text, '')" for k in keys) + "));\n"),
                         {"server": server, "wrapper": wrapper, **options}, requires_env=host_var))
+                    # postgres_fdw lets a role that is not a superuser connect only
+                    # with a password the server asked for; without one in the
+                    # environment the owner's mapping says it connects without
+                    # (password_required false, which only a superuser may set).
+                    without_password = ("'password_required', CASE WHEN NULLIF(%(password)s::text, '') IS NULL "
+                                        "THEN 'false' END, " if t.source_type == "postgres" else "")
                     out.append(Statement("user_mapping", server, (
-                        f"SELECT refdata.sync_user_mapping(%(server)s, jsonb_build_object("
-                        f"'{user_key}', NULLIF(%(user)s::text, ''), 'password', NULLIF(%(password)s::text, '')));\n"),
-                        {"server": server, "user": conn.env("user"), "password": conn.env("password")},
+                        f"SELECT refdata.sync_user_mapping(%(server)s, %(owner)s, jsonb_build_object("
+                        f"'{user_key}', NULLIF(%(user)s::text, ''), {without_password}"
+                        f"'password', NULLIF(%(password)s::text, '')));\n"),
+                        {"server": server, "owner": owner, "user": conn.env("user"), "password": conn.env("password")},
                         requires_env=host_var))
                 schema = remote_schema(t, conn)
                 if not schema and for_script:
@@ -141,8 +149,8 @@ def statements(sync: SyncConfig, config: Config | None, env=None,
                     raise RefdataError(f"table {t.name}: no MySQL database: set source_config.schema "
                                        f"or {s.connection_env_prefix}_DATABASE")
                 out.append(Statement("foreign_table", f"refdata_stage.{source_name(t)}", (
-                    "SELECT refdata.sync_import(%(server)s, %(schema)s, %(table)s, %(local)s);\n"),
-                    {"server": server, "schema": schema, "table": s.table, "local": source_name(t)},
+                    "SELECT refdata.sync_import(%(server)s, %(owner)s, %(schema)s, %(table)s, %(local)s);\n"),
+                    {"server": server, "owner": owner, "schema": schema, "table": s.table, "local": source_name(t)},
                     requires_env=host_var))
         params = {
             "name": t.name,
