@@ -84,6 +84,7 @@ class Outcome:
     steps: list[Statement]
     report: Report | None = None
     changes: dict[str, Counter] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what the steps warned of (a sync source down)
 
     def summary(self) -> str:
         total = Counter()
@@ -133,15 +134,25 @@ def run(conn: psycopg.Connection, the_plan: Plan, configured: list[tuple[str, st
         if digest(before) != the_plan.fingerprint:
             raise StalePlan("the database changed since the plan was made (objects refdata owns or touches "
                             "differ); make a new plan; nothing was applied")
-        for n, s in enumerate(the_plan.steps, start=1):
-            try:
-                conn.execute(s.sql, s.bound_params())
-            except psycopg.Error as e:
-                message = (e.diag.message_primary or str(e)).strip()
-                raise RefdataError(f"apply failed at {s.kind} {s.name}: {message} (step {n} of the plan); "
-                                   f"nothing was applied ({describe(conn)})") from None
+        warned: list[str] = []
+
+        def warning(d: psycopg.errors.Diagnostic) -> None:
+            if d.severity_nonlocalized == "WARNING":
+                warned.append(d.message_primary or "")
+
+        conn.add_notice_handler(warning)
+        try:
+            for n, s in enumerate(the_plan.steps, start=1):
+                try:
+                    conn.execute(s.sql, s.bound_params())
+                except psycopg.Error as e:
+                    message = (e.diag.message_primary or str(e)).strip()
+                    raise RefdataError(f"apply failed at {s.kind} {s.name}: {message} (step {n} of the plan); "
+                                       f"nothing was applied ({describe(conn)})") from None
+        finally:
+            conn.remove_notice_handler(warning)
         after = inventory(conn, sorted(set(scope(conn, configured)) | set(tables)))
-    return Outcome(the_plan.steps, changes=changes(before, after))
+    return Outcome(the_plan.steps, changes=changes(before, after), warnings=warned)
 
 
 def apply(conn: psycopg.Connection, config: Config, source: str, scratch_dsn: str | None = None,

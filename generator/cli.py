@@ -298,7 +298,7 @@ def cmd_apply(args) -> int:
             sync = _sync_config(args, path)
             outcome = apply(conn, config, str(path), args.scratch_db, args.lock_timeout or "5s", args.allow_drop,
                             sync=(str(sync[0]), sync[1]) if sync else None, owner=owner)
-    for w in config.warnings + (outcome.report.warnings if outcome.report else []):
+    for w in config.warnings + (outcome.report.warnings if outcome.report else []) + outcome.warnings:
         print(f"warning: {w}")
     for n, s in enumerate(outcome.steps, start=1):
         print(f"  {n}. {s.kind} {s.name}")

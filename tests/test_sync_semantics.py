@@ -3,10 +3,12 @@ mode, bad source data, secrets, enabled: false."""
 
 from __future__ import annotations
 
+import socket
+
 import psycopg
 import pytest
 
-from sync_helpers import plan_table, project_config, sync_config
+from sync_helpers import mysql_env, plan_table, project_config, sync_config
 
 PLAN = 'mapping."年金计划"'
 PRODUCT_LINE = 'mapping."产品线"'
@@ -232,8 +234,74 @@ def test_without_columns_every_source_column_the_target_has_is_synced(via, sampl
         "    primary_key: 年金计划号\n"))
     env = legacy_pg.env("LEG")
     assert cli("--config", str(config), "apply", env=env).returncode == 0
+    if via == "fdw":  # the import borrowed the owner role's credentials, and gave them back
+        assert sample_db.execute("SELECT usename FROM pg_user_mappings").fetchall() == [("refdata_owner",)]
     result = cli("--config", str(config), "sync", env=env)
     assert result.returncode == 0, result.stderr
     assert "年金计划: inserted 1, updated 0" in result.stdout
     assert sample_db.execute(f'SELECT "计划全称", "计划状态" FROM {PLAN} WHERE "年金计划号" = %s',
                              ["P70001"]).fetchone() == ("按名同步", "正常")
+
+
+@pytest.mark.parametrize("source_type", ["postgres", "legacy_mysql"])
+def test_apply_again_keeps_the_fdw_sync_working(source_type, sample_db, cli, write_config, request):
+    """The sync config added to a database refdata is applied to, then applied
+    once more: the server, user mapping and foreign table are set up and stay."""
+    legacy = request.getfixturevalue("legacy_pg" if source_type == "postgres" else "legacy_mysql")
+    config = project_config(write_config)
+    env = legacy.env("LEG")
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    sync_config(write_config, plan_table("LEG", "fdw", source_type,
+                                         schema=legacy.name if source_type != "postgres" else "enterprise"))
+    for _ in range(2):
+        applied = cli("--config", str(config), "apply", env=env)
+        assert applied.returncode == 0, applied.stderr
+    legacy.rows([("P70001", "再次应用", "正常")])
+    result = cli("--config", str(config), "sync", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "年金计划: inserted 1, updated 0" in result.stdout
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on: the source is down."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("columns", [True, False], ids=["columns", "no_columns"])
+@pytest.mark.parametrize("source_type", ["postgres", "legacy_mysql"])
+def test_apply_with_the_source_down_succeeds_and_its_sync_fails_degraded(source_type, columns, sample_db, cli,
+                                                                         write_config):
+    """A configured column list defines the foreign table without the source;
+    without one, apply says in one line that the source could not be reached."""
+    config = project_config(write_config)
+    table = plan_table("DOWN", "fdw", source_type, schema="enterprise")
+    if not columns:
+        table = table[:table.index("      columns:\n")] + table[table.index("    sync_mode:"):]
+    sync_config(write_config, table)
+    port = closed_port()
+    env = ({"DOWN_HOST": "127.0.0.1", "DOWN_PORT": str(port), "DOWN_DATABASE": "legacy", "DOWN_USER": "postgres"}
+           if source_type == "postgres" else mysql_env("DOWN", "legacy") | {"DOWN_PORT": str(port)})
+
+    applied = cli("--config", str(config), "apply", env=env)
+
+    assert applied.returncode == 0, applied.stderr
+    warned = [line for line in applied.stdout.splitlines() if "cannot be reached" in line]
+    if columns:
+        assert warned == []
+    else:
+        assert len(warned) == 1 and warned[0].startswith("warning: source enterprise.annuity_plan "), applied.stdout
+        assert "run refdata apply again when the source is up" in warned[0]
+    plans_before = sample_db.execute(f"SELECT count(*) FROM {PLAN}").fetchone()
+
+    result = cli("--config", str(config), "sync", env=env)
+
+    assert result.returncode == 1
+    assert "年金计划: failed: table 年金计划: " in result.stderr
+    failed = runs(sample_db, "年金计划")[-1]
+    assert failed["status"] == "failed" and failed["error"].startswith("table 年金计划: ")
+    assert sample_db.execute(f"SELECT count(*) FROM {PLAN}").fetchone() == plans_before
+    insert_fact(sample_db, plan="P77777")  # the triggers do not need the source
+    assert sample_db.execute(f'SELECT "_source" FROM {PLAN} WHERE "年金计划号" = %s', ["P77777"]).fetchone() == \
+        ("auto_derived",)

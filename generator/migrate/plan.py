@@ -33,6 +33,12 @@ from ..render import PSQL_PREAMBLE, Statement
 from .scratch import conninfo, scratch_database
 
 OWN_SCHEMAS = ("refdata", "refdata_stage")
+# Reference sync's connection objects (wrapper extension, foreign servers,
+# user mappings, foreign tables): migra compares none of them, and the
+# credentials come from the environment of each apply. Each statement is
+# idempotent and contacts no source, so every plan runs them on the live
+# database, after the functions they call; the scratch database never has them.
+FDW_KINDS = ("extension", "server", "user_mapping", "foreign_table")
 # Kinds of the inventory that are objects of refdata (summaries count them).
 SUMMARY_KINDS = ("schema", "table", "view", "function", "trigger", "tracking columns", "parameters")
 
@@ -75,11 +81,12 @@ def make_plan(conn: psycopg.Connection, statements: list[Statement], configured:
     existing = touched_tables(conn, configured)
     schemas = [r[0] for r in conn.execute(query("copied_schemas"), table_params(existing))]
     with scratch_database(conn, schemas, scratch_dsn) as scratch:
-        _build_desired(scratch, statements)
+        _build_desired(scratch, [s for s in statements if s.kind not in FDW_KINDS])
         steps = _schema_steps(conn, scratch, existing)
         steps += _deferral_steps(conn, scratch, existing)
         steps += _own_object_steps(conn, scratch)
         steps += _data_steps(conn, scratch, statements)
+    steps += [s for s in statements if s.kind in FDW_KINDS]
     plan = Plan(steps, print_, lock_timeout)
     plan.destructive = destructive_steps(conn, steps)
     return plan

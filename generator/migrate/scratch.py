@@ -22,7 +22,7 @@ from psycopg.conninfo import make_conninfo
 from ..cluster import postgres_bindir
 from ..db import connect, redact
 from ..errors import RefdataError
-from ..names import ident
+from ..names import ident, qualified
 
 
 def client_binary(conn: psycopg.Connection, name: str) -> str:
@@ -115,6 +115,13 @@ def _copy(live: psycopg.Connection, scratch: psycopg.Connection, schemas: list[s
                 "--quote-all-identifiers", "-d", conninfo(live)]
     for s in schemas:
         dump_cmd += ["-n", ident(s)]  # a pattern: quoted, it matches this name only
+    # Foreign tables need their server, which a schema dump leaves out; plans
+    # leave them to reference sync's own statements (plan.FDW_KINDS).
+    for schema, table in live.execute(
+            "SELECT n.nspname, c.relname FROM pg_catalog.pg_class AS c "
+            "JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'f' AND n.nspname = ANY (%s) ORDER BY 1, 2", [schemas]).fetchall():
+        dump_cmd += ["-T", qualified(schema, table)]
     dump = subprocess.run(dump_cmd, capture_output=True, env=_client_env(live))
     if dump.returncode != 0:
         raise RefdataError(f"pg_dump of the live schema failed: {_first_line(dump.stderr)}")

@@ -28,7 +28,7 @@ SHARED = [
     ("function", "refdata.sync_fdw", "functions/sync_fdw.sql"),
     ("function", "refdata.sync_server", "functions/sync_server.sql"),
     ("function", "refdata.sync_user_mapping", "functions/sync_user_mapping.sql"),
-    ("function", "refdata.sync_import", "functions/sync_import.sql"),
+    ("function", "refdata.sync_foreign_table", "functions/sync_foreign_table.sql"),
 ]
 
 
@@ -149,8 +149,11 @@ def statements(sync: SyncConfig, config: Config | None, env=None,
                     raise RefdataError(f"table {t.name}: no MySQL database: set source_config.schema "
                                        f"or {s.connection_env_prefix}_DATABASE")
                 out.append(Statement("foreign_table", f"refdata_stage.{source_name(t)}", (
-                    "SELECT refdata.sync_import(%(server)s, %(owner)s, %(schema)s, %(table)s, %(local)s);\n"),
-                    {"server": server, "owner": owner, "schema": schema, "table": s.table, "local": source_name(t)},
+                    "SELECT refdata.sync_foreign_table(%(server)s, %(owner)s, %(schema)s, %(table)s, %(local)s, "
+                    "%(columns)s, %(updated)s);\n"),
+                    {"server": server, "owner": owner, "schema": schema, "table": s.table, "local": source_name(t),
+                     "columns": [c.source for c in s.columns] if s.columns else None,
+                     "updated": s.incremental.column if s.incremental else None},
                     requires_env=host_var))
         params = {
             "name": t.name,
