@@ -62,6 +62,7 @@ import psycopg
 import yaml
 
 from .apply import apply
+from .bench_report import main as bench_main, progress, verdict
 from .cluster import PROJECT_ROOT
 from . import bench_hard
 from .config import Config, Domain, ForeignKey, load_config, template_fields
@@ -646,10 +647,6 @@ def sample_domain(path: Path, config: Config) -> str:
 # -- report ----------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
 def summarise(b: Bench, results: dict[str, list[Run]]) -> dict:
     """Medians, ranges, rows/s and ratios to the baseline of one scenario's variants, as data."""
     rows = len(b.rows)
@@ -801,10 +798,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def progress(text: str) -> None:
-    print(f"bench: {text}", file=sys.stderr, flush=True)
-
-
 def run(args) -> int:
     if args.sync:
         from .bench_sync import run as run_sync
@@ -896,17 +889,7 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(build_parser().parse_args(argv))
-    except RefdataError as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except psycopg.Error as e:
-        print(f"bench: error: {type(e).__name__}: {(e.diag.message_primary or str(e)).strip()}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 1
+    return bench_main(run, build_parser, argv)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,11 @@ import time
 import psycopg
 
 from .apply import apply
+from .bench_report import interleaved, main as bench_main, progress, ratio_table, verdict
 from .config import PROJECT_ROOT, load_config
 from .db import connect, explicit_dsn, redact
 from .demo import fresh_database
-from .errors import InputError, RefdataError
+from .errors import InputError
 from .names import ident
 from .sample import create_schema
 
@@ -42,10 +43,6 @@ VIEWS = ["reference_quality", "pending_review", "fk_coverage", "derivation_activ
 AUDIT_TRIGGERS = [f"refdata_audit_{op}{own}" for op in ("insert", "update", "delete") for own in ("", "_own")]
 PLAN = 'mapping."年金计划"'
 TARGET_RATIO = 1.5
-
-
-def progress(text: str) -> None:
-    print(f"bench: {text}", file=sys.stderr, flush=True)
 
 
 def build(conn: psycopg.Connection, reference_rows: int, fact_rows: int) -> None:
@@ -129,19 +126,20 @@ def sync_once(conn: psycopg.Connection) -> float:
         return time.perf_counter() - started
 
 
-def time_sync(conn: psycopg.Connection, rows: int, repeat: int) -> dict[str, float]:
-    variants = {"no refdata triggers": (False, False), "audit": (True, False), "audit and promotion": (True, True)}
-    prepare_source(conn, rows)
-    runs: dict[str, list[float]] = {k: [] for k in variants}
-    for i in range(repeat):
-        for name, (audit, promote) in variants.items():  # interleaved
+def time_sync(conn: psycopg.Connection, rows: int, repeat: int) -> dict[str, list[float]]:
+    def variant(audit: bool, promote: bool):
+        def once() -> float:
             set_triggers(conn, audit, promote)
             conn.execute("CHECKPOINT")
-            runs[name].append(sync_once(conn))
-            progress(f"sync run {i + 1}/{repeat} {name}: {runs[name][-1]:.2f} s")
+            return sync_once(conn)
+        return once
+
+    prepare_source(conn, rows)
+    runs = interleaved({"no refdata triggers": variant(False, False), "audit": variant(True, False),
+                        "audit and promotion": variant(True, True)}, repeat)
     set_triggers(conn, True, True)
     conn.execute("DROP TABLE bench_sync_source")
-    return {k: statistics.median(v) for k, v in runs.items()}
+    return runs
 
 
 def run(args) -> int:
@@ -180,14 +178,12 @@ def run(args) -> int:
     for view, (ms, rows) in views.items():
         print(f"  refdata.{view:<24} {ms:>9.1f} {rows:>9,}")
     print()
-    base = sync["no refdata triggers"]
     print(f"bulk sync into {PLAN}: upsert of {args.sync_rows:,} rows (half new keys, half changed rows)")
-    for name, seconds in sync.items():
-        print(f"  {name:<36} {seconds:>8.2f} s {seconds / base:>6.2f}x")
-    ratio = sync["audit"] / base
+    for line in ratio_table(sync, "no refdata triggers", "untriggered", args.sync_rows):
+        print(f"  {line}")
+    ratio = statistics.median(sync["audit"]) / statistics.median(sync["no refdata triggers"])
     print()
-    print(f"target: auditing slows a bulk sync at most {TARGET_RATIO}x: "
-          f"{'PASS' if ratio <= TARGET_RATIO else 'MISS'} ({ratio:.2f}x)")
+    print(f"target: auditing slows a bulk sync at most {TARGET_RATIO}x: {verdict(ratio <= TARGET_RATIO)} ({ratio:.2f}x)")
     return 0
 
 
@@ -203,17 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(build_parser().parse_args(argv))
-    except RefdataError as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except psycopg.Error as e:
-        print(f"bench: error: {type(e).__name__}: {(e.diag.message_primary or str(e)).strip()}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 1
+    return bench_main(run, build_parser, argv)
 
 
 if __name__ == "__main__":

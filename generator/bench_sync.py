@@ -5,21 +5,22 @@ A MariaDB table of --sync-rows plans (default 1,000,000) in database
 fresh PostgreSQL database of the same name, then, each --repeat times,
 interleaved, as whole processes from the command line:
 
-  fdw       `refdata sync` of a via: fdw table (mysql_fdw, merged in the database)
-            into the empty target;
-  client    `refdata sync` of a via: client table (mysql-connector-python
-            unbuffered, COPY into staging, the same merge) into the empty target;
-  pgloader  `pgloader` copying the same table into a database of its own
-            (it creates the table; no merge, no tracking);
-  fdw_again `refdata sync` (fdw) when every row is already there and unchanged;
-  fdw_plain `refdata sync` (fdw) into a copy of the table that no foreign key of
-            data_sources.yml names, so without the audit and promotion
-            triggers apply puts on reference tables: the merge's own cost;
+  fdw            `refdata sync` of a via: fdw table (mysql_fdw, merged in the
+                 database) into the empty target, with every trigger apply puts
+                 on a reference table (audit, promotion on insert);
+  fdw_unaudited  the same with the audit triggers disabled: fdw / fdw_unaudited
+                 is what the audit log costs a bulk sync (target: at most 1.5x);
+  client         `refdata sync` of a via: client table (mysql-connector-python
+                 unbuffered, COPY into staging, the same merge) into the empty target;
+  pgloader       `pgloader` copying the same table into a database of its own
+                 (it creates the table; no merge, no tracking);
+  fdw_again      `refdata sync` (fdw) when every row is already there and unchanged;
 
 and prints median seconds, rows/s, each variant's ratio to pgloader (target:
-a first sync at least as fast as pgloader, ratio <= 1) and the peak memory
-of the `refdata sync` process per path (the client path's stays flat). MariaDB is reached as
-the test suite does: $REFDATA_TEST_MYSQL_HOST, _PORT, _USER, _PASSWORD.
+a first sync at least as fast as pgloader, ratio <= 1), the audit ratio, the
+load average, and the peak memory of the `refdata sync` process per path (the
+client path's stays flat). MariaDB is reached as the test suite does:
+$REFDATA_TEST_MYSQL_HOST, _PORT, _USER, _PASSWORD.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,11 +36,16 @@ from urllib.parse import quote
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from .bench_report import interleaved, load_average, progress, ratio_table, verdict
 from .db import connect, redact
 from .demo import fresh_database
+from .errors import RefdataError
+from .names import ident
 from .sample import create_schema
 
 DATABASE = "refdata_bench_sync"
+PLAN = 'mapping."年金计划"'
+AUDIT_TARGET = 1.5
 ROOT = Path(__file__).resolve().parent.parent
 MYSQL = {
     "host": os.environ.get("REFDATA_TEST_MYSQL_HOST", "127.0.0.1"),
@@ -64,10 +69,6 @@ TABLE = """  - name: {name}
         - {{source: plan_status, target: 计划状态}}
     primary_key: 年金计划号
 """
-
-
-def progress(text: str) -> None:
-    print(f"bench: {text}", file=sys.stderr, flush=True)
 
 
 def _mysql(database: str | None = None):
@@ -104,7 +105,6 @@ def run(args) -> int:
     loader_dsn = fresh_database(server, f"{DATABASE}_pgloader")
     with connect(dsn, autocommit=True) as conn:
         create_schema(conn)
-        conn.execute('CREATE TABLE mapping.plan_plain (LIKE mapping."年金计划" INCLUDING ALL)')
     env = {**os.environ, "BENCH_HOST": MYSQL["host"], "BENCH_PORT": MYSQL["port"], "BENCH_DATABASE": DATABASE,
            "BENCH_USER": MYSQL["user"], "BENCH_PASSWORD": MYSQL["password"]}
     refdata = [str(ROOT / "bin" / "refdata"), "--db", dsn]
@@ -116,13 +116,12 @@ def run(args) -> int:
             if source_file.exists():
                 (tmp / name).write_text(source_file.read_text(encoding="utf-8"), encoding="utf-8")
         syncs = {}
-        for variant, via, table in (("fdw", "fdw", "年金计划"), ("client", "client", "年金计划"),
-                                    ("fdw_plain", "fdw", "plan_plain")):
-            syncs[variant] = tmp / f"sync_{variant}.yml"
-            syncs[variant].write_text('schema_version: "1.0"\ntables:\n' + TABLE.format(via=via, name=table),
-                                      encoding="utf-8")
-        for variant in syncs:  # all set up once; each run applies its own table's settings
-            _run(refdata + ["--config", str(config), "apply", "--sync-config", str(syncs[variant])], env)
+        for via in ("fdw", "client"):
+            syncs[via] = tmp / f"sync_{via}.yml"
+            syncs[via].write_text('schema_version: "1.0"\ntables:\n' + TABLE.format(via=via, name="年金计划"),
+                                  encoding="utf-8")
+        for via in syncs:  # both set up once; each run applies its own table's settings
+            _run(refdata + ["--config", str(config), "apply", "--sync-config", str(syncs[via])], env)
         info = conninfo_to_dict(loader_dsn)
         target = f"pgsql://{info.get('user', 'postgres')}@unix:{info['host']}:{info.get('port', 5432)}/{info['dbname']}"
         source = (f"mysql://{quote(MYSQL['user'])}:{quote(MYSQL['password'], safe='')}@{MYSQL['host']}:{MYSQL['port']}"
@@ -131,47 +130,65 @@ def run(args) -> int:
 
         def reset():
             with connect(dsn, autocommit=True) as c:
-                c.execute('TRUNCATE mapping."年金计划", mapping.plan_plain, refdata.audit_log CASCADE')
-                c.execute('VACUUM ANALYZE mapping."年金计划", mapping.plan_plain')
+                c.execute(f'TRUNCATE {PLAN}, refdata.audit_log CASCADE')
+                c.execute(f'VACUUM ANALYZE {PLAN}')
                 c.execute("CHECKPOINT")
             with connect(loader_dsn, autocommit=True) as c:
                 c.execute(f"DROP SCHEMA IF EXISTS {DATABASE} CASCADE")
                 c.execute("CHECKPOINT")
 
-        def sync(via: str):
-            _run(refdata + ["--config", str(config), "apply", "--sync-config", str(syncs[via])], env)
-            return _timed(refdata + ["--config", str(config), "sync", "--sync-config", str(syncs[via])], env, via)
+        def audit(enabled: bool):
+            with connect(dsn, autocommit=True) as c:
+                for op in ("insert", "update", "delete"):
+                    for own in ("", "_own"):
+                        c.execute(f"ALTER TABLE {PLAN} {'ENABLE' if enabled else 'DISABLE'} TRIGGER "
+                                  f"{ident(f'refdata_audit_{op}{own}')}")
 
-        times: dict[str, list[float]] = {"fdw": [], "fdw_again": [], "client": [], "fdw_plain": [], "pgloader": []}
-        for i in range(1, args.repeat + 1):
-            for name in times:
-                if name != "fdw_again":  # the repeat runs on what fdw just synced
+        def counted(db: str, table: str, seconds: float) -> float:
+            with connect(db) as c:
+                count = c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            if count != rows:
+                raise RefdataError(f"{table} holds {count:,} rows after the run, expected {rows:,}")
+            return seconds
+
+        def sync(via: str, fresh: bool = True, audited: bool = True):
+            def once() -> float:
+                if fresh:
                     reset()
-                if name == "pgloader":
-                    seconds = _timed(pgloader, env)
-                    db, table = loader_dsn, f"{DATABASE}.annuity_plan"
-                else:
-                    seconds = sync(name.removesuffix("_again"))
-                    db, table = dsn, "mapping.plan_plain" if name == "fdw_plain" else 'mapping."年金计划"'
-                with connect(db) as c:
-                    count = c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                if count != rows:
-                    print(f"bench: error: {name} left {count:,} rows in {table}, expected {rows:,}", file=sys.stderr)
-                    return 1
-                times[name].append(seconds)
-                progress(f"run {i}/{args.repeat} {name}: {seconds:.2f} s")
-    base = statistics.median(times["pgloader"])
+                _run(refdata + ["--config", str(config), "apply", "--sync-config", str(syncs[via])], env)
+                if not audited:
+                    audit(False)
+                try:
+                    seconds = _timed(refdata + ["--config", str(config), "sync", "--sync-config", str(syncs[via])],
+                                     env, via)
+                finally:
+                    if not audited:
+                        audit(True)
+                return counted(dsn, PLAN, seconds)
+            return once
+
+        def copy() -> float:
+            reset()
+            return counted(loader_dsn, f"{DATABASE}.annuity_plan", _timed(pgloader, env))
+
+        load_before = load_average()
+        times = interleaved({"fdw": sync("fdw"), "fdw_again": sync("fdw", fresh=False),
+                             "fdw_unaudited": sync("fdw", audited=False), "client": sync("client"),
+                             "pgloader": copy}, args.repeat)
     print(f"refdata bench --sync: MariaDB table of {rows:,} rows into PostgreSQL ({redact(server)}); "
-          f"median of {args.repeat} interleaved run(s), whole processes")
-    print(f"{'variant':<10} {'seconds':>8} {'rows/s':>10} {'vs pgloader':>12}")
-    for name, values in times.items():
-        m = statistics.median(values)
-        print(f"{name:<10} {m:>8.2f} {rows / m:>10,.0f} {m / base:>11.2f}x")
+          f"median of {args.repeat} interleaved run(s), whole processes; {os.cpu_count()} CPUs, "
+          f"load average {load_before} before, {load_average()} after")
+    for line in ratio_table(times, "pgloader", "pgloader", rows):
+        print(line)
     print(f"peak memory of the refdata sync process (max RSS): "
           + ", ".join(f"{k} {max(v) / 1024:.0f} MB" for k, v in PEAKS.items()))
-    for name in ("fdw", "client", "fdw_plain"):
-        ratio = statistics.median(times[name]) / base
-        print(f"target {name} sync at least as fast as pgloader (ratio <= 1): {'PASS' if ratio <= 1 else 'MISS'}")
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for name in ("fdw", "client"):
+        ratio = med[name] / med["pgloader"]
+        print(f"target {name} sync at least as fast as pgloader (ratio <= 1): {verdict(ratio <= 1)} ({ratio:.2f}x)")
+    ratio = med["fdw"] / med["fdw_unaudited"]
+    print(f"target the audit log slows a bulk sync at most {AUDIT_TARGET}x (fdw / fdw_unaudited): "
+          f"{verdict(ratio <= AUDIT_TARGET)} ({ratio:.2f}x)")
     if not args.keep:
         with connect(server, autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
