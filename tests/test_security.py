@@ -550,3 +550,75 @@ def test_a_trigger_on_a_synced_table_runs_as_the_owner_role_not_the_applier(samp
     assert sample_db.execute("SELECT DISTINCT pg_get_userbyid(proowner) FROM pg_proc "
                              "WHERE pronamespace = 'refdata'::regnamespace AND prosecdef").fetchall() == [
         ("refdata_owner",)]
+
+
+# -- what code running as the owner role can leave behind ---------------------------------
+
+@pytest.mark.parametrize("payload", ["alter function", "session search_path", "temporary table"])
+def test_a_trigger_running_as_the_owner_role_leaves_nothing_that_runs_as_the_caller(db, cli, write_config, role,
+                                                                                    request, payload):
+    """A trigger on a reference table its (non-superuser) owner added runs as
+    refdata_owner when a backfill writes there, inside the session of whoever
+    wrote the fact: here a superuser. It may not use that role to leave code
+    for the superuser to run later: make a generated function SECURITY
+    INVOKER with the attacker's search_path, point the session's search_path
+    at the attacker's schema, or shadow the fact table with a temporary table
+    whose default calls the attacker's function. The superuser then goes on
+    working (a query naming now(), an insert into the fact table by its
+    plain name, another fact with a new key) and nobody became superuser."""
+    db.execute("CREATE TABLE parent (k text PRIMARY KEY, name text); CREATE TABLE fact (k text, name text)")
+    assert cli("--config", str(write_config(OWNER_CONFIG.replace("MODE", "row"))), "apply").returncode == 0
+    attacker = role("planter", ["ALTER TABLE parent OWNER TO {role}", "GRANT CREATE ON SCHEMA public TO {role}"])
+    name = attacker.info.user
+    request.addfinalizer(lambda: db.execute("DISCARD TEMP; DROP TRIGGER IF EXISTS plant ON parent; "
+                                            "ALTER TABLE parent OWNER TO CURRENT_USER"))
+    # What the superuser must never run: now() and a text default that promote their caller's victim.
+    db.execute(f'CREATE SCHEMA att AUTHORIZATION "{name}"')
+    attacker.execute(f"""
+        GRANT USAGE ON SCHEMA att TO PUBLIC;
+        CREATE FUNCTION att.now() RETURNS timestamptz LANGUAGE plpgsql AS $$
+        BEGIN
+            BEGIN EXECUTE 'ALTER ROLE {name} SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
+            RETURN pg_catalog.now();
+        END $$;
+        CREATE FUNCTION att.k() RETURNS text LANGUAGE sql AS 'SELECT att.now()::text'""")
+    plant = {
+        "alter function": """ALTER FUNCTION refdata."d__backfill"() SECURITY INVOKER;
+                             ALTER FUNCTION refdata."d__backfill"() SET search_path = att, pg_catalog""",
+        "session search_path": "SET search_path = att, public, pg_catalog",
+        "temporary table": "CREATE TEMPORARY TABLE fact (k text DEFAULT att.k(), name text)",
+    }[payload]
+    attacker.execute(f"""
+        CREATE FUNCTION public.plant() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            BEGIN
+                EXECUTE {sql.Literal(plant).as_string(attacker)};
+            EXCEPTION WHEN OTHERS THEN
+                RAISE NOTICE 'refused: %', SQLERRM;
+            END;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER plant BEFORE INSERT ON parent FOR EACH ROW EXECUTE FUNCTION public.plant()""")
+
+    def attempt(statement: str) -> None:
+        try:
+            db.execute(statement)
+        except psycopg.Error:
+            pass
+
+    if payload == "session search_path":  # refused: the fact and its parent with it
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="search_path was set to att, public, pg_catalog"):
+            db.execute("INSERT INTO public.fact VALUES ('NEW1', 'x')")
+    else:  # refused the DDL only: the fact and its parent are written
+        db.execute("INSERT INTO public.fact VALUES ('NEW1', 'x')")
+        assert db.execute("SELECT k FROM public.parent").fetchall() == [("NEW1",)]
+    assert db.execute("SELECT current_setting('search_path'), to_regclass('pg_temp.fact')").fetchone() == (
+        '"$user", public', None)
+    attempt("SELECT now()")
+    attempt("INSERT INTO fact (name) VALUES ('plain name')")
+    attempt("INSERT INTO public.fact VALUES ('NEW2', 'x')")
+    db.execute("RESET search_path")
+    assert not is_superuser(db, name)
+    assert db.execute("""SELECT prosecdef, proconfig FROM pg_proc WHERE oid = 'refdata."d__backfill"()'::regprocedure""").fetchone() == (
+        True, ["search_path=pg_catalog, pg_temp"])
+
