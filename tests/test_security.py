@@ -622,3 +622,79 @@ def test_a_trigger_running_as_the_owner_role_leaves_nothing_that_runs_as_the_cal
     assert db.execute("""SELECT prosecdef, proconfig FROM pg_proc WHERE oid = 'refdata."d__backfill"()'::regprocedure""").fetchone() == (
         True, ["search_path=pg_catalog, pg_temp"])
 
+
+
+# -- settings a session may set ------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["row", "statement"])
+def test_a_writer_cannot_switch_the_backfill_off_with_a_setting(db, cli, write_config, role, mode):
+    """The load function has the triggers skip rows whose parents it derived
+    already (refdata.skip_backfill). A writer who sets that setting
+    themselves, without a load, still gets the parent derived and marked for
+    review. The threat: fact tables that declare no FK constraints (as in
+    production) would otherwise take a fact naming a parent that does not
+    exist, with nothing in refdata.pending_review to say so."""
+    db.execute("CREATE TABLE parent (k text PRIMARY KEY, name text); CREATE TABLE fact (k text, name text)")
+    assert cli("--config", str(write_config(OWNER_CONFIG.replace("MODE", mode))), "apply").returncode == 0
+    writer = role("writer", ["GRANT INSERT ON fact TO {role}"])
+    writer.execute("SET refdata.skip_backfill = 'd'")
+    writer.execute("INSERT INTO fact VALUES ('NEW1', 'x')")
+    with writer.transaction():  # and as the load function sets it: transaction-local
+        writer.execute("SELECT set_config('refdata.skip_backfill', 'd', true)")
+        writer.execute("INSERT INTO fact VALUES ('NEW2', 'y')")
+    # A loader's own statements after a load in the same transaction are not the load's insert.
+    loader = role("loader", [
+        "GRANT USAGE ON SCHEMA refdata, refdata_stage TO {role}", "GRANT INSERT ON fact TO {role}",
+        'GRANT INSERT, SELECT, DELETE ON refdata_stage."d" TO {role}', "GRANT INSERT ON refdata.load_run TO {role}",
+        'GRANT EXECUTE ON FUNCTION refdata."d__load"(text[], text), '
+        'refdata."d__load_parents"(text[], text, boolean) TO {role}'])
+    with loader.transaction():
+        loader.execute('SELECT * FROM refdata."d__load"()')
+        loader.execute("SELECT set_config('refdata.skip_backfill', 'd', true)")
+        loader.execute("INSERT INTO fact VALUES ('NEW3', 'z')")
+    assert db.execute('SELECT k, name, "_source", "_needs_review" FROM parent ORDER BY k').fetchall() == [
+        ("NEW1", "x", "auto_derived", True), ("NEW2", "y", "auto_derived", True), ("NEW3", "z", "auto_derived", True)]
+
+
+def test_a_loader_cannot_forge_the_load_log(sample_db, dsn, cli, role, tmp_path):
+    """refdata.load_run says who loaded what. A loader with the role model's
+    grants (render --grants) may not write it: a row claiming another role,
+    another transaction, rows never loaded is refused. What the log takes
+    from the loading client (the file's name, size and digest, through
+    refdata.load_file) is recorded as that client's word, beside who said it
+    (loaded_by) and in which transaction: a direct call of the load function
+    claiming any file is logged under the loader's own name."""
+    from psycopg.conninfo import make_conninfo
+
+    assert cli("apply").returncode == 0
+    loader = role("loader")
+    name = loader.info.user
+    grants = cli("render", "--grants", db=None)
+    script = tmp_path / "grants.sql"
+    script.write_text(grants.stdout, encoding="utf-8")
+    applied = subprocess.run(["psql", "-X", "-q", "-v", f"writer={name}", "-v", f"loader={name}",
+                              "-f", str(script), dsn], capture_output=True, text=True)
+    assert applied.returncode == 0, applied.stderr
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        loader.execute("""INSERT INTO refdata.load_run (domain, source, file_name, rows, started_at, finished_at,
+                                                        path, foreign_keys, loaded_by, txid)
+                          VALUES ('annuity_performance', 'file', 'board_approved.csv', 1000000, now(), now(),
+                                  'staging (server csv)', '{}', 'cfo', 1)""")
+    data = tmp_path / "f.csv"
+    data.write_text("月度,计划代码\n2025-11-01,PFORGE1\n", encoding="utf-8")
+    assert cli("load", "annuity_performance", str(data), db=make_conninfo(dsn, user=name)).returncode == 0
+    loader.autocommit = False
+    loader.execute("""SELECT set_config('refdata.load_file', '{"name": "board_approved.csv", "sha256": "00", "rows": 1000000}', true)""")
+    loader.execute('INSERT INTO refdata_stage."annuity_performance" ("月度", "计划代码", "_rd_line") '
+                   "VALUES ('2025-11-01', 'PFORGE2', 1)")
+    txid = loader.execute("SELECT txid_current()").fetchone()[0]
+    assert loader.execute('SELECT facts FROM refdata."annuity_performance__load"()').fetchone() == (1,)
+    inserted = loader.execute("SELECT clock_timestamp()").fetchone()[0]
+    loader.commit()
+    # the load ends when its transaction commits, after its facts were inserted
+    assert sample_db.execute("SELECT finished_at FROM refdata.load_run ORDER BY id DESC LIMIT 1").fetchone()[0] > inserted
+    assert sample_db.execute("SELECT file_name, rows, loaded_by, txid FROM refdata.load_run ORDER BY id").fetchall() == [
+        (str(data), 1, name, sample_db.execute("SELECT txid FROM refdata.load_run ORDER BY id LIMIT 1").fetchone()[0]),
+        ("board_approved.csv", 1, name, txid)]
+    assert "as the loading client names it" in sample_db.execute(
+        "SELECT col_description('refdata.load_run'::regclass, 4)").fetchone()[0]

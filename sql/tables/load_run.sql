@@ -2,8 +2,9 @@
 -- function ('bulk') and per statement-mode batch ('statement'): what was loaded,
 -- how, and per foreign key the pre-load coverage of that load (distinct
 -- usable keys seen; how many had an authoritative parent, an auto-derived
--- one, and how many parents this load derived). Written by the domains'
--- load and statement trigger functions; `refdata status --loads` shows it.
+-- one, and how many parents this load derived). Written by the owner's half
+-- of each load and by the statement trigger functions, never by a loader;
+-- `refdata status --loads` shows it.
 CREATE TABLE IF NOT EXISTS refdata.load_run (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     domain        text NOT NULL,
@@ -20,4 +21,8 @@ CREATE TABLE IF NOT EXISTS refdata.load_run (
     loaded_by     text NOT NULL DEFAULT session_user
 );
 COMMENT ON TABLE refdata.load_run IS 'refdata: per load and statement-mode batch, rows, timing, path and per-FK coverage';
+COMMENT ON COLUMN refdata.load_run.file_name IS 'refdata: the file as the loading client names it (refdata load); not checked by the server';
+COMMENT ON COLUMN refdata.load_run.file_size IS 'refdata: the file''s size as the loading client names it; not checked by the server';
+COMMENT ON COLUMN refdata.load_run.file_sha256 IS 'refdata: the file''s sha256 as the loading client names it; not checked by the server';
+COMMENT ON COLUMN refdata.load_run.loaded_by IS 'refdata: the session user of the load (set by the server)';
 REVOKE ALL ON TABLE refdata.load_run FROM PUBLIC;
