@@ -698,3 +698,34 @@ def test_a_loader_cannot_forge_the_load_log(sample_db, dsn, cli, role, tmp_path)
         ("board_approved.csv", 1, name, txid)]
     assert "as the loading client names it" in sample_db.execute(
         "SELECT col_description('refdata.load_run'::regclass, 4)").fetchone()[0]
+
+
+def test_every_definer_function_is_pinned_revoked_and_owned_by_the_owner_role(sample_db, cli, write_config,
+                                                                              legacy_pg):
+    """The shipped config with a reference sync through postgres_fdw, as
+    applied: every SECURITY DEFINER function refdata made pins search_path,
+    grants PUBLIC nothing, and belongs to refdata_owner, which is no
+    superuser; every other function of schema refdata belongs to it too (so
+    the DDL guard covers them), and the guard's event triggers fire always."""
+    from sync_helpers import plan_table, project_config, sync_config
+
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", "fdw"))
+    applied = cli("--config", str(config), "apply", env=legacy_pg.env("LEG"))
+    assert applied.returncode == 0, applied.stderr
+    rows = sample_db.execute("""
+        SELECT p.oid::regprocedure::text, p.prosecdef, p.proconfig, pg_get_userbyid(p.proowner), r.rolsuper,
+               p.proacl IS NOT NULL AND NOT EXISTS (SELECT FROM aclexplode(p.proacl) AS x
+                                                    WHERE x.grantee = 0 AND x.privilege_type = 'EXECUTE')
+        FROM pg_proc AS p JOIN pg_roles AS r ON r.oid = p.proowner
+        WHERE p.pronamespace = 'refdata'::regnamespace ORDER BY 1""").fetchall()
+    definers = [r for r in rows if r[1]]
+    assert len(definers) >= 10
+    for name, _, config_, owner, superuser, revoked in definers:
+        assert (config_[0], owner, superuser, revoked) == ("search_path=pg_catalog, pg_temp", "refdata_owner", False,
+                                                           True), name
+    assert {r[3] for r in rows} == {"refdata_owner"}
+    assert sample_db.execute("SELECT evtname, evtevent, evtenabled FROM pg_event_trigger "
+                             "WHERE evtname LIKE 'refdata%' ORDER BY 1").fetchall() == [
+        ("refdata_owner_guard_drop", "sql_drop", "A"), ("refdata_owner_guard_end", "ddl_command_end", "A"),
+        ("refdata_owner_guard_start", "ddl_command_start", "A")]
