@@ -471,7 +471,7 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset(),
             index_name=object_name(table, "needs_review"),
             index_literal=literal(qualified(schema, object_name(table, "needs_review"))),
         )))
-        out += observed_table_statements(config, schema, table, v)
+        out += observed_table_statements(config, schema, table, v, owner)
     out += sync
     for name, d in config.domains.items():
         out += domain_statements(name, d, views[name])
@@ -480,7 +480,8 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset(),
     return out
 
 
-def observed_table_statements(config: Config, schema: str, table: str, v: FkView) -> list[Statement]:
+def observed_table_statements(config: Config, schema: str, table: str, v: FkView,
+                              owner: str = DEFAULT_OWNER) -> list[Statement]:
     """Index of derived rows, audit triggers and promotion on insert of one reference table."""
     label = f"{schema}.{table}"
     promote = refdata_name(f"{schema}.{table}", "promote")
@@ -492,7 +493,7 @@ def observed_table_statements(config: Config, schema: str, table: str, v: FkView
         Statement("function", f"refdata.{object_name(label, 'promote')}", sql_file(
             "functions/promote.sql.j2", function=promote, table=v.target, keys=v.key_idents)),
         Statement("trigger", f"{label}.refdata_promote", sql_file(
-            "triggers/promote.sql.j2", table=v.target, function=promote,
+            "triggers/promote.sql.j2", table=v.target, function=promote, owner_literal=literal(owner),
             enabled=config.observability.table(schema, table).promote_on_insert)),
     ]
 

@@ -224,6 +224,19 @@ def test_promotion_look_up_uses_the_key_index_in_a_bulk_insert(applied):
     assert (after[0] - seq, after[1] - idx) == (0, 300)
 
 
+def test_a_session_posing_as_the_sync_still_gets_promotion(applied):
+    """The sync's inserts skip the promotion trigger by its marker, but only as
+    the owner role: any other session setting it is promoted as usual."""
+    insert_fact(applied, 计划代码="P90001", 组合代码="QT000001")
+    with applied.transaction():
+        applied.execute("SELECT set_config('refdata.audit_action', 'sync', true)")
+        cur = applied.execute(f"""INSERT INTO {PLAN} ("年金计划号", "计划全称", "计划状态")
+                                  VALUES ('P90001', '真正的名字', '正常')""")
+    assert cur.rowcount == 0
+    assert applied.execute(f"""SELECT "_source" FROM {PLAN} WHERE "年金计划号" = 'P90001'""").fetchone() == (
+        "authoritative",)
+
+
 def test_promotion_can_be_switched_off_per_table(sample_db, cli, write_config):
     text = shipped_single_file() + (
         "observability:\n  tables:\n    mapping.年金计划: {promote_on_insert: false}\n")
