@@ -729,3 +729,20 @@ def test_every_definer_function_is_pinned_revoked_and_owned_by_the_owner_role(sa
                              "WHERE evtname LIKE 'refdata%' ORDER BY 1").fetchall() == [
         ("refdata_owner_guard_drop", "sql_drop", "A"), ("refdata_owner_guard_end", "ddl_command_end", "A"),
         ("refdata_owner_guard_start", "ddl_command_start", "A")]
+
+
+def test_an_install_without_the_ddl_guard_gets_it_from_its_next_plan(sample_db, cli):
+    """An install made before the owner role was kept from DDL (or whose guard
+    someone disabled): the next plan has the event triggers' statement, apply
+    puts them back, and the plan after that is empty."""
+    assert cli("apply").returncode == 0
+    sample_db.execute("DROP EVENT TRIGGER refdata_owner_guard_start; "
+                      "ALTER EVENT TRIGGER refdata_owner_guard_end DISABLE")
+    plan = cli("plan")
+    assert plan.returncode == 3, plan.stderr
+    assert "CREATE EVENT TRIGGER" in plan.stdout
+    assert cli("apply").returncode == 0
+    assert sample_db.execute("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'refdata_owner_guard_%' "
+                             "AND evtenabled = 'A'").fetchone() == (3,)
+    again = cli("plan")
+    assert (again.returncode, again.stdout) == (0, ""), again.stdout

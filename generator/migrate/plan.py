@@ -87,9 +87,20 @@ def make_plan(conn: psycopg.Connection, statements: list[Statement], configured:
         steps += _own_object_steps(conn, scratch)
         steps += _data_steps(conn, scratch, statements)
     steps += [s for s in statements if s.kind in FDW_KINDS]
+    steps += _guard_steps(conn, statements)
     plan = Plan(steps, print_, lock_timeout)
     plan.destructive = destructive_steps(conn, steps)
     return plan
+
+
+def _guard_steps(live: psycopg.Connection, statements: list[Statement]) -> list[Statement]:
+    """The event triggers that keep the owner role from DDL (render's kind
+    "event_trigger"; migra compares no event triggers): their statement when
+    the live database lacks one of the three or has it disabled."""
+    have = live.execute("""SELECT count(*) FROM pg_catalog.pg_event_trigger
+                            WHERE evtname IN ('refdata_owner_guard_start', 'refdata_owner_guard_end',
+                                              'refdata_owner_guard_drop') AND evtenabled = 'A'""").fetchone()[0]
+    return [s for s in statements if s.kind == "event_trigger"] if have < 3 else []
 
 
 def _build_desired(scratch: psycopg.Connection, statements: list[Statement]) -> None:
