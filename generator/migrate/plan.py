@@ -88,9 +88,32 @@ def make_plan(conn: psycopg.Connection, statements: list[Statement], configured:
         steps += _data_steps(conn, scratch, statements)
     steps += [s for s in statements if s.kind in FDW_KINDS]
     steps += _guard_steps(conn, statements)
+    steps += _rights_steps(conn, statements)
     plan = Plan(steps, print_, lock_timeout)
     plan.destructive = destructive_steps(conn, steps)
     return plan
+
+
+def _rights_steps(live: psycopg.Connection, statements: list[Statement]) -> list[Statement]:
+    """The owner role's rights (render's kind "rights"): grants on the
+    configured tables outside refdata's schemas, column grants, and the write
+    rights on refdata's logs it takes back, none of which the comparisons
+    above see. The statement runs on the live database in a savepoint that is
+    rolled back: when it would change a privilege or owner (or cannot run
+    before this plan's other steps), it is a step, the last one."""
+    rights = [s for s in statements if s.kind == "rights"]
+    if not rights:
+        return []
+    before = live.execute(query("privileges")).fetchall()
+    try:
+        with live.transaction():
+            for s in rights:
+                live.execute(s.sql, s.bound_params())
+            after = live.execute(query("privileges")).fetchall()
+            raise psycopg.Rollback()
+    except psycopg.Error:
+        return rights
+    return rights if after != before else []
 
 
 def _guard_steps(live: psycopg.Connection, statements: list[Statement]) -> list[Statement]:
