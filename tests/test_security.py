@@ -767,3 +767,29 @@ def test_an_install_missing_rights_gets_them_from_its_next_plan(sample_db, cli, 
                              "has_table_privilege(%s, 'refdata.load_run', 'INSERT')", [loader]).fetchone() == (True, False)
     again = cli("plan")
     assert (again.returncode, again.stdout) == (0, ""), again.stdout
+
+
+def test_rights_of_a_table_no_longer_configured_are_taken_back(sample_db, cli, write_config):
+    """A config that no longer derives organisations: the owner role loses
+    INSERT and DELETE on mapping."组织架构" at the next apply. It keeps
+    SELECT and UPDATE there, which a verified load needs on every table the
+    fact table's declared foreign keys reference."""
+    import yaml
+
+    from helpers import shipped_single_file
+
+    full = yaml.safe_load(shipped_single_file())
+    assert cli("--config", str(write_config(yaml.safe_dump(full, allow_unicode=True))), "apply").returncode == 0
+    table = 'mapping."组织架构"'
+    privileges = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+    def held():
+        return [p for p in privileges
+                if sample_db.execute("SELECT has_table_privilege('refdata_owner', %s, %s)", [table, p]).fetchone()[0]]
+
+    assert held() == ["SELECT", "INSERT", "UPDATE", "DELETE"]
+    domain = full["domains"]["annuity_performance"]
+    domain["foreign_keys"] = [f for f in domain["foreign_keys"] if f["name"] != "fk_organization"]
+    applied = cli("--config", str(write_config(yaml.safe_dump(full, allow_unicode=True))), "apply")
+    assert applied.returncode == 0, applied.stderr
+    assert held() == ["SELECT", "UPDATE"]
