@@ -158,6 +158,25 @@ def test_new_keys_derive_marked_parents(applied):
     assert count(applied, FACT) == 1
 
 
+def test_parent_look_up_uses_the_key_index_in_a_bulk_insert(applied):
+    """Parents analysed while empty, then one INSERT of many facts with new
+    keys: each row's look-up of its parent stays an index probe (a plan
+    cached for the empty table would scan the growing table once a row). The
+    declared foreign key goes: PostgreSQL's own check of it caches such a
+    plan too, which only statistics of the filled table avoid."""
+    applied.execute(f'ALTER TABLE {FACT} DROP CONSTRAINT "规模明细_计划代码_fkey"')
+    applied.execute('TRUNCATE mapping."年金计划" CASCADE')
+    applied.execute('ANALYZE mapping."年金计划"')
+    scans = """SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'mapping."年金计划"'::regclass"""
+    with applied.transaction():  # the counters are not flushed inside a transaction
+        seq, idx = applied.execute(scans).fetchone()
+        applied.execute(f"""INSERT INTO {FACT} ("月度", "计划代码")
+                            SELECT date '2025-10-01', 'B' || i FROM generate_series(1, 300) AS i""")
+        after = applied.execute(scans).fetchone()
+    assert count(applied, 'mapping."年金计划"', "\"_source\" = 'auto_derived'") == 300
+    assert after[0] - seq == 0 and after[1] - idx >= 300
+
+
 def test_known_keys_derive_nothing(applied):
     before = reference_counts(applied)
     insert_fact(applied, 计划代码="P00001", 组合代码="QT000001", 产品线代码="PL201", 机构代码="G001")

@@ -620,7 +620,7 @@ def test_a_trigger_running_as_the_owner_role_leaves_nothing_that_runs_as_the_cal
     db.execute("RESET search_path")
     assert not is_superuser(db, name)
     assert db.execute("""SELECT prosecdef, proconfig FROM pg_proc WHERE oid = 'refdata."d__backfill"()'::regprocedure""").fetchone() == (
-        True, ["search_path=pg_catalog, pg_temp"])
+        True, ["search_path=pg_catalog, pg_temp", "enable_seqscan=off"])
 
 
 
