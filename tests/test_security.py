@@ -554,7 +554,7 @@ def test_a_trigger_on_a_synced_table_runs_as_the_owner_role_not_the_applier(samp
 
 # -- what code running as the owner role can leave behind ---------------------------------
 
-@pytest.mark.parametrize("payload", ["alter function", "session search_path", "temporary table"])
+@pytest.mark.parametrize("payload", ["alter function", "session search_path", "temporary table", "held cursor"])
 def test_a_trigger_running_as_the_owner_role_leaves_nothing_that_runs_as_the_caller(db, cli, write_config, role,
                                                                                     request, payload):
     """A trigger on a reference table its (non-superuser) owner added runs as
@@ -562,8 +562,9 @@ def test_a_trigger_running_as_the_owner_role_leaves_nothing_that_runs_as_the_cal
     wrote the fact: here a superuser. It may not use that role to leave code
     for the superuser to run later: make a generated function SECURITY
     INVOKER with the attacker's search_path, point the session's search_path
-    at the attacker's schema, or shadow the fact table with a temporary table
-    whose default calls the attacker's function. The superuser then goes on
+    at the attacker's schema, shadow the fact table with a temporary table
+    whose default calls the attacker's function, or declare a cursor WITH
+    HOLD whose query runs at commit as whoever commits. The superuser then goes on
     working (a query naming now(), an insert into the fact table by its
     plain name, another fact with a new key) and nobody became superuser."""
     db.execute("CREATE TABLE parent (k text PRIMARY KEY, name text); CREATE TABLE fact (k text, name text)")
@@ -587,6 +588,7 @@ def test_a_trigger_running_as_the_owner_role_leaves_nothing_that_runs_as_the_cal
                              ALTER FUNCTION refdata."d__backfill"() SET search_path = att, pg_catalog""",
         "session search_path": "SET search_path = att, public, pg_catalog",
         "temporary table": "CREATE TEMPORARY TABLE fact (k text DEFAULT att.k(), name text)",
+        "held cursor": "DECLARE planted CURSOR WITH HOLD FOR SELECT att.now()",
     }[payload]
     attacker.execute(f"""
         CREATE FUNCTION public.plant() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -606,8 +608,8 @@ def test_a_trigger_running_as_the_owner_role_leaves_nothing_that_runs_as_the_cal
         except psycopg.Error:
             pass
 
-    if payload == "session search_path":  # refused: the fact and its parent with it
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="search_path was set to att, public, pg_catalog"):
+    if payload in ("session search_path", "held cursor"):  # refused: the fact and its parent with it
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="changed the session"):
             db.execute("INSERT INTO public.fact VALUES ('NEW1', 'x')")
     else:  # refused the DDL only: the fact and its parent are written
         db.execute("INSERT INTO public.fact VALUES ('NEW1', 'x')")

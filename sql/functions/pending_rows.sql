@@ -1,4 +1,4 @@
-{%- from "macros/search_path_kept.sql.j2" import search_path_kept -%}
+{%- from "macros/session_kept.sql.j2" import session_kept -%}
 -- The rows awaiting review with every column, as jsonb, for
 -- `refdata export-pending` (which turns them into CSV columns in COPY).
 -- Runs as refdata's owner so a reviewer needs no rights on the tables.
@@ -30,7 +30,7 @@ BEGIN
         RAISE EXCEPTION '% is not a reference table of any configured foreign key', _rd_only
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    {{ search_path_kept() | indent(4) }}
+    {{ session_kept() | indent(4) }}
 END
 $refdata$;
 REVOKE ALL ON FUNCTION refdata.pending_rows(text) FROM PUBLIC;

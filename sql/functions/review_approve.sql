@@ -1,4 +1,4 @@
-{%- from "macros/search_path_kept.sql.j2" import search_path_kept -%}
+{%- from "macros/session_kept.sql.j2" import session_kept -%}
 -- refdata review approve: mark rows reviewed (_needs_review = false) as they
 -- are. `keys`: a JSON array of keys (plain values for a single-column key,
 -- objects {"column": value} otherwise). Every key must exist; returns how
@@ -34,7 +34,7 @@ BEGIN
        USING _rd_keys;
     GET DIAGNOSTICS _rd_count = ROW_COUNT;
     PERFORM set_config('refdata.audit_action', '', true);
-    {{ search_path_kept() | indent(4) }}
+    {{ session_kept() | indent(4) }}
     RETURN _rd_count;
 END
 $refdata$;

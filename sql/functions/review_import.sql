@@ -1,4 +1,4 @@
-{%- from "macros/search_path_kept.sql.j2" import search_path_kept -%}
+{%- from "macros/session_kept.sql.j2" import session_kept -%}
 -- refdata review import: reviewed rows back from an edited export. `rows`:
 -- a JSON array of {"line": n, "table": "schema.table", "values": {column:
 -- text or null}} (as `refdata review import` reads them from the CSV). Each
@@ -94,7 +94,7 @@ BEGIN
         END IF;
     END LOOP;
     PERFORM set_config('refdata.audit_action', '', true);
-    {{ search_path_kept() | indent(4) }}
+    {{ session_kept() | indent(4) }}
     RETURN (SELECT count(*) FROM jsonb_array_elements(rows));
 END
 $refdata$;

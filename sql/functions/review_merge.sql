@@ -1,4 +1,4 @@
-{%- from "macros/search_path_kept.sql.j2" import search_path_kept -%}
+{%- from "macros/session_kept.sql.j2" import session_kept -%}
 -- refdata review merge: the auto-derived (or any) row WRONG is really RIGHT.
 -- Re-points every fact row of every configured foreign key, and every row
 -- of a declared foreign key, from WRONG to RIGHT, then deletes WRONG; one
@@ -84,7 +84,7 @@ BEGIN
                    reference_table, reference_table, _rd_match)
        USING _rd_wrong;
     PERFORM set_config('refdata.audit_action', '', true), set_config('refdata.audit_detail', '', true);
-    {{ search_path_kept() | indent(4) }}
+    {{ session_kept() | indent(4) }}
     RETURN jsonb_build_object('merged_into', _rd_right, 'repointed', _rd_repointed);
 END
 $refdata$;

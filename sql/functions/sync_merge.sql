@@ -1,4 +1,4 @@
-{%- from "macros/search_path_kept.sql.j2" import search_path_kept -%}
+{%- from "macros/session_kept.sql.j2" import session_kept -%}
 -- The merge of one synced table, the same for every source: the foreign
 -- table of the fdw path (p_columns NULL) or the staging table the client
 -- path filled (p_columns: the target columns it staged). Runs in the
@@ -232,7 +232,7 @@ BEGIN
     PERFORM set_config('refdata.audit_action', '', true);
     SELECT max(n."_rd_updated_at") INTO watermark FROM pg_temp._rd_sync_new AS n;
     DROP TABLE pg_temp._rd_sync_new;
-    {{ search_path_kept() | indent(4) }}
+    {{ session_kept() | indent(4) }}
 END
 $refdata$;
 COMMENT ON FUNCTION refdata.sync_merge(text, text[]) IS 'refdata: merges one synced table from its source (see refdata.sync_table)';
