@@ -67,10 +67,16 @@ def plan(conn: psycopg.Connection, config: Config, source: str, scratch_dsn: str
     """The plan for `config`. `prepared` is what `checked` gave for a database
     with the same catalog (catalog.fingerprint), e.g. for copies of one template.
     `sync`: reference_sync.yml's path and content, planned with it."""
-    with conn.transaction():
-        pin_search_path(conn)
-        statements, report = prepared or checked(conn, config, source, sync, owner)
-        return make_plan(conn, statements, configured_tables(config), scratch_dsn, lock_timeout), report
+    try:
+        with conn.transaction():
+            pin_search_path(conn)
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
+            statements, report = prepared or checked(conn, config, source, sync, owner)
+            return make_plan(conn, statements, configured_tables(config), scratch_dsn, lock_timeout), report
+    except psycopg.errors.LockNotAvailable as e:
+        message = (e.diag.message_primary or str(e)).strip()
+        raise RefdataError(f"plan: {message}: a table refdata reads was locked for longer than {lock_timeout} "
+                           f"(--lock-timeout); nothing was planned ({describe(conn)})") from None
 
 
 class StalePlan(RefdataError):

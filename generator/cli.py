@@ -310,12 +310,14 @@ def cmd_apply(args) -> int:
 
 def cmd_uninstall(args) -> int:
     from .db import connect, redact, resolve_dsn
-    from .migrate.uninstall import uninstall
+    from .migrate.uninstall import remove_schedule, uninstall
 
     path, config = _config(args)
     dsn = resolve_dsn(args.db)
     with connect(dsn, autocommit=True) as conn:
         lines = uninstall(conn, config, args.domains, args.drop_tracking_columns)
+    if not args.domains:
+        lines += remove_schedule(dsn)
     for line in lines:
         print(line)
     print(f"uninstalled {', '.join(args.domains) or 'refdata'} from {redact(dsn)}" if lines

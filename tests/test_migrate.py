@@ -5,6 +5,7 @@ nothing outside what refdata owns or touches is ever in it."""
 from __future__ import annotations
 
 import copy
+import os
 import re
 import subprocess
 import uuid
@@ -87,9 +88,11 @@ def fk(config: dict, name: str, domain: str = "annuity_performance") -> dict:
 @pytest.fixture
 def configure(cli, write_config):
     """Write a config (a dict), run a command with it, return the result."""
-    def run(config: dict, *args: str, db: str | None = None):
+    def run(config: dict, *args: str, db: str | None = None, env: dict | None = None):
         path = write_config(yaml.safe_dump(config, allow_unicode=True), name=f"c{uuid.uuid4().hex[:6]}.yml")
         kwargs = {"db": db} if db else {}
+        if env:
+            kwargs["env"] = env
         return cli("--config", str(path), *args, **kwargs)
     return run
 
@@ -214,15 +217,97 @@ def test_renamed_domain_leaves_one_trigger_and_its_own_objects_only(sample_db, c
     converged(configure, renamed)
 
 
-def test_plan_applied_with_psql(sample_db, configure, dsn, tmp_path):
+def test_plan_applied_with_psql(sample_db, configure, dsn, tmp_path, write_config):
+    """The DBA's route without the tool applying anything: bin/refdata plan
+    into a file, psql runs the file (the README's command line, as a shell runs it)."""
     config = sample_config()
     ok(configure(config, "apply"))
     _remove_fk(config)
-    change = tmp_path / "change.sql"
-    change.write_text(ok(configure(config, "plan"), 3), encoding="utf-8")
-    psql = subprocess.run([client_binary(sample_db, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(change), dsn],
-                          capture_output=True, text=True)
-    assert psql.returncode == 0, psql.stderr
+    path = write_config(yaml.safe_dump(config, allow_unicode=True), name="psql_route.yml")
+    env = {k: v for k, v in os.environ.items() if k not in ("REFDATA_DB", "DATABASE_URL", "REFDATA_CONFIG")}
+    env.update(REFDATA_DB=dsn, REFDATA_CONFIG=str(path), REFDATA_HOME=str(tmp_path / "no-embedded-cluster"),
+               PATH=f"{Path(client_binary(sample_db, 'psql')).parent}:{env['PATH']}", PGDATABASE="")
+    route = subprocess.run(
+        ["bash", "-c", 'bin/refdata plan > "$1" || [ $? -eq 3 ] && psql -X -q -v ON_ERROR_STOP=1 -d "$2" -f "$1"',
+         "route", str(tmp_path / "change.sql"), dsn], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert route.returncode == 0, route.stderr
+    assert "-- refdata plan:" in (tmp_path / "change.sql").read_text(encoding="utf-8")
+    assert "fk_organization" not in sample_db.execute("SELECT params::text FROM refdata.domain_param").fetchone()[0]
+    converged(configure, config)
+    # nothing pending: an empty file, which psql runs as well
+    again = subprocess.run(["bash", "-c", 'bin/refdata plan > "$1" || [ $? -eq 3 ] && psql -X -q -d "$2" -f "$1"',
+                            "route", str(tmp_path / "again.sql"), dsn], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert (again.returncode, (tmp_path / "again.sql").read_text()) == (0, ""), again.stderr
+
+
+def test_a_missing_owner_role_is_created_by_the_plan(sample_db, configure, dsn, tmp_path):
+    """Roles belong to the cluster: a plan for an owner role the server lacks
+    creates it, so the plan file runs on a server where the role is missing."""
+    config = sample_config()
+    ok(configure(config, "apply"))
+    owner = f"rd_owner_{uuid.uuid4().hex[:8]}"
+    plan = ok(configure(config, "plan", "--owner", owner), 3)
+    assert f'CREATE ROLE "{owner}" NOLOGIN;' in plan
+    assert f'ALTER FUNCTION refdata.annuity_performance__load(columns text[], verify text) OWNER TO "{owner}";' in plan
+    try:
+        # building the desired state made the role on this cluster: take it away again,
+        # as on the server the reviewed plan is for
+        sample_db.execute(f'DROP ROLE "{owner}"')
+        (tmp_path / "change.sql").write_text(plan, encoding="utf-8")
+        psql = subprocess.run([client_binary(sample_db, "psql"), "-X", "-q", "-f", str(tmp_path / "change.sql"), dsn],
+                              capture_output=True, text=True)
+        assert psql.returncode == 0, psql.stderr
+        assert sample_db.execute("""SELECT proowner::regrole::text, r.rolcanlogin FROM pg_proc
+                                    JOIN pg_roles AS r ON r.oid = proowner
+                                    WHERE proname = 'annuity_performance__load'""").fetchone() == (owner, False)
+        assert ok(configure(config, "plan", "--owner", owner)) == ""
+    finally:
+        sample_db.execute(f"""DO $$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{owner}') THEN
+                              REASSIGN OWNED BY "{owner}" TO refdata_owner; DROP OWNED BY "{owner}";
+                              DROP ROLE "{owner}"; END IF; END$$""")
+
+
+def test_a_foreign_key_added_later_derives_into_its_new_table(sample_db, configure):
+    """The owner role's rights on a newly configured reference table are in the plan:
+    without them the trigger (running as the owner role) could not insert there."""
+    base = sample_config()
+    _remove_fk(base)
+    ok(configure(base, "apply"))
+    config = sample_config()
+    plan = ok(configure(config, "plan"), 3)
+    assert 'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE "mapping"."组织架构" TO "refdata_owner";' in plan
+    assert 'alter table "mapping"."组织架构" add column "_source"' in plan
+    ok(configure(config, "apply"))
+    converged(configure, config)
+    # a SECURITY DEFINER function the plan created is not everyone's to call
+    assert sample_db.execute("""SELECT has_function_privilege('public', 'refdata."mapping.组织架构__promote"()',
+                                                              'EXECUTE')""").fetchone() == (False,)
+    sample_db.execute(f"""INSERT INTO {FACT} ("月度", "机构代码", "机构名称") VALUES ('2025-10-01', 'G999', '新机构')""")
+    assert sample_db.execute("""SELECT "机构", "_source" FROM mapping."组织架构" WHERE "机构代码" = 'G999'""").fetchone() \
+        == ("新机构", "auto_derived")
+
+
+def test_a_step_that_drops_data_is_refused_until_allow_drop(sample_db, configure, tmp_path):
+    """Schema refdata is refdata's: a materialized view someone made there is not
+    in the desired state, and dropping it (and its rows) takes --allow-drop."""
+    config = sample_config()
+    ok(configure(config, "apply"))
+    sample_db.execute("""CREATE MATERIALIZED VIEW refdata.plan_snapshot AS SELECT "年金计划号" FROM mapping."年金计划" """)
+    assert sample_db.execute("SELECT count(*) > 0 FROM refdata.plan_snapshot").fetchone() == (True,)
+    plan = configure(config, "plan")
+    assert plan.returncode == 3, plan.stderr
+    assert 'drop materialized view if exists "refdata"."plan_snapshot"' in plan.stdout
+    assert "warning: drops data (apply needs --allow-drop): drop materialized view" in plan.stderr
+    reviewed = tmp_path / "reviewed.sql"
+    reviewed.write_text(plan.stdout, encoding="utf-8")
+    for refused in (configure(config, "apply"), configure(config, "apply", "--sql", str(reviewed))):
+        assert refused.returncode == 1
+        assert 'the plan drops data: drop materialized view if exists "refdata"."plan_snapshot"' in refused.stderr
+        assert "nothing was applied" in refused.stderr
+        assert sample_db.execute("SELECT to_regclass('refdata.plan_snapshot') IS NOT NULL").fetchone() == (True,)
+    out = ok(configure(config, "apply", "--allow-drop"))
+    assert re.search(r"^applied: .*1 dropped", out, re.M), out
+    assert sample_db.execute("SELECT to_regclass('refdata.plan_snapshot')").fetchone() == (None,)
     converged(configure, config)
 
 
@@ -273,6 +358,8 @@ def test_unrelated_schema_differences_are_ignored(sample_db, configure):
     ok(configure(config, "apply"))
     sample_db.execute(
         """
+        CREATE SCHEMA elsewhere;  -- nothing refdata touches: never copied into the scratch database
+        CREATE TABLE elsewhere.kept (a int PRIMARY KEY);
         CREATE TABLE public.unrelated (a int PRIMARY KEY);
         CREATE FUNCTION public.stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
         CREATE TRIGGER user_stamp BEFORE INSERT ON business."规模明细" FOR EACH ROW EXECUTE FUNCTION public.stamp();
@@ -304,6 +391,34 @@ def test_loader_grants_on_refdata_objects_survive(sample_db, configure):
             [role]).fetchone() == (True, False)
     finally:
         sample_db.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
+
+
+def test_a_lock_not_granted_in_time_stops_plan_and_apply(sample_db, configure, dsn):
+    """A load holding its fact table: apply gives up after --lock-timeout
+    (the plan file carries it), and so does plan when a table is locked
+    outright; nothing is applied either way."""
+    config = sample_config()
+    ok(configure(config, "apply"))
+    _remove_fk(config)
+    assert "SET LOCAL lock_timeout = '250ms';" in ok(configure(config, "plan", "--lock-timeout", "250ms"), 3)
+    guard = {"PGOPTIONS": "-c statement_timeout=60s"}  # a hang becomes a failure
+    with psycopg.connect(dsn) as loading:
+        loading.execute(f"""INSERT INTO {FACT} ("月度", "计划代码") VALUES ('2025-10-01', 'PLOCK1')""")
+        refused = configure(config, "apply", "--lock-timeout", "250ms", env=guard)
+        assert refused.returncode == 1
+        assert "canceling statement due to lock timeout" in refused.stderr
+        assert "nothing was applied" in refused.stderr
+        loading.rollback()
+        loading.execute(f"LOCK TABLE {FACT} IN ACCESS EXCLUSIVE MODE")
+        before = databases(sample_db)
+        blocked = configure(config, "plan", "--lock-timeout", "250ms", env=guard)
+        assert blocked.returncode == 1
+        assert "lock timeout" in blocked.stderr or "could not obtain lock" in blocked.stderr, blocked.stderr
+        assert "Canceled" not in blocked.stderr
+        assert databases(sample_db) == before
+    assert "fk_organization" in sample_db.execute("SELECT params::text FROM refdata.domain_param").fetchone()[0]
+    ok(configure(config, "apply"))
+    converged(configure, config)
 
 
 # -- the scratch database ---------------------------------------------------------
@@ -485,3 +600,61 @@ def test_statement_mode_partitions_and_a_partition_created_later(db, configure):
     assert [t for t in triggers(db) if "backfill_insert" in t[1]] == []
     db.execute("INSERT INTO fact.monthly_11 VALUES ('2025-11-06', 'P4', '行模式')")
     assert db.execute("SELECT name FROM ref.plan WHERE code = 'P4'").fetchone() == ("行模式",)
+
+
+# -- with a reference sync ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("via", ["fdw", "client"])
+def test_a_sync_config_plans_and_converges_and_stays_without_one(sample_db, cli, write_config, legacy_pg, via):
+    """The sync objects (functions owned by the owner role, foreign server,
+    staging) are planned with reference_sync.yml; a plan without one leaves
+    them alone."""
+    from sync_helpers import plan_table, project_config, sync_config
+
+    config = project_config(write_config)
+    sync = sync_config(write_config, plan_table("LEG", via))
+    env = legacy_pg.env("LEG")
+    legacy_pg.rows([("PMIG1", "迁移计划", "正常")])
+    ok(cli("--config", str(config), "apply", env=env))
+    with_sync = cli("--config", str(config), "plan", "--sync-config", str(sync), env=env)
+    assert (with_sync.returncode, with_sync.stdout) == (0, ""), with_sync.stdout + with_sync.stderr
+    sync.rename(sync.with_name("elsewhere.yml"))  # no reference_sync.yml beside the config
+    without = cli("--config", str(config), "plan", env=env)
+    assert (without.returncode, without.stdout) == (0, ""), without.stdout + without.stderr
+    sync.with_name("elsewhere.yml").rename(sync)
+    if via == "fdw":  # the foreign table dropped behind refdata's back: the plan sets it up again
+        (foreign,) = sample_db.execute("SELECT ftrelid::regclass::text FROM pg_foreign_table").fetchone()
+        sample_db.execute(f"DROP FOREIGN TABLE {foreign}")
+        again = cli("--config", str(config), "plan", env=env)
+        assert again.returncode == 3, again.stderr
+        assert "SELECT refdata.sync_foreign_table(" in again.stdout and "sync_server(" not in again.stdout
+        ok(cli("--config", str(config), "apply", env=env))
+    synced = cli("--config", str(config), "sync", env=env)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert sample_db.execute("""SELECT "_source" FROM mapping."年金计划" WHERE "年金计划号" = 'PMIG1'""").fetchone() == (
+        "authoritative",)
+
+
+def test_uninstall_removes_the_sync_servers_credentials_and_schedule(sample_db, cli, write_config, legacy_pg):
+    """Everything refdata made outside its schemas goes too: the foreign
+    server with the owner role's user mapping (the source's credentials),
+    the pg_cron job of refdata schedule, the owner guard's event triggers."""
+    from sync_helpers import plan_table, project_config, sync_config
+
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", "fdw"))
+    env = legacy_pg.env("LEG")
+    ok(cli("--config", str(config), "apply", env=env))
+    ok(cli("--config", str(config), "schedule", "--cron", "0 3 * * *"))
+    job = f"refdata_sync:{sample_db.info.dbname}"
+    out = ok(cli("--config", str(config), "uninstall"))
+    assert "dropped foreign server refdata__leg__pg with its user mappings and foreign tables" in out
+    assert f"removed pg_cron job '{job}'" in out
+    assert sample_db.execute("SELECT count(*) FROM pg_foreign_server").fetchone() == (0,)
+    assert sample_db.execute("SELECT count(*) FROM pg_user_mappings").fetchone() == (0,)
+    assert sample_db.execute("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'refdata%'").fetchone() == (0,)
+    info = sample_db.info
+    with psycopg.connect(host=info.host, port=info.port, user=info.user, dbname="refdata", autocommit=True) as cron:
+        assert cron.execute("SELECT count(*) FROM cron.job WHERE jobname = %s", [job]).fetchone() == (0,)
+    assert refdata_objects(sample_db) == {"schemas": [], "triggers": [], "functions": []}

@@ -795,3 +795,40 @@ def test_rights_of_a_table_no_longer_configured_are_taken_back(sample_db, cli, w
     applied = cli("--config", str(write_config(yaml.safe_dump(full, allow_unicode=True))), "apply")
     assert applied.returncode == 0, applied.stderr
     assert held() == ["SELECT", "UPDATE"]
+
+
+def test_operators_planted_in_the_scratch_database_never_run(db, dsn, cli, write_config, role):
+    """plan runs the rendered SQL in a scratch database as the (superuser)
+    planner. A named --scratch-db whose search_path puts a schema with planted
+    operators first: they never run there either."""
+    conn = role("scratch_planter")
+    planter = conn.info.user
+    db.execute("CREATE TABLE parent (k text PRIMARY KEY, name text); CREATE TABLE fact (k text, name text)")
+    path = write_config(OWNER_CONFIG.replace("MODE", "row"))
+    assert cli("--config", str(path), "apply").returncode == 0
+    scratch = f"refdata_scratch_{uuid.uuid4().hex[:8]}"
+    db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
+    try:
+        scratch_dsn = psycopg.conninfo.make_conninfo(dsn, dbname=scratch)
+        with psycopg.connect(scratch_dsn, autocommit=True) as s:
+            s.execute(f"CREATE SCHEMA planted AUTHORIZATION {planter}")
+            s.execute(sql.SQL("ALTER DATABASE {} SET search_path = planted, pg_catalog, public").format(
+                sql.Identifier(scratch)))
+        with psycopg.connect(psycopg.conninfo.make_conninfo(scratch_dsn, user=planter), autocommit=True) as p:
+            for left, right in [("bigint", "integer"), ("text", "text"), ("oid", "oid"), ("name", "name")]:
+                name = f"promote_{left}"
+                p.execute(f"""
+                    CREATE FUNCTION planted.{name}(a {left}, b {right}) RETURNS boolean LANGUAGE plpgsql AS $$
+                    BEGIN
+                        BEGIN EXECUTE 'ALTER ROLE {planter} SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
+                        RETURN a::text < b::text;
+                    END $$""")
+                for op in ("<", "=", "<>"):
+                    p.execute(f"CREATE OPERATOR planted.{op} (LEFTARG = {left}, RIGHTARG = {right}, "
+                              f"FUNCTION = planted.{name})")
+        changed = write_config(OWNER_CONFIG.replace("MODE", "statement"), name="statement.yml")
+        planned = cli("--config", str(changed), "plan", "--scratch-db", scratch_dsn)
+        assert planned.returncode == 3, planned.stderr
+        assert not is_superuser(db, planter)
+    finally:
+        db.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(scratch)))

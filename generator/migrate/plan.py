@@ -29,7 +29,7 @@ from schemainspect.pg.obj import InspectedConstraint, InspectedTrigger
 from ..catalog import table_params, fingerprint, query, touched_tables
 from ..errors import InputError, RefdataError
 from ..names import ident, literal, qualified
-from ..render import PSQL_PREAMBLE, Statement
+from ..render import PSQL_PREAMBLE, FromEnv, Statement
 from .scratch import conninfo, scratch_database
 
 OWN_SCHEMAS = ("refdata", "refdata_stage")
@@ -80,13 +80,18 @@ def make_plan(conn: psycopg.Connection, statements: list[Statement], configured:
         return Plan(list(statements), print_, lock_timeout)
     existing = touched_tables(conn, configured)
     schemas = [r[0] for r in conn.execute(query("copied_schemas"), table_params(existing))]
-    with scratch_database(conn, schemas, scratch_dsn) as scratch:
+    # Roles are the cluster's, not the database's: building the desired state
+    # creates a missing one (NOLOGIN, as apply would); the plan creates it too,
+    # for the psql route on a server the plan was not made on.
+    roles = [s for s in statements if s.kind == "role" and not conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_roles AS r WHERE r.rolname = %s)", [s.name]).fetchone()[0]]
+    with scratch_database(conn, schemas, scratch_dsn, lock_timeout) as scratch:
         _build_desired(scratch, [s for s in statements if s.kind not in FDW_KINDS])
-        steps = _schema_steps(conn, scratch, existing)
+        steps = roles + _schema_steps(conn, scratch, existing)
         steps += _deferral_steps(conn, scratch, existing)
         steps += _own_object_steps(conn, scratch)
         steps += _data_steps(conn, scratch, statements)
-    steps += [s for s in statements if s.kind in FDW_KINDS]
+    steps += _fdw_steps(conn, statements)
     steps += _guard_steps(conn, statements)
     steps += _rights_steps(conn, statements)
     plan = Plan(steps, print_, lock_timeout)
@@ -171,9 +176,10 @@ def _build_desired(scratch: psycopg.Connection, statements: list[Statement]) -> 
 def _inspect(conn: psycopg.Connection, tables: set[tuple[str, str]]):
     """schemainspect's view of one database, cut down to what refdata owns or touches."""
     dsn, password = conninfo(conn), conn.info.password
+    # schemainspect's catalog queries resolve operators in pg_catalog only (see apply.pin_search_path)
+    pinned = {"options": "-c search_path=pg_catalog,pg_temp", **({"password": password} if password else {})}
     engine = sqlalchemy.create_engine("postgresql+psycopg://", poolclass=sqlalchemy.pool.NullPool,
-                                      creator=lambda: psycopg.connect(dsn, password=password) if password
-                                      else psycopg.connect(dsn))
+                                      creator=lambda: psycopg.connect(dsn, **pinned))
     with engine.connect() as c:
         inspector = get_inspector(c)
     engine.dispose()
@@ -287,6 +293,63 @@ def _data_steps(live, scratch, statements: list[Statement]) -> list[Statement]:
     if "refdata.domain_param" not in by_table:
         steps += _domain_param_steps(live, [])
     return steps
+
+
+def _fdw_steps(live, statements: list[Statement]) -> list[Statement]:
+    """The reference sync's connection statements (FDW_KINDS) whose outcome the
+    live database does not show yet: a missing extension, server, mapping or
+    foreign table, server or mapping options other than the environment
+    gives now, a foreign table defined from the config with other columns.
+    Compared with the bound values, on the live catalog: no source is contacted."""
+    steps: list[Statement] = []
+    pending_servers: set[str] = set()
+    for s in statements:
+        if s.kind not in FDW_KINDS:
+            continue
+        params = {k: v.value if isinstance(v, FromEnv) else v for k, v in (s.params or {}).items()}
+        if s.kind == "extension":
+            pending = not live.execute("SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = %s)",
+                                       [s.name]).fetchone()[0]
+        elif s.kind == "server":
+            row = live.execute("""SELECT w.fdwname, s.srvoptions FROM pg_catalog.pg_foreign_server AS s
+                                  JOIN pg_catalog.pg_foreign_data_wrapper AS w ON w.oid = s.srvfdw
+                                  WHERE s.srvname = %s""", [s.name]).fetchone()
+            want = {k: str(v) for k, v in params.items() if k not in ("server", "wrapper") and v not in (None, "")}
+            pending = row is None or row[0] != params.get("wrapper") or any(
+                _options(row[1]).get(k) != v for k, v in want.items())
+        elif s.kind == "user_mapping":
+            rows = live.execute("SELECT m.usename, m.umoptions FROM pg_catalog.pg_user_mappings AS m "
+                                "WHERE m.srvname = %s", [s.name]).fetchall()
+            have = {user: _options(options) for user, options in rows}
+            user_key = "username" if "'username'" in s.sql else "user"
+            want = {user_key: params.get("user"), "password": params.get("password")}
+            if "'password_required'" in s.sql:
+                want["password_required"] = None if params.get("password") not in (None, "") else "false"
+            want = {k: (None if v in (None, "") else str(v)) for k, v in want.items()}
+            mine = have.get(params.get("owner"))
+            pending = "public" in have or mine is None or any(mine.get(k) != v for k, v in want.items())
+        else:  # foreign_table
+            row = live.execute(
+                """SELECT array_agg(a.attname::text ORDER BY a.attnum)
+                   FROM pg_catalog.pg_foreign_table AS ft
+                   JOIN pg_catalog.pg_attribute AS a ON a.attrelid = ft.ftrelid AND a.attnum > 0 AND NOT a.attisdropped
+                   WHERE ft.ftrelid = to_regclass(%s)""", [qualified(*s.name.split(".", 1))]).fetchone()
+            columns = params.get("columns")
+            if columns is not None:
+                updated = params.get("updated")
+                columns = [str(c) for c in columns] + ([updated] if updated and updated not in columns else [])
+            pending = (row is None or row[0] is None or params.get("server") in pending_servers
+                       or (columns is not None and row[0] != columns))
+        if pending:
+            steps.append(s)
+            if s.kind in ("server", "user_mapping"):
+                pending_servers.add(s.name)
+    return steps
+
+
+def _options(options: list[str] | None) -> dict[str, str]:
+    """key=value options of the catalog (srvoptions, umoptions) as a dict."""
+    return dict(o.split("=", 1) for o in options or [])
 
 
 def _rows(conn, table: str):

@@ -58,10 +58,13 @@ def conninfo(conn: psycopg.Connection, **changes) -> str:
 
 
 @contextmanager
-def scratch_database(live: psycopg.Connection, schemas: list[str], scratch_dsn: str | None = None):
-    """A database holding a schema-only copy of `schemas` from `live`."""
+def scratch_database(live: psycopg.Connection, schemas: list[str], scratch_dsn: str | None = None,
+                     lock_timeout: str = "5s"):
+    """A database holding a schema-only copy of `schemas` from `live`; the copy
+    gives up when a table's lock is not granted within `lock_timeout`."""
     if scratch_dsn:
         with connect(scratch_dsn, autocommit=True) as conn:
+            _pin(conn)
             taken = [r[0] for r in conn.execute(
                 "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY (%s) AND nspname <> 'public' "
                 "ORDER BY 1", [schemas])]
@@ -69,7 +72,7 @@ def scratch_database(live: psycopg.Connection, schemas: list[str], scratch_dsn: 
                 raise RefdataError(
                     f"scratch database {redact(scratch_dsn)} already has schema {taken[0]}; name an empty database")
             try:
-                _copy(live, conn, schemas)
+                _copy(live, conn, schemas, lock_timeout)
                 yield conn
             finally:
                 conn.rollback()
@@ -88,10 +91,18 @@ def scratch_database(live: psycopg.Connection, schemas: list[str], scratch_dsn: 
                                "name an empty one with --scratch-db DSN") from None
         try:
             with _connect_like(live, dbname=name, autocommit=True) as conn:
-                _copy(live, conn, schemas)
+                _copy(live, conn, schemas, lock_timeout)
+                _pin(conn)
                 yield conn
         finally:
             admin.execute(f"DROP DATABASE IF EXISTS {ident(name)} WITH (FORCE)")
+
+
+def _pin(conn: psycopg.Connection) -> None:
+    """The copy holds the live database's schemas, operators someone planted in
+    them included: the planner's queries and the rendered SQL resolve in
+    pg_catalog only there (as apply does in the live database)."""
+    conn.execute("SET search_path = pg_catalog, pg_temp")
 
 
 def _connect_like(live: psycopg.Connection, dbname: str | None = None, **kwargs) -> psycopg.Connection:
@@ -101,7 +112,7 @@ def _connect_like(live: psycopg.Connection, dbname: str | None = None, **kwargs)
     return psycopg.connect(conninfo(live, **({"dbname": dbname} if dbname else {})), **kwargs)
 
 
-def _copy(live: psycopg.Connection, scratch: psycopg.Connection, schemas: list[str]) -> None:
+def _copy(live: psycopg.Connection, scratch: psycopg.Connection, schemas: list[str], lock_timeout: str) -> None:
     """pg_dump --schema-only of `schemas` from live, replayed into scratch by psql."""
     if not schemas:
         return
@@ -112,7 +123,7 @@ def _copy(live: psycopg.Connection, scratch: psycopg.Connection, schemas: list[s
         except psycopg.errors.DependentObjectsStillExist:
             raise RefdataError("the scratch database's schema public is not empty; name an empty database") from None
     dump_cmd = [client_binary(live, "pg_dump"), "--schema-only", "--no-owner", "--no-privileges",
-                "--quote-all-identifiers", "-d", conninfo(live)]
+                "--quote-all-identifiers", f"--lock-wait-timeout={lock_timeout}", "-d", conninfo(live)]
     for s in schemas:
         dump_cmd += ["-n", ident(s)]  # a pattern: quoted, it matches this name only
     # Foreign tables need their server, which a schema dump leaves out; plans

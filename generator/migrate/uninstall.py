@@ -2,7 +2,8 @@
 
 Enters: a connection, the domains to remove (none: all of refdata), the
 config (which reference tables the domains derive into), and whether the
-tracking columns go too. Leaves: one line per thing removed. Tracking columns
+tracking columns go too; for everything, the DSN (the pg_cron job of
+`refdata schedule`). Leaves: one line per thing removed. Tracking columns
 and the rows in reference tables stay unless asked; dropping them turns
 auto-derived rows into ordinary rows, and the lines say how many.
 """
@@ -10,8 +11,10 @@ auto-derived rows into ordinary rows, and the lines say how many.
 from __future__ import annotations
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from ..config import Config
+from ..db import connect
 from ..errors import InputError, RefdataError
 from ..names import ident, object_name, qualified
 
@@ -58,12 +61,41 @@ def _drop_triggers(conn, triggers) -> list[str]:
 
 def _remove_all(conn) -> list[str]:
     lines = _drop_triggers(conn, _triggers(conn, "true", []))
+    # The reference sync's servers, and with them the owner role's user
+    # mappings (the source's credentials) and the foreign tables.
+    for (server,) in conn.execute(
+            r"""SELECT s.srvname FROM pg_catalog.pg_foreign_server AS s
+                WHERE s.srvname LIKE 'refdata\_\_%'
+                   OR s.oid IN (SELECT ft.ftserver FROM pg_catalog.pg_foreign_table AS ft
+                                JOIN pg_catalog.pg_class AS c ON c.oid = ft.ftrelid
+                                WHERE c.relnamespace = to_regnamespace('refdata_stage'))
+                ORDER BY 1""").fetchall():
+        conn.execute(f"DROP SERVER {ident(server)} CASCADE")
+        lines.append(f"dropped foreign server {server} with its user mappings and foreign tables")
     for schema in ("refdata_stage", "refdata"):
         if conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", [schema]).fetchone()[0]:
             # the schemas are refdata's alone: everything in them goes (never anything else, see README)
             conn.execute(f"DROP SCHEMA {ident(schema)} CASCADE")
             lines.append(f"dropped schema {schema} and everything in it")
     return lines
+
+
+def remove_schedule(dsn: str) -> list[str]:
+    """The pg_cron job `refdata schedule` made for this database, if pg_cron
+    is loaded and there is one (it lives in pg_cron's own database, outside
+    the uninstall's transaction)."""
+    from ..sync.schedule import job_name, unschedule
+
+    with connect(dsn, autocommit=True) as conn:
+        cron_db = conn.execute("SELECT current_setting('cron.database_name', true)").fetchone()[0]
+        database = conn.info.dbname
+    if not cron_db:
+        return []
+    with connect(make_conninfo(dsn, dbname=cron_db), autocommit=True) as cron:
+        if not cron.execute("SELECT to_regclass('cron.job') IS NOT NULL").fetchone()[0] or not cron.execute(
+                "SELECT EXISTS (SELECT FROM cron.job WHERE jobname = %s)", [job_name(database)]).fetchone()[0]:
+            return []
+    return [unschedule(dsn)]
 
 
 def _remove_domain(conn, domain: str) -> list[str]:

@@ -1,6 +1,7 @@
 -- The schemas a plan copies into its scratch database: refdata's own, those
 -- of the tables refdata touches, and those holding what these tables need
--- (column types and domains, trigger functions).
+-- (column types and domains, the tables their foreign keys reference, trigger
+-- functions).
 WITH touched AS (
     SELECT c.oid
     FROM pg_catalog.pg_class AS c
@@ -15,6 +16,10 @@ WHERE n.nspname IN ('refdata', 'refdata_stage')
                 FROM pg_catalog.pg_attribute AS a
                 JOIN pg_catalog.pg_type AS ty ON ty.oid IN (a.atttypid, (SELECT e.typelem FROM pg_catalog.pg_type AS e WHERE e.oid = a.atttypid))
                 WHERE a.attrelid IN (SELECT oid FROM touched) AND a.attnum > 0 AND NOT a.attisdropped)
+   OR n.oid IN (SELECT r.relnamespace
+                FROM pg_catalog.pg_constraint AS k
+                JOIN pg_catalog.pg_class AS r ON r.oid = k.confrelid
+                WHERE k.contype = 'f' AND k.conrelid IN (SELECT oid FROM touched))
    OR n.oid IN (SELECT p.pronamespace
                 FROM pg_catalog.pg_trigger AS tg
                 JOIN pg_catalog.pg_proc AS p ON p.oid = tg.tgfoid

@@ -6,7 +6,9 @@ FROM pg_catalog.pg_class AS c
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p')
   AND n.nspname NOT IN ('refdata', 'refdata_stage')
-  AND (EXISTS (SELECT FROM pg_catalog.pg_partition_ancestors(c.oid) AS anc(relid)
+  AND ((n.nspname, c.relname) IN (SELECT * FROM unnest(%(schemas)s::text[], %(tables)s::text[]))
+       -- a partition's ancestors (a table that is no partition has none listed)
+       OR EXISTS (SELECT FROM pg_catalog.pg_partition_ancestors(c.oid) AS anc(relid)
                JOIN pg_catalog.pg_class AS ac ON ac.oid = anc.relid
                JOIN pg_catalog.pg_namespace AS an ON an.oid = ac.relnamespace
                JOIN unnest(%(schemas)s::text[], %(tables)s::text[]) AS cfg(s, t)
