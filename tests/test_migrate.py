@@ -119,8 +119,11 @@ def functions(db) -> list[str]:
                                      "AND p.proname LIKE '%\\_\\_%' AND p.proname NOT LIKE '%\\_\\_promote' ORDER BY 1")]
 
 
-def databases(db) -> set[str]:
-    return {r[0] for r in db.execute("SELECT datname FROM pg_database")}
+def scratch_databases(db) -> set[str]:
+    """Scratch databases this process's plans made (named after its pid):
+    other processes sharing the cluster make and drop databases of their own."""
+    return {r[0] for r in db.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                     (f"refdata\\_plan\\_{os.getpid()}\\_%",))}
 
 
 # -- convergence ----------------------------------------------------------------
@@ -410,12 +413,12 @@ def test_a_lock_not_granted_in_time_stops_plan_and_apply(sample_db, configure, d
         assert "nothing was applied" in refused.stderr
         loading.rollback()
         loading.execute(f"LOCK TABLE {FACT} IN ACCESS EXCLUSIVE MODE")
-        before = databases(sample_db)
+        before = scratch_databases(sample_db)
         blocked = configure(config, "plan", "--lock-timeout", "250ms", env=guard)
         assert blocked.returncode == 1
         assert "lock timeout" in blocked.stderr or "could not obtain lock" in blocked.stderr, blocked.stderr
         assert "Canceled" not in blocked.stderr
-        assert databases(sample_db) == before
+        assert scratch_databases(sample_db) == before
     assert "fk_organization" in sample_db.execute("SELECT params::text FROM refdata.domain_param").fetchone()[0]
     ok(configure(config, "apply"))
     converged(configure, config)
@@ -427,10 +430,10 @@ def test_a_lock_not_granted_in_time_stops_plan_and_apply(sample_db, configure, d
 def test_scratch_database_is_gone_after_success_and_after_failure(sample_db, configure):
     config = sample_config()
     ok(configure(config, "apply"))
-    before = databases(sample_db)
+    before = scratch_databases(sample_db)
     _remove_fk(config)
     ok(configure(config, "plan"), 3)
-    assert databases(sample_db) == before
+    assert scratch_databases(sample_db) == before
     # a CHECK calling a function of a schema the plan does not copy: the copy fails
     sample_db.execute("""CREATE SCHEMA util;
                          CREATE FUNCTION util.is_code(text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$SELECT true$$;
@@ -438,7 +441,7 @@ def test_scratch_database_is_gone_after_success_and_after_failure(sample_db, con
     failed = configure(config, "plan")
     assert failed.returncode == 1
     assert "copying the live schema into the scratch database failed" in failed.stderr
-    assert databases(sample_db) == before
+    assert scratch_databases(sample_db) == before
 
 
 def test_without_createdb_plan_names_scratch_db(sample_db, configure, role, dsn):
