@@ -32,6 +32,11 @@ three-level parent chain, a partitioned fact table) in database
 `refdata_bench_hard`: baseline, row, statement and staging; and the peak
 memory (max RSS) of `refdata load` on a 1,000,000-row file.
 
+With --no-fact-key-indexes every variant of both schemas runs with
+`observability.index_fact_keys: false` in the config the bench applies: the
+fact tables as the user has them, without the index per FK apply adds for
+the coverage views.
+
 Each variant runs --repeat times, interleaved, from a reset state (facts
 truncated, auto-derived parents deleted, VACUUM ANALYZE, CHECKPOINT); the
 median counts. Every run is checked (fact rows loaded, auto-derived parents
@@ -203,7 +208,8 @@ def hard_scenario(rows: int, workdir: Path) -> Scenario:
 
 
 class Bench:
-    def __init__(self, dsn: str, scenario: Scenario, sizes: Sizes, workdir: Path, explain: bool):
+    def __init__(self, dsn: str, scenario: Scenario, sizes: Sizes, workdir: Path, explain: bool,
+                 fact_key_indexes: bool = True):
         self.scenario = scenario
         domain = scenario.domain
         self.dsn, self.domain, self.sizes, self.explain = dsn, domain, sizes, explain
@@ -211,7 +217,8 @@ class Bench:
         self.workdir.mkdir(exist_ok=True)
         self.columns = scenario.columns
         self.configs: dict[str, tuple[Path, Config]] = {
-            mode: config_variant(scenario.config_path, domain, mode, self.workdir) for mode in ("row", "statement")
+            mode: config_variant(scenario.config_path, domain, mode, self.workdir, fact_key_indexes)
+            for mode in ("row", "statement")
         }
         self.d: Domain = self.configs["row"][1].domains[domain]
         self.order: list[ForeignKey] = processing_order(domain, self.d)
@@ -490,6 +497,11 @@ class Bench:
         self.verify("single", f"single-row INSERT ({mode})", n)
         return Run(seconds)
 
+    def index_count(self) -> int:
+        """Indexes on the fact table (on a partitioned one: its partitioned indexes)."""
+        return self.admin.execute("SELECT count(*) FROM pg_catalog.pg_index WHERE indrelid = %s::regclass",
+                                  [self.fact]).fetchone()[0]
+
     def analyze_parents(self) -> None:
         for target in self.targets:
             self.admin.execute(f"ANALYZE {target}")
@@ -624,16 +636,21 @@ def write_csv(path: Path, rows, columns: list[str]) -> None:
         out.writerows(rows)
 
 
-def config_variant(path: Path, domain: str, mode: str, directory: Path) -> tuple[Path, Config]:
-    """The config with only `domain`, in trigger_mode `mode` (statement: FKs deferred)."""
+def config_variant(path: Path, domain: str, mode: str, directory: Path,
+                   fact_key_indexes: bool = True) -> tuple[Path, Config]:
+    """The config with only `domain`, in trigger_mode `mode` (statement: FKs deferred),
+    and without the fact-key indexes unless `fact_key_indexes`."""
     # Written in the single-file form, whichever layout `path` is in.
     loaded = load_config(path).domains[domain]
     d = loaded.model_dump(mode="json", exclude_none=True)
     d["fact_table"] = loaded.fact_table_for(domain)
     d["trigger_mode"] = mode
     d["defer_foreign_keys"] = mode == "statement"
+    doc = {"domains": {domain: d}}
+    if not fact_key_indexes:
+        doc["observability"] = {"index_fact_keys": False}
     out = directory / f"{mode}.yml"
-    out.write_text(yaml.safe_dump({"domains": {domain: d}}, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    out.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return out, load_config(out)
 
 
@@ -789,6 +806,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true",
                    help="EXPLAIN ANALYZE the load function's statements in the profiled run and print the plans")
     p.add_argument("--skip-hard", action="store_true", help="skip the hard case (5 FKs, a partitioned fact table)")
+    p.add_argument("--no-fact-key-indexes", dest="fact_key_indexes", action="store_false",
+                   help="run every variant without the index per FK on the fact table that apply adds for the "
+                   "coverage views (observability.index_fact_keys: false)")
     p.add_argument("--json", metavar="FILE", help="also write every figure (medians, ranges, ratios, paths) to FILE")
     p.add_argument("--keep", action="store_true", help=f"keep databases {BENCH_DATABASE} and {BENCH_DATABASE}_hard afterwards")
     p.add_argument("--sync", action="store_true",
@@ -815,7 +835,8 @@ def run(args) -> int:
         scenarios = [sample_scenario(config_path, domain, sizes)]
         if not args.skip_hard:
             scenarios.append(hard_scenario(args.rows, Path(tmp)))
-        benches = [Bench(fresh_database(server, sc.database), sc, sizes, Path(tmp), args.explain) for sc in scenarios]
+        benches = [Bench(fresh_database(server, sc.database), sc, sizes, Path(tmp), args.explain, args.fact_key_indexes)
+                   for sc in scenarios]
         b, hard = benches[0], (benches[1] if len(benches) > 1 else None)
         try:
             for x in benches:
@@ -854,6 +875,7 @@ def run(args) -> int:
                 mb, seconds = b.memory(args.memory_rows)
                 memory = (mb, seconds, args.memory_rows)
             version = b.admin.execute("SHOW server_version").fetchone()[0]
+            indexes = {x.scenario.name: x.index_count() for x in benches}
         finally:
             for x in benches:
                 x.admin.close()
@@ -864,6 +886,8 @@ def run(args) -> int:
         print(f"PostgreSQL {version}, database {redact(b.dsn)}; config {config_path} (domain {domain}); "
               f"{os.cpu_count()} CPUs")
         print(f"auto-derived parents per run (equal in every variant): {derived}")
+        print(f"fact table indexes: {', '.join(f'{name} {n}' for name, n in indexes.items())}; refdata's index per FK "
+              f"(observability.index_fact_keys): {'on' if args.fact_key_indexes else 'off (--no-fact-key-indexes)'}")
         print()
         lines, data = report(b, hard, results, hard_results, single_n, memory)
         for text in lines:
@@ -877,6 +901,7 @@ def run(args) -> int:
                 print(text.rstrip() + "\n")
         if args.json:
             data.update({"rows": args.rows, "repeat": args.repeat, "single_rows": single_n,
+                         "fact_key_indexes": args.fact_key_indexes, "fact_table_indexes": indexes,
                          "postgres": version, "cpus": os.cpu_count(), "config": str(config_path)})
             Path(args.json).write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n",
                                        encoding="utf-8")

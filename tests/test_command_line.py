@@ -182,8 +182,12 @@ def test_readme_dashboard_query_with_psql(cli, sample_db, dsn):
     assert sorted(psql(dsn, query)) == ["authoritative|40|0", "auto_derived|2|1"]
 
 
-def test_bench_at_a_tiny_size(home):
+FACT_INDEXES = "SELECT count(*) FROM pg_catalog.pg_index WHERE indrelid = 'business.规模明细'::regclass"
+
+
+def test_bench_at_a_tiny_size(home, sample_db):
     """bin/bench end to end on its own embedded cluster (its database is cluster-wide)."""
+    own = sample_db.execute(FACT_INDEXES).fetchone()[0]  # the sample schema's own indexes
     env = {k: v for k, v in os.environ.items() if k not in CLI_ENV}
     env["REFDATA_HOME"] = str(home)
     figures = home / "bench.json"
@@ -207,3 +211,25 @@ def test_bench_at_a_tiny_size(home):
     assert {t["figure"] for t in data["targets"]} >= {"refdata load / baseline", "refdata load / client-side design",
                                                        "hard: row / baseline", "single-row latency, row trigger / none"}
     assert data["sample"]["variants"]["baseline"]["vs_baseline"] == 1.0
+    # by default the bench measures what apply leaves: an index per FK on the fact table
+    assert data["fact_key_indexes"] is True and data["fact_table_indexes"]["sample"] > own
+    assert re.search(r"^fact table indexes: .*\(observability.index_fact_keys\): on$", out, re.M)
+
+
+def test_bench_without_the_fact_key_indexes(home, sample_db):
+    """--no-fact-key-indexes: every variant runs on the fact table as the user built it
+    (the sample schema's own indexes only), and the figures say so."""
+    own = sample_db.execute(FACT_INDEXES).fetchone()[0]
+    env = {k: v for k, v in os.environ.items() if k not in CLI_ENV}
+    env["REFDATA_HOME"] = str(home)
+    figures = home / "bench.json"
+    proc = subprocess.run([str(ROOT / "bin" / "bench"), "--rows", "300", "--repeat", "1", "--single", "10",
+                           "--skip-memory", "--no-fact-key-indexes", "--json", str(figures)],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(rf"^fact table indexes: sample {own}, hard \d+; refdata's index per FK "
+                     r"\(observability.index_fact_keys\): off", proc.stdout, re.M), proc.stdout[:2000]
+    assert "3 refdata load (foreign keys: set-based)" in proc.stdout
+    data = json.loads(figures.read_text(encoding="utf-8"))
+    assert data["fact_key_indexes"] is False and data["fact_table_indexes"]["sample"] == own
+    assert data["hard"]["load_path"] == ["set-based"]
