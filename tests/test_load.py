@@ -473,6 +473,22 @@ def test_two_loads_in_one_transaction_insert_each_row_once(sample, cli):
         ("PT1", "auto_derived"), ("PT2", "auto_derived"), ("PT3", "auto_derived")]
 
 
+def test_a_plain_insert_in_the_same_statement_as_a_load_derives_its_parents(sample, cli):
+    """A procedure that loads and then inserts runs both in one statement (one
+    statement_timestamp): the load's skip of the trigger ends with its insert."""
+    assert cli("apply").returncode == 0
+    sample.execute("""DO $$
+        BEGIN
+            INSERT INTO refdata_stage."annuity_performance" ("月度", "计划代码", "_rd_line") VALUES ('2025-11-01', 'PS1', 1);
+            PERFORM refdata."annuity_performance__load"(ARRAY['月度', '计划代码']);
+            INSERT INTO business."规模明细" ("月度", "计划代码") VALUES ('2025-11-01', 'PS2');
+        END $$""")
+    sample.commit()
+    assert sample.execute("""SELECT "年金计划号", _source FROM mapping."年金计划"
+                             WHERE "年金计划号" LIKE 'PS%' ORDER BY 1""").fetchall() == [
+        ("PS1", "auto_derived"), ("PS2", "auto_derived")]
+
+
 # -- refdata load: files and the errors the README documents --------------------------------
 
 

@@ -3,6 +3,8 @@ load says so in one line, validate reports it, apply brings it in step."""
 
 from __future__ import annotations
 
+import subprocess
+
 FACT = 'business."规模明细"'
 STAGE = '"refdata_stage"."annuity_performance"'
 HEADER = "月度,计划代码,计划名称,组合代码,组合名称,产品线代码,机构代码,期末资产规模,备注"
@@ -62,3 +64,18 @@ def test_a_changed_type_and_a_dropped_column_are_brought_in_step_by_apply(cli, s
     assert load.returncode == 0, load.stderr
     assert sample_db.execute(f"""SELECT "备注" FROM {FACT} WHERE "计划代码" = 'PD1'""").fetchall() == [
         ("一个超过四个字的备注",)]
+
+
+def test_the_psql_route_brings_a_changed_type_and_a_dropped_column_in_step(cli, sample_db, dsn):
+    """`refdata render | psql` runs the staging table's own step on the live
+    table (apply's plan builds staging afresh in its scratch database)."""
+    sample_db.execute(f'ALTER TABLE {FACT} ADD COLUMN "备注" varchar(4), ADD COLUMN "旧列" text')
+    assert cli("apply").returncode == 0
+    sample_db.execute(f'ALTER TABLE {FACT} ALTER COLUMN "备注" TYPE varchar(20), DROP COLUMN "旧列"')
+    render = cli("render")
+    assert render.returncode == 0, render.stderr
+    applied = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", dsn], input=render.stdout,
+                             capture_output=True, text=True)
+    assert applied.returncode == 0, applied.stderr
+    assert stage_columns(sample_db)["备注"] == "character varying(20)"
+    assert "旧列" not in stage_columns(sample_db)
