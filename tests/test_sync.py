@@ -4,6 +4,11 @@ config files; merge semantics, watermark, degraded mode."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+from datetime import datetime
+from decimal import Decimal
+
 import pytest
 
 from sync_helpers import plan_table, project_config, sync_config
@@ -94,3 +99,89 @@ def test_sync_inserts_skip_the_per_row_promotion_call(sample_db, cli, write_conf
         assert sample_db.execute(calls, [promote]).fetchone()[0] == 0
         sample_db.execute(f"""INSERT INTO {PLAN} ("年金计划号", "计划全称", "计划状态") VALUES ('P99999', '手工', '正常')""")
         assert sample_db.execute(calls, [promote]).fetchone()[0] == 1
+
+
+AWKWARD_TABLE = """  - name: {name}
+    target_table: {name}
+    target_schema: mapping
+    source_type: legacy_mysql
+    via: {via}
+    source_config:
+      connection_env_prefix: LEG
+      schema: {schema}
+      table: awkward
+      columns:
+        - {{source: code, target: code}}
+        - {{source: name, target: name}}
+        - {{source: amount, target: amount}}
+        - {{source: at, target: at}}
+        - {{source: note, target: note}}
+    primary_key: code
+"""
+
+
+def test_mysql_values_reach_the_target_alike_through_fdw_and_client(sample_db, cli, write_config, legacy_mysql):
+    """The client path stages MySQL's text bytes by binary COPY: tabs,
+    newlines, backslashes, a literal \\N, quotes, an empty string, NULL,
+    decimals and fractional seconds arrive exactly as mysql_fdw hands them
+    to the fdw path, whatever the client encoding."""
+    rows = [
+        ("K1", "制表\t符", Decimal("12.50"), datetime(2025, 1, 31, 10, 11, 12, 123456), "back\\slash \\N"),
+        ("K2", "换行\n与\r回车", Decimal("-0.01"), datetime(2025, 2, 1), ""),
+        ("K3", None, None, None, None),
+        ("K4", "引号'\"；", Decimal("99999999.99"), datetime(2025, 12, 31, 23, 59, 59, 500000), "\\x41\\\\"),
+    ]
+    cur = legacy_mysql.conn.cursor()
+    cur.execute("CREATE TABLE awkward (code varchar(8) PRIMARY KEY, name varchar(64), amount decimal(10,2), "
+                "at datetime(6), note text)")
+    cur.executemany("INSERT INTO awkward VALUES (%s, %s, %s, %s, %s)", rows)
+    for via in ("fdw", "client"):
+        sample_db.execute(f"CREATE TABLE mapping.awkward_{via} (code varchar(8) PRIMARY KEY, name text, "
+                          "amount numeric(12,2), at timestamp(6), note text)")
+    config = project_config(write_config)
+    sync_config(write_config, "".join(AWKWARD_TABLE.format(name=f"awkward_{via}", via=via, schema=legacy_mysql.name)
+                                      for via in ("fdw", "client")))
+    env = legacy_mysql.env("LEG")
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    # a client encoding other than the bytes' own must not garble them
+    result = cli("--config", str(config), "sync", env={**env, "PGCLIENTENCODING": "GBK"})
+    assert result.returncode == 0, result.stderr
+    synced = {via: sample_db.execute(f"SELECT code, name, amount, at, note FROM mapping.awkward_{via} "
+                                     "ORDER BY code").fetchall()
+              for via in ("fdw", "client")}
+    assert synced["client"] == rows
+    assert synced["fdw"] == synced["client"]
+
+
+def test_incremental_mysql_client_sync_reads_only_rows_changed_since_the_watermark(
+        sample_db, dsn, cli, write_config, legacy_mysql):
+    """The staged change time is MySQL's DATETIME text, read in this session's
+    time zone as the watermark is. An older staging table (change time as
+    timestamptz) is replaced by the rendered script too."""
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", "client", "legacy_mysql", incremental=True, schema=legacy_mysql.name))
+    env = legacy_mysql.env("LEG")
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    stage = 'refdata_stage."sync__年金计划"'
+    sample_db.execute(f'ALTER TABLE {stage} ALTER COLUMN "_rd_updated_at" TYPE timestamptz USING NULL')
+    render = cli("--config", str(config), "render", env=env)
+    assert render.returncode == 0, render.stderr
+    applied = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", dsn], input=render.stdout,
+                             capture_output=True, text=True, env={**os.environ, **env})
+    assert applied.returncode == 0, applied.stderr
+    assert sample_db.execute("SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = %s::regclass "
+                             "AND attname = '_rd_updated_at'", [stage]).fetchone() == ("text",)
+    cur = legacy_mysql.conn.cursor()
+    cur.execute("INSERT INTO annuity_plan VALUES ('P80001', '甲', '正常', '2025-01-01 08:00:00'), "
+                "('P80002', '乙', '正常', '2025-01-02 08:00:00.250000')")
+    watermark = lambda: sample_db.execute(  # noqa: E731
+        "SELECT (last_synced_at AT TIME ZONE current_setting('TimeZone'))::text FROM refdata.sync_watermark "
+        "WHERE table_name = '年金计划'").fetchone()
+    first = cli("--config", str(config), "sync", env=env)
+    assert "inserted 2, updated 0" in first.stdout, first.stderr
+    assert watermark() == ("2025-01-02 08:00:00.25",)
+    cur.execute("UPDATE annuity_plan SET plan_name = '乙（改）', updated_at = '2025-02-01 08:00:00' "
+                "WHERE plan_code = 'P80002'")
+    second = cli("--config", str(config), "sync", env=env)
+    assert "inserted 0, updated 1, promoted 0, unchanged 0" in second.stdout, second.stderr
+    assert watermark() == ("2025-02-01 08:00:00",)

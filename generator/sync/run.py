@@ -104,8 +104,8 @@ def _client(conn: psycopg.Connection, config: SyncConfig, t: SyncTable, base: Pa
                 reader = database_rows(t, source, schema, since, config.batch_size, _stage_columns(conn, t))
             else:
                 reader = file_rows(t, base, config.batch_size)
-            with reader as (columns, batches):
-                return _stage_and_merge(conn, t, columns, batches)
+            with reader as (columns, batches, fmt):
+                return _stage_and_merge(conn, t, columns, batches, fmt)
         except SourceUnreachable as e:
             conn.rollback()
             error = str(e)
@@ -149,15 +149,21 @@ def _watermark(conn, t: SyncTable) -> datetime | None:
 COPY_CONTEXT = re.compile(r"COPY [^,]+, line (\d+), column ([^:]+):")
 
 
-def _stage_and_merge(conn: psycopg.Connection, t: SyncTable, columns: list[str], batches) -> Outcome:
+def _stage_and_merge(conn: psycopg.Connection, t: SyncTable, columns: list[str], batches, fmt: str) -> Outcome:
+    """`fmt` binary: every value is UTF-8 bytes (or None) for a text column."""
     stage = qualified("refdata_stage", stage_name(t))
     incremental = isinstance(t.source, DatabaseSource) and t.source.incremental is not None
     copy_columns = columns + (["_rd_updated_at"] if incremental else [])
     with conn.transaction():
         conn.execute(f"TRUNCATE {stage}")
+        options = ""
+        if fmt == "binary":
+            # A binary COPY's text is taken in the client encoding.
+            conn.execute("SET LOCAL client_encoding = 'UTF8'")
+            options = " (FORMAT binary)"
         line = 0
         try:
-            with conn.cursor().copy(f"COPY {stage} ({', '.join(ident(c) for c in copy_columns)}) FROM STDIN") as cp:
+            with conn.cursor().copy(f"COPY {stage} ({', '.join(ident(c) for c in copy_columns)}) FROM STDIN{options}") as cp:
                 for batch in batches:
                     for row in batch:
                         cp.write_row(row)

@@ -80,7 +80,7 @@ BEGIN
             END IF;
             pairs := pairs || ARRAY[k, k];
         END LOOP;
-        upd := 's."_rd_updated_at"';
+        upd := 'CAST(s."_rd_updated_at" AS timestamptz)';
     END IF;
     targets := ARRAY(SELECT pairs[i + 1] FROM generate_series(1, array_length(pairs, 1), 2) AS i ORDER BY i);
     FOREACH k IN ARRAY p.keys LOOP
