@@ -130,7 +130,7 @@ def run(args) -> int:
 
         def reset():
             with connect(dsn, autocommit=True) as c:
-                c.execute(f'TRUNCATE {PLAN}, refdata.audit_log CASCADE')
+                c.execute(f'TRUNCATE {PLAN}, refdata.audit_batch CASCADE')
                 c.execute(f'VACUUM ANALYZE {PLAN}')
                 c.execute("CHECKPOINT")
             with connect(loader_dsn, autocommit=True) as c:

@@ -141,12 +141,21 @@ def test_derived_parents_are_audited_with_their_domain(applied):
 def test_audit_log_is_append_only_for_other_roles(applied, role):
     insert_fact(applied, 计划代码="P90001", 组合代码="QT000001")
     reader = role("rd_auditor", ["GRANT USAGE ON SCHEMA refdata TO {role}",
-                                         "GRANT SELECT ON refdata.audit_log TO {role}"])
+                                         "GRANT SELECT ON refdata.audit_log, refdata.audit_batch TO {role}"])
     assert reader.execute("SELECT count(*) FROM refdata.audit_log").fetchone()[0] == 1
+    # The lines' storage: no write right of any kind.
+    for statement in ("UPDATE refdata.audit_batch SET domain = 'x'", "DELETE FROM refdata.audit_batch",
+                      "TRUNCATE refdata.audit_batch",
+                      "INSERT INTO refdata.audit_batch (table_name, operation, key_columns, columns, types, old_rows) "
+                      "VALUES ('mapping.\"产品线\"', 'DELETE', '{x}', '{x}', '{text}', '{(1)}')"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            reader.execute(statement)
+    # The view over it takes no writes either.
     for statement in ("UPDATE refdata.audit_log SET domain = 'x'", "DELETE FROM refdata.audit_log",
                       "TRUNCATE refdata.audit_log",
                       "INSERT INTO refdata.audit_log (table_name, operation, key) VALUES ('mapping.\"产品线\"', 'DELETE', '{}')"):
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        with pytest.raises((psycopg.errors.InsufficientPrivilege, psycopg.errors.ObjectNotInPrerequisiteState,
+                            psycopg.errors.WrongObjectType)):
             reader.execute(statement)
     assert applied.execute("SELECT count(*) FROM refdata.audit_log").fetchone()[0] == 1
 

@@ -409,7 +409,8 @@ domains:
     assert may("fact") == ["SELECT", "INSERT", "UPDATE"]
     assert may("unrelated") == []
     assert may("refdata.domain_param") == ["SELECT"]
-    assert may("refdata.audit_log") == ["INSERT"]
+    assert may("refdata.audit_batch") == ["INSERT"]
+    assert may("refdata.audit_log") == []
     assert db.execute("SELECT has_sequence_privilege(%s, 'parent_id_seq', 'USAGE')", [owner]).fetchone() == (True,)
     assert db.execute("SELECT has_schema_privilege(%s, 'public', 'CREATE')", [owner]).fetchone() == (False,)
 
