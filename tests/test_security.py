@@ -627,6 +627,52 @@ def test_a_trigger_running_as_the_owner_role_leaves_nothing_that_runs_as_the_cal
 
 
 
+@pytest.mark.parametrize("route,payload", [("policy", "session search_path"), ("policy", "held cursor"),
+                                           ("inheritance child", "session search_path")],
+                         ids=["policy-search_path", "policy-held_cursor", "child-search_path"])
+def test_code_a_look_up_alone_runs_as_the_owner_role_leaves_nothing_either(db, cli, write_config, role, request,
+                                                                          route, payload):
+    """A fact whose parent exists makes the row trigger write nothing, but its
+    look-up of the parent can still run code of the parent table's owner as
+    refdata_owner: a policy of the parent (row-level security), or a CHECK
+    constraint of an inheritance child that the planner evaluates while it
+    plans the look-up. That code may not leave the caller (a superuser) a
+    changed search_path or a cursor WITH HOLD either: the insert fails."""
+    db.execute("CREATE TABLE parent (k text PRIMARY KEY, name text); CREATE TABLE fact (k text, name text)")
+    assert cli("--config", str(write_config(OWNER_CONFIG.replace("MODE", "row"))), "apply").returncode == 0
+    db.execute("INSERT INTO parent VALUES ('OLD1', 'there')")
+    db.execute("INSERT INTO public.fact VALUES ('OLD1', 'x')")  # the look-up's plan, cached before the attack
+    attacker = role("planter", ["ALTER TABLE parent OWNER TO {role}", "GRANT CREATE ON SCHEMA public TO {role}"])
+    name = attacker.info.user
+    request.addfinalizer(lambda: db.execute("CLOSE ALL; DROP TABLE IF EXISTS att.child; DROP POLICY IF EXISTS seen ON parent; "
+                                            "ALTER TABLE parent OWNER TO CURRENT_USER"))
+    db.execute(f'CREATE SCHEMA att AUTHORIZATION "{name}"')
+    plant = {"session search_path": "SET search_path = att, public, pg_catalog",
+             "held cursor": "DECLARE planted CURSOR WITH HOLD FOR SELECT 1"}[payload]
+    attacker.execute(f"""
+        GRANT USAGE ON SCHEMA att TO PUBLIC;
+        CREATE FUNCTION att.plant() RETURNS boolean LANGUAGE plpgsql AS $$
+        BEGIN
+            EXECUTE {sql.Literal(plant).as_string(attacker)};
+            RETURN true;
+        END $$;
+        CREATE FUNCTION att.folded() RETURNS boolean IMMUTABLE LANGUAGE plpgsql AS $$
+        BEGIN
+            RETURN att.plant();
+        END $$""")
+    if route == "policy":
+        attacker.execute("CREATE POLICY seen ON parent USING (att.plant()); "
+                         "ALTER TABLE parent ENABLE ROW LEVEL SECURITY")
+    else:
+        attacker.execute("CREATE TABLE att.child (CHECK (att.folded())) INHERITS (parent)")
+
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="changed the session"):
+        db.execute("INSERT INTO public.fact VALUES ('OLD1', 'y')")
+    assert db.execute("SELECT current_setting('search_path'), (SELECT count(*) FROM pg_cursors)").fetchone() == (
+        '"$user", public', 0)
+    assert db.execute("SELECT name FROM public.fact").fetchall() == [("x",)]
+
+
 # -- settings a session may set ------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", ["row", "statement"])
