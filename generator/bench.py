@@ -93,7 +93,6 @@ PROFILE_PARTS = [
     ("lock and check foreign keys", "FOR KEY SHARE"),
     ("clear stale batches", "txid_status"),
     ("clear the batch", "DELETE FROM"),
-    ("not-null check (client, before the function)", 'b."_rd_line" <= s."_rd_line"'),
 ]
 
 # Runs a command and writes its max RSS (KiB) to argv[1]. A child forked from
@@ -451,7 +450,7 @@ class Bench:
             raise RefdataError("staging (profiled): auto_explain reported no timing for the load function")
         # ANALYZE of the batch, bookkeeping and the many short statements
         parts["rest of the load function"] = parts["function"] - sum(
-            t for name, t in parts.items() if name not in ("function", PROFILE_PARTS[-1][0]))
+            t for name, t in parts.items() if name != "function")
         self.plans = [text for _, text in sorted(plans, reverse=True)]
         return Run(seconds, parts)
 

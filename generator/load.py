@@ -359,18 +359,26 @@ class Loader:
         # records, the Python parser reads the file and names the line.
         if result.rows != counter.records - 1:
             raise UsePythonPath()
+
+    def _empty_not_null(self, columns: list[str]) -> Exception | None:
+        """After the fact table refused a NULL: the first staged row holding one
+        in a NOT NULL column the file names, said as the Python path says it.
+        Only looked for once the insert failed, so a good file pays no pass over
+        its rows for it."""
         named_not_null = sorted(self.not_null & set(columns))
-        if named_not_null:
-            test = " OR ".join(f"s.{ident(c)} IS NULL" for c in named_not_null)
-            row = self.conn.execute(
-                f"""SELECT (SELECT count(*) FROM {self.stage} AS b
-                            WHERE b."_rd_batch" = txid_current() AND b."_rd_line" <= s."_rd_line")
-                    FROM {self.stage} AS s
-                    WHERE s."_rd_batch" = txid_current() AND ({test})
-                    ORDER BY s."_rd_line" LIMIT 1"""
-            ).fetchone()
-            if row:
-                raise self._diagnose(_nth_record_line(self.path, self.options, row[0]), None, "value required", None)
+        if not named_not_null:
+            return None
+        test = " OR ".join(f"s.{ident(c)} IS NULL" for c in named_not_null)
+        row = self.conn.execute(
+            f"""SELECT (SELECT count(*) FROM {self.stage} AS b
+                        WHERE b."_rd_batch" = txid_current() AND b."_rd_line" <= s."_rd_line")
+                FROM {self.stage} AS s
+                WHERE s."_rd_batch" = txid_current() AND ({test})
+                ORDER BY s."_rd_line" LIMIT 1"""
+        ).fetchone()
+        if not row:
+            return None
+        return self._diagnose(_nth_record_line(self.path, self.options, row[0]), None, "value required", None)
 
     def _diagnose(self, line: int | None, column: str | None, reason: str, value: str | None) -> Exception:
         """What the server's COPY refused, said as the row path would say it.
@@ -487,6 +495,9 @@ class Loader:
         except psycopg.errors.IntegrityError as e:
             if e.diag.table_name is None and e.diag.constraint_name is None:
                 raise  # not a row's refusal (this file was loaded before, say)
+            empty = self._empty_not_null(columns) if self.server_staged and e.sqlstate == "23502" else None
+            if empty is not None:
+                raise empty from None
             refusal = e
         try:
             with self.conn.transaction():
