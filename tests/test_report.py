@@ -70,6 +70,25 @@ def count_color(rows: list[bytes], rgb: tuple[int, int, int]) -> int:
     return sum(sum(1 for k in range(0, len(r), 3) if r[k:k + 3] == needle) for r in rows)
 
 
+# The test's own instrument, added to a copy of the page: the boxes of each
+# chart's labels and bars as the browser lays them out, and which intersect.
+OVERLAPS = """<script>
+const hits = [];
+let labels = 0;
+for (const svg of document.querySelectorAll("svg")) {
+  const bars = [...svg.querySelectorAll("rect")].map(r => r.getBBox());
+  for (const t of svg.querySelectorAll("text.label")) {
+    labels++;
+    const a = t.getBBox();
+    if (bars.some(b => a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height))
+      hits.push(t.textContent);
+  }
+}
+document.body.insertAdjacentHTML("beforeend",
+  `<p id="measured" data-overlaps="${hits.join("; ")}" data-labels="${labels}"></p>`);
+</script>"""
+
+
 def test_report_renders_its_charts_in_chromium(sample_db, cli, write_config, tmp_path):
     assert CHROMIUM, "chromium is not installed (bin/test installs the Debian package)"
     strict = write_config(shipped_single_file() + (
@@ -96,6 +115,15 @@ def test_report_renders_its_charts_in_chromium(sample_db, cli, write_config, tmp
     coverage = dict(re.findall(r'class="bar coverage" data-fk="(\w+)" data-value="([\d.]+)"', page))
     assert coverage["fk_organization"] == "1.0000" and "fk_plan" not in coverage  # no plan of the facts is authoritative
     assert "mapping.年金计划: pending_review 3 &gt; 1 (3 rows await review)" in page
+
+    # Measured by the browser: no label's box reaches a bar's, in either chart.
+    measured = tmp_path / "measured.html"
+    measured.write_text(html.replace("</body>", OVERLAPS + "</body>"), encoding="utf-8")
+    dom = chromium(tmp_path, "--dump-dom", measured.as_uri())
+    assert dom.returncode == 0, dom.stderr
+    found = re.search(r'data-overlaps="([^"]*)" data-labels="(\d+)"', dom.stdout)
+    assert found and int(found.group(2)) >= 8, dom.stdout[-2000:]
+    assert found.group(1) == "", f"labels overlapping bars: {found.group(1)}"
 
     shot = tmp_path / "report.png"
     taken = chromium(tmp_path, f"--screenshot={shot}", "--window-size=1100,1000", report.as_uri())

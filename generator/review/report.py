@@ -39,50 +39,53 @@ def _legend(items: list[tuple[str, str]]) -> str:
 
 
 def table_bars(rows: list[tuple]) -> str:
-    """Per reference table a bar: authoritative | auto-derived, reviewed | auto-derived, pending review."""
-    label_w, bar_w, text_w, row_h = 200, 520, 240, 26
+    """Per reference table a bar: authoritative | auto-derived, reviewed | auto-derived, pending review.
+    Each label has a line of its own above its bar, so no label, however long, reaches a bar."""
+    bar_w, text_w, row_h, bar_top, bar_h = 640, 320, 40, 18, 16
     height = row_h * len(rows) + 10
-    parts = [f'<svg id="quality-chart" role="img" width="{label_w + bar_w + text_w}" height="{height}" '
-             f'viewBox="0 0 {label_w + bar_w + text_w} {height}">']
+    parts = [f'<svg id="quality-chart" role="img" width="{bar_w + text_w}" height="{height}" '
+             f'viewBox="0 0 {bar_w + text_w} {height}">']
     for i, r in enumerate(rows):
         _, _, label, total, auth, derived, pending = r[:7]
         y = 5 + i * row_h
-        parts.append(f'<text x="0" y="{y + 15}">{escape(label)}</text>')
-        x = label_w
+        parts.append(f'<text class="label" x="0" y="{y + 12}">{escape(label)}</text>')
+        x = 0.0
         reviewed = max(derived - pending, 0)
         for value, color, kind in ((auth, AUTHORITATIVE, "authoritative"), (reviewed, REVIEWED, "reviewed"),
                                    (pending, PENDING, "pending")):
             w = bar_w * value / total if total else 0
             if w > 0:
                 parts.append(f'<rect class="bar {kind}" data-table="{escape(label)}" data-value="{value}" '
-                             f'x="{x:.1f}" y="{y}" width="{max(w, 1):.1f}" height="{row_h - 8}" fill="{color}"/>')
+                             f'x="{x:.1f}" y="{y + bar_top}" width="{max(w, 1):.1f}" height="{bar_h}" fill="{color}"/>')
             x += w
-        parts.append(f'<text x="{label_w + bar_w + 8}" y="{y + 15}">{total} rows, {derived} derived, {pending} pending</text>')
+        parts.append(f'<text x="{bar_w + 8}" y="{y + bar_top + 12}">{total} rows, {derived} derived, {pending} pending</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
 def coverage_bars(rows: list[tuple]) -> str:
-    """Per FK the authoritative share of the keys its facts use, with the 90% goal marked."""
-    label_w, bar_w, text_w, row_h = 340, 440, 180, 26
+    """Per FK the authoritative share of the keys its facts use, with the 90% goal marked.
+    Each label has a line of its own above its bar, so no label, however long, reaches a bar."""
+    bar_w, text_w, row_h, bar_top, bar_h = 640, 320, 40, 18, 16
     height = row_h * len(rows) + 24
-    goal_x = label_w + bar_w * quality.COVERAGE_GOAL
-    parts = [f'<svg id="coverage-chart" role="img" width="{label_w + bar_w + text_w}" height="{height}" '
-             f'viewBox="0 0 {label_w + bar_w + text_w} {height}">']
+    goal_x = bar_w * quality.COVERAGE_GOAL
+    parts = [f'<svg id="coverage-chart" role="img" width="{bar_w + text_w}" height="{height}" '
+             f'viewBox="0 0 {bar_w + text_w} {height}">']
     for i, r in enumerate(rows):
         domain, fk, target, keys, auth, derived, missing, share = r
         y = 5 + i * row_h
         share = float(share) if share is not None else 0.0
         color = AUTHORITATIVE if share >= quality.COVERAGE_GOAL else BELOW_GOAL
-        parts.append(f'<text x="0" y="{y + 15}">{escape(domain)}.{escape(fk)} → {escape(target)}</text>')
-        parts.append(f'<rect x="{label_w}" y="{y}" width="{bar_w}" height="{row_h - 8}" fill="#eeeeee"/>')
+        parts.append(f'<text class="label" x="0" y="{y + 12}">{escape(domain)}.{escape(fk)} → {escape(target)}</text>')
+        parts.append(f'<rect x="0" y="{y + bar_top}" width="{bar_w}" height="{bar_h}" fill="#eeeeee"/>')
         if share > 0:
-            parts.append(f'<rect class="bar coverage" data-fk="{escape(fk)}" data-value="{share:.4f}" x="{label_w}" '
-                         f'y="{y}" width="{max(bar_w * share, 1):.1f}" height="{row_h - 8}" fill="{color}"/>')
-        parts.append(f'<text x="{label_w + bar_w + 8}" y="{y + 15}">{share:.1%} of {keys} keys</text>')
-    parts.append(f'<line id="coverage-goal" x1="{goal_x}" x2="{goal_x}" y1="0" y2="{height - 14}" '
-                 f'stroke="{GOAL_LINE}" stroke-width="2" stroke-dasharray="4 3"/>')
-    parts.append(f'<text x="{goal_x - 30}" y="{height - 2}">goal 90%</text>')
+            parts.append(f'<rect class="bar coverage" data-fk="{escape(fk)}" data-value="{share:.4f}" x="0" '
+                         f'y="{y + bar_top}" width="{max(bar_w * share, 1):.1f}" height="{bar_h}" fill="{color}"/>')
+        parts.append(f'<text x="{bar_w + 8}" y="{y + bar_top + 12}">{share:.1%} of {keys} keys</text>')
+        # the goal marked across each bar only, clear of the labels
+        parts.append(f'<line class="goal" x1="{goal_x}" x2="{goal_x}" y1="{y + bar_top - 3}" y2="{y + bar_top + bar_h + 3}" '
+                     f'stroke="{GOAL_LINE}" stroke-width="2" stroke-dasharray="4 3"/>')
+    parts.append(f'<text id="coverage-goal" x="{goal_x - 30}" y="{height - 2}">goal 90%</text>')
     parts.append("</svg>")
     return "".join(parts)
 
