@@ -37,6 +37,9 @@ DECLARE
     n bigint;
     msg text;
     matched bigint;
+    total bigint;
+    to_promote bigint;
+    to_update bigint;
 BEGIN
     SELECT * INTO p FROM refdata.sync_table AS s WHERE s.name = p_name;
     IF NOT FOUND THEN
@@ -129,12 +132,13 @@ BEGIN
 
     DROP TABLE IF EXISTS pg_temp._rd_sync_new;
     EXECUTE format('CREATE TEMP TABLE _rd_sync_new ON COMMIT DROP AS SELECT %s, NULL::timestamptz AS "_rd_updated_at", '
-                   'false AS "_rd_found" FROM %s AS t WITH NO DATA',
+                   'false AS "_rd_new" FROM %s AS t WITH NO DATA',
                    (SELECT string_agg(format('t.%I', pairs[i + 1]), ', ' ORDER BY i)
                       FROM generate_series(1, array_length(pairs, 1), 2) AS i), target);
     BEGIN
         EXECUTE format('INSERT INTO pg_temp._rd_sync_new (%s, "_rd_updated_at") SELECT %s, %s FROM %s AS s%s',
                        tcols, scols, upd, source, filter) USING since;
+        GET DIAGNOSTICS total = ROW_COUNT;
     EXCEPTION WHEN data_exception THEN
         -- Which value does not fit: each column, row by row, with the same assignment.
         FOR c IN SELECT pairs[i] AS src, pairs[i + 1] AS tgt, exprs[(i + 1) / 2] AS expr
@@ -173,35 +177,51 @@ BEGIN
         END IF;
     END LOOP;
     ANALYZE pg_temp._rd_sync_new;
-    -- Which keys exist, found before writing: the insert then never scans
-    -- the table it is growing.
-    EXECUTE format('UPDATE pg_temp._rd_sync_new AS n SET "_rd_found" = true FROM %s AS t WHERE %s', target, keymatch);
-    GET DIAGNOSTICS matched = ROW_COUNT;
-    -- The audit log names these writes as the sync's.
-    PERFORM set_config('refdata.audit_action', 'sync', true), set_config('refdata.audit_domain', '', true);
     sets := (SELECT string_agg(format('%I = n.%I', v, v), ', ') FROM unnest(vals) AS v);
     changed := coalesce((SELECT format('ROW(%s) IS DISTINCT FROM ROW(%s)',
                                        string_agg(format('t.%I', v), ', '), string_agg(format('n.%I', v), ', '))
                          FROM unnest(vals) AS v), 'false');
-    -- Auto-derived rows the source knows become authoritative; where they came from stays as history.
-    EXECUTE format('UPDATE %s AS t SET %s"_source" = ''authoritative'', "_needs_review" = false '
-                   'FROM pg_temp._rd_sync_new AS n WHERE %s AND t."_source" = ''auto_derived''',
-                   target, coalesce(sets || ', ', ''), keymatch);
-    GET DIAGNOSTICS promoted = ROW_COUNT;
+    -- One join that writes nothing says which keys the target has and what
+    -- each write below would touch, so a write with nothing to do is not
+    -- run (a sync with nothing changed reads the target once). New keys
+    -- are found before writing, so the insert never scans the table it is
+    -- growing; they are marked only when some keys are new and some not (a
+    -- sync into an empty table inserts every row, one of known keys none).
+    EXECUTE format('SELECT count(*), count(*) FILTER (WHERE t."_source" = ''auto_derived''), '
+                   'count(*) FILTER (WHERE t."_source" = ''authoritative'' AND %s) '
+                   'FROM pg_temp._rd_sync_new AS n JOIN %s AS t ON %s', changed, target, keymatch)
+      INTO matched, to_promote, to_update;
+    IF matched > 0 AND matched < total THEN
+        EXECUTE format('UPDATE pg_temp._rd_sync_new AS n SET "_rd_new" = true WHERE NOT EXISTS (SELECT FROM %s AS t WHERE %s)',
+                       target, keymatch);
+    END IF;
+    -- The audit log names these writes as the sync's.
+    PERFORM set_config('refdata.audit_action', 'sync', true), set_config('refdata.audit_domain', '', true);
+    promoted := 0;
+    IF to_promote > 0 THEN
+        -- Auto-derived rows the source knows become authoritative; where they came from stays as history.
+        EXECUTE format('UPDATE %s AS t SET %s"_source" = ''authoritative'', "_needs_review" = false '
+                       'FROM pg_temp._rd_sync_new AS n WHERE %s AND t."_source" = ''auto_derived''',
+                       target, coalesce(sets || ', ', ''), keymatch);
+        GET DIAGNOSTICS promoted = ROW_COUNT;
+    END IF;
     updated := 0;
-    IF sets IS NOT NULL THEN
+    IF sets IS NOT NULL AND to_update > 0 THEN
         -- Only rows whose values really differ: unchanged rows get no new version.
         EXECUTE format('UPDATE %s AS t SET %s FROM pg_temp._rd_sync_new AS n WHERE %s AND t."_source" = ''authoritative'' AND %s',
                        target, sets, keymatch, changed);
         GET DIAGNOSTICS updated = ROW_COUNT;
     END IF;
     unchanged := matched - promoted - updated;
-    EXECUTE format('INSERT INTO %s AS t (%s, "_source", "_needs_review") '
-                   'SELECT %s, ''authoritative'', false FROM pg_temp._rd_sync_new AS n '
-                   'WHERE n."_rd_found" IS NOT TRUE',
-                   target, tcols, (SELECT string_agg(format('n.%I', pairs[i + 1]), ', ' ORDER BY i)
-                                     FROM generate_series(1, array_length(pairs, 1), 2) AS i));
-    GET DIAGNOSTICS inserted = ROW_COUNT;
+    inserted := 0;
+    IF matched < total THEN
+        EXECUTE format('INSERT INTO %s AS t (%s, "_source", "_needs_review") '
+                       'SELECT %s, ''authoritative'', false FROM pg_temp._rd_sync_new AS n%s',
+                       target, tcols, (SELECT string_agg(format('n.%I', pairs[i + 1]), ', ' ORDER BY i)
+                                         FROM generate_series(1, array_length(pairs, 1), 2) AS i),
+                       CASE WHEN matched > 0 THEN ' WHERE n."_rd_new"' ELSE '' END);
+        GET DIAGNOSTICS inserted = ROW_COUNT;
+    END IF;
 
     deleted := 0;
     kept := 0;
