@@ -158,6 +158,9 @@ def test_source_down_is_recorded_others_sync_and_backfill_still_works(via, sampl
 @pytest.mark.parametrize("rows,message", [
     ([("P00001", "甲", "正常"), ("P00001", "乙", "正常")],
      "table 年金计划: key 年金计划号=P00001: column 年金计划号: the key occurs 2 times in the source"),
+    # none of the keys known yet: the target's key index finds the duplicate, the message is the same
+    ([("P70001", "甲", "正常"), ("P70002", "丙", "正常"), ("P70001", "乙", "正常")],
+     "table 年金计划: key 年金计划号=P70001: column 年金计划号: the key occurs 2 times in the source"),
     ([("P00001", "甲", "正常"), (None, "乙", "正常")],
      "table 年金计划: key 年金计划号=NULL: column 年金计划号: the key is NULL in the source"),
     ([("P00001", "甲", "太长的状态值超过八个字符了")],
@@ -203,6 +206,24 @@ def test_no_password_in_any_output(sample_db, cli, write_config, legacy_mysql, t
     # only where it must be: the user mapping, read through it by mysql_fdw
     assert sample_db.execute("SELECT count(*) FROM pg_user_mappings WHERE "
                              "array_to_string(umoptions, ',') LIKE %s", [f"%{password}%"]).fetchone() == (1,)
+
+
+def test_duplicate_keys_into_a_table_whose_key_is_checked_at_commit_fail_naming_the_key(sample_db, cli,
+                                                                                       write_config):
+    """A deferred key constraint would let duplicates in until commit: the
+    source is grouped before anything is written."""
+    sample_db.execute("CREATE TABLE mapping.codes (code text PRIMARY KEY DEFERRABLE INITIALLY DEFERRED, name text)")
+    config = project_config(write_config)
+    data = write_config("code,name\nC1,甲\nC2,丙\nC1,乙\n", "codes.csv")
+    sync_config(write_config, "  - name: codes\n    target_table: codes\n    target_schema: mapping\n"
+                              f"    source_type: config_file\n    source_config: {{file_path: \"{data}\"}}\n"
+                              "    primary_key: code\n")
+    assert cli("--config", str(config), "apply").returncode == 0
+    result = cli("--config", str(config), "sync")
+    assert result.returncode == 1
+    assert "codes: failed: table codes: key code=C1: column code: the key occurs 2 times in the source" in \
+        result.stderr, result.stderr
+    assert sample_db.execute("SELECT count(*) FROM mapping.codes").fetchone() == (0,)
 
 
 def test_enabled_false_syncs_nothing_and_says_so(sample_db, cli, write_config):

@@ -40,6 +40,8 @@ DECLARE
     total bigint;
     to_promote bigint;
     to_update bigint;
+    dupcheck text;
+    keyed boolean;
 BEGIN
     SELECT * INTO p FROM refdata.sync_table AS s WHERE s.name = p_name;
     IF NOT FOUND THEN
@@ -162,12 +164,6 @@ BEGIN
             RAISE EXCEPTION 'key %: column %: the key is NULL in the source', label, k USING ERRCODE = 'not_null_violation';
         END IF;
     END LOOP;
-    EXECUTE format('SELECT %s, count(*) FROM pg_temp._rd_sync_new AS n GROUP BY %s HAVING count(*) > 1 LIMIT 1',
-                   keylabel_n, (SELECT string_agg(format('n.%I', k2), ', ') FROM unnest(p.keys) AS k2)) INTO label, n;
-    IF label IS NOT NULL THEN
-        RAISE EXCEPTION 'key %: column %: the key occurs % times in the source', label, array_to_string(p.keys, ', '), n
-            USING ERRCODE = 'unique_violation';
-    END IF;
     FOR c IN SELECT a.attname FROM pg_attribute AS a
              WHERE a.attrelid = target::regclass AND a.attnotnull AND a.attname = ANY (vals) LOOP
         EXECUTE format('SELECT %s FROM pg_temp._rd_sync_new AS n WHERE n.%I IS NULL LIMIT 1', keylabel_n, c.attname) INTO label;
@@ -191,6 +187,26 @@ BEGIN
                    'count(*) FILTER (WHERE t."_source" = ''authoritative'' AND %s) '
                    'FROM pg_temp._rd_sync_new AS n JOIN %s AS t ON %s', changed, target, keymatch)
       INTO matched, to_promote, to_update;
+    -- Duplicate keys in the source, looked for by grouping every row; not
+    -- when none of the keys is in the target yet and an index of the
+    -- target's, checked at once, keeps them unique: its insert then fails on
+    -- the first duplicate, and only then is the source grouped to name it.
+    dupcheck := format('SELECT %s, count(*) FROM pg_temp._rd_sync_new AS n GROUP BY %s HAVING count(*) > 1 LIMIT 1',
+                       keylabel_n, (SELECT string_agg(format('n.%I', k2), ', ') FROM unnest(p.keys) AS k2));
+    keyed := matched = 0 AND EXISTS (
+        SELECT FROM pg_index AS i
+         WHERE i.indrelid = target::regclass AND i.indisunique AND i.indimmediate AND i.indisvalid
+           AND i.indpred IS NULL AND i.indexprs IS NULL
+           AND ARRAY(SELECT a.attname::text FROM unnest(i.indkey) AS u(attnum)
+                       JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = u.attnum ORDER BY 1)
+               = ARRAY(SELECT x FROM unnest(p.keys) AS x ORDER BY 1));
+    IF NOT keyed THEN
+        EXECUTE dupcheck INTO label, n;
+        IF label IS NOT NULL THEN
+            RAISE EXCEPTION 'key %: column %: the key occurs % times in the source', label, array_to_string(p.keys, ', '), n
+                USING ERRCODE = 'unique_violation';
+        END IF;
+    END IF;
     IF matched > 0 AND matched < total THEN
         EXECUTE format('UPDATE pg_temp._rd_sync_new AS n SET "_rd_new" = true WHERE NOT EXISTS (SELECT FROM %s AS t WHERE %s)',
                        target, keymatch);
@@ -215,12 +231,23 @@ BEGIN
     unchanged := matched - promoted - updated;
     inserted := 0;
     IF matched < total THEN
-        EXECUTE format('INSERT INTO %s AS t (%s, "_source", "_needs_review") '
-                       'SELECT %s, ''authoritative'', false FROM pg_temp._rd_sync_new AS n%s',
-                       target, tcols, (SELECT string_agg(format('n.%I', pairs[i + 1]), ', ' ORDER BY i)
-                                         FROM generate_series(1, array_length(pairs, 1), 2) AS i),
-                       CASE WHEN matched > 0 THEN ' WHERE n."_rd_new"' ELSE '' END);
-        GET DIAGNOSTICS inserted = ROW_COUNT;
+        BEGIN
+            EXECUTE format('INSERT INTO %s AS t (%s, "_source", "_needs_review") '
+                           'SELECT %s, ''authoritative'', false FROM pg_temp._rd_sync_new AS n%s',
+                           target, tcols, (SELECT string_agg(format('n.%I', pairs[i + 1]), ', ' ORDER BY i)
+                                             FROM generate_series(1, array_length(pairs, 1), 2) AS i),
+                           CASE WHEN matched > 0 THEN ' WHERE n."_rd_new"' ELSE '' END);
+            GET DIAGNOSTICS inserted = ROW_COUNT;
+        EXCEPTION WHEN unique_violation THEN
+            IF keyed THEN
+                EXECUTE dupcheck INTO label, n;
+                IF label IS NOT NULL THEN
+                    RAISE EXCEPTION 'key %: column %: the key occurs % times in the source', label,
+                        array_to_string(p.keys, ', '), n USING ERRCODE = 'unique_violation';
+                END IF;
+            END IF;
+            RAISE;
+        END;
     END IF;
 
     deleted := 0;
@@ -250,7 +277,9 @@ BEGIN
         GET DIAGNOSTICS deleted = ROW_COUNT;
     END IF;
     PERFORM set_config('refdata.audit_action', '', true);
-    SELECT max(n."_rd_updated_at") INTO watermark FROM pg_temp._rd_sync_new AS n;
+    IF p.updated_column IS NOT NULL THEN
+        SELECT max(n."_rd_updated_at") INTO watermark FROM pg_temp._rd_sync_new AS n;
+    END IF;
     DROP TABLE pg_temp._rd_sync_new;
     {{ session_kept() | indent(4) }}
 END
