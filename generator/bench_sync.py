@@ -10,16 +10,18 @@ interleaved, as whole processes from the command line:
                  on a reference table (audit, promotion on insert);
   fdw_unaudited  the same with the audit triggers disabled: fdw / fdw_unaudited
                  is what the audit log costs a bulk sync (target: at most 1.5x);
-  client         `refdata sync` of a via: client table (mysql-connector-python
-                 unbuffered, COPY into staging, the same merge) into the empty target;
+  client         `refdata sync` of a via: client table (mysql-connector-python,
+                 an unbuffered raw cursor, binary COPY into staging, the same
+                 merge) into the empty target;
   pgloader       `pgloader` copying the same table into a database of its own
                  (it creates the table; no merge, no tracking);
   fdw_again      `refdata sync` (fdw) when every row is already there and unchanged;
 
 and prints median seconds, rows/s, each variant's ratio to pgloader (target:
 a first sync at least as fast as pgloader, ratio <= 1), the audit ratio, the
-load average, and the peak memory of the `refdata sync` process per path (the
-client path's stays flat). MariaDB is reached as the test suite does:
+load average, the peak memory of the `refdata sync` process per path (the
+client path's stays flat) and whether the client path's MySQL driver runs
+its C extension or pure Python (8 times slower to read). MariaDB is reached as the test suite does:
 $REFDATA_TEST_MYSQL_HOST, _PORT, _USER, _PASSWORD.
 """
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -180,6 +183,7 @@ def run(args) -> int:
           f"load average {load_before} before, {load_average()} after")
     for line in ratio_table(times, "pgloader", "pgloader", rows):
         print(line)
+    print(f"client path's MySQL driver: {_driver()}")
     print(f"peak memory of the refdata sync process (max RSS): "
           + ", ".join(f"{k} {max(v) / 1024:.0f} MB" for k, v in PEAKS.items()))
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -196,6 +200,14 @@ def run(args) -> int:
         with _mysql() as c:
             c.cursor().execute(f"DROP DATABASE IF EXISTS `{DATABASE}`")
     return 0
+
+
+def _driver() -> str:
+    """mysql-connector-python as `refdata sync` imports it (after psycopg)."""
+    code = ("import generator.cli, generator.sync.run, mysql.connector as m; "
+            "print(f'mysql-connector-python {m.__version__}, ' + ('C extension' if m.HAVE_CEXT else 'pure Python'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    return proc.stdout.strip() or f"unknown ({proc.stderr.strip().splitlines()[-1:]})"
 
 
 def _run(argv: list[str], env: dict) -> None:
