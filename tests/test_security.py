@@ -628,16 +628,19 @@ def test_a_trigger_running_as_the_owner_role_leaves_nothing_that_runs_as_the_cal
 
 
 @pytest.mark.parametrize("route,payload", [("policy", "session search_path"), ("policy", "held cursor"),
-                                           ("inheritance child", "session search_path")],
-                         ids=["policy-search_path", "policy-held_cursor", "child-search_path"])
+                                           ("inheritance child", "session search_path"),
+                                           ("index predicate", "session search_path")],
+                         ids=["policy-search_path", "policy-held_cursor", "child-search_path", "index-search_path"])
 def test_code_a_look_up_alone_runs_as_the_owner_role_leaves_nothing_either(db, cli, write_config, role, request,
                                                                           route, payload):
     """A fact whose parent exists makes the row trigger write nothing, but its
     look-up of the parent can still run code of the parent table's owner as
-    refdata_owner: a policy of the parent (row-level security), or a CHECK
-    constraint of an inheritance child that the planner evaluates while it
-    plans the look-up. That code may not leave the caller (a superuser) a
-    changed search_path or a cursor WITH HOLD either: the insert fails."""
+    refdata_owner: a policy of the parent (row-level security), or, while the
+    look-up is planned, a CHECK constraint of an inheritance child or the
+    predicate of a partial index, which the planner evaluates. So the row
+    trigger checks the session on every call, not only when it wrote: that
+    code may not leave the caller (a superuser) a changed search_path or a
+    cursor WITH HOLD either, and the insert fails."""
     db.execute("CREATE TABLE parent (k text PRIMARY KEY, name text); CREATE TABLE fact (k text, name text)")
     assert cli("--config", str(write_config(OWNER_CONFIG.replace("MODE", "row"))), "apply").returncode == 0
     db.execute("INSERT INTO parent VALUES ('OLD1', 'there')")
@@ -645,6 +648,7 @@ def test_code_a_look_up_alone_runs_as_the_owner_role_leaves_nothing_either(db, c
     attacker = role("planter", ["ALTER TABLE parent OWNER TO {role}", "GRANT CREATE ON SCHEMA public TO {role}"])
     name = attacker.info.user
     request.addfinalizer(lambda: db.execute("CLOSE ALL; DROP TABLE IF EXISTS att.child; DROP POLICY IF EXISTS seen ON parent; "
+                                            "DROP INDEX IF EXISTS folded; "
                                             "ALTER TABLE parent OWNER TO CURRENT_USER"))
     db.execute(f'CREATE SCHEMA att AUTHORIZATION "{name}"')
     plant = {"session search_path": "SET search_path = att, public, pg_catalog",
@@ -663,8 +667,11 @@ def test_code_a_look_up_alone_runs_as_the_owner_role_leaves_nothing_either(db, c
     if route == "policy":
         attacker.execute("CREATE POLICY seen ON parent USING (att.plant()); "
                          "ALTER TABLE parent ENABLE ROW LEVEL SECURITY")
-    else:
+    elif route == "inheritance child":
         attacker.execute("CREATE TABLE att.child (CHECK (att.folded())) INHERITS (parent)")
+    else:
+        attacker.execute("CREATE INDEX folded ON parent (k) WHERE att.folded()")
+        attacker.execute("RESET search_path")
 
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="changed the session"):
         db.execute("INSERT INTO public.fact VALUES ('OLD1', 'y')")
