@@ -72,7 +72,8 @@ def plan(conn: psycopg.Connection, config: Config, source: str, scratch_dsn: str
             pin_search_path(conn)
             conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
             statements, report = prepared or checked(conn, config, source, sync, owner)
-            return make_plan(conn, statements, configured_tables(config), scratch_dsn, lock_timeout), report
+            return make_plan(conn, statements, configured_tables(config, sync[1] if sync else None), scratch_dsn,
+                             lock_timeout), report
     except psycopg.errors.LockNotAvailable as e:
         message = (e.diag.message_primary or str(e)).strip()
         raise RefdataError(f"plan: {message}: a table refdata reads was locked for longer than {lock_timeout} "
@@ -171,7 +172,7 @@ def apply(conn: psycopg.Connection, config: Config, source: str, scratch_dsn: st
     for attempt in range(3):
         the_plan, report = plan(conn, config, source, scratch_dsn, lock_timeout, prepared, sync, owner)
         try:
-            outcome = run(conn, the_plan, configured_tables(config), allow_drop)
+            outcome = run(conn, the_plan, configured_tables(config, sync[1] if sync else None), allow_drop)
         except StalePlan:
             if attempt == 2:
                 raise

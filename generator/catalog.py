@@ -411,10 +411,14 @@ def _depends(order: list[ForeignKey], fk: ForeignKey, other: str) -> bool:
     return False
 
 
-def configured_tables(config: Config) -> list[tuple[str, str]]:
-    """The config's fact and reference tables, (schema, table)."""
+def configured_tables(config: Config, sync: SyncConfig | None = None) -> list[tuple[str, str]]:
+    """The tables refdata manages, (schema, table): the config's fact and
+    reference tables and the sync config's targets. Plans compare these, apply
+    and apply --sql fingerprint them: a table left out here (a sync target no
+    foreign key names) would never get the tracking columns a later apply adds."""
     return sorted({(d.fact_schema, d.fact_table_for(name)) for name, d in config.domains.items()}
-                  | {(fk.target_schema, fk.target_table) for d in config.domains.values() for fk in d.foreign_keys})
+                  | {(fk.target_schema, fk.target_table) for d in config.domains.values() for fk in d.foreign_keys}
+                  | {(t.target_schema, t.target_table) for t in (sync.tables if sync else [])})
 
 
 def table_params(tables) -> dict:

@@ -286,16 +286,16 @@ def cmd_apply(args) -> int:
     _orders(path, config)
     owner = owner_role(args.owner)
     dsn = resolve_dsn(args.db)
+    sync = _sync_config(args, path)
     with connect(dsn, autocommit=True) as conn:
         if args.sql:
             try:
                 text = Path(args.sql).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as e:
                 raise InputError(f"{args.sql}: cannot read the plan: {e}") from None
-            outcome = run(conn, read_plan(text, args.sql), configured_tables(config), args.allow_drop,
-                          args.lock_timeout)
+            outcome = run(conn, read_plan(text, args.sql), configured_tables(config, sync[1] if sync else None),
+                          args.allow_drop, args.lock_timeout)
         else:
-            sync = _sync_config(args, path)
             outcome = apply(conn, config, str(path), args.scratch_db, args.lock_timeout or "5s", args.allow_drop,
                             sync=(str(sync[0]), sync[1]) if sync else None, owner=owner)
     for w in config.warnings + (outcome.report.warnings if outcome.report else []) + outcome.warnings:

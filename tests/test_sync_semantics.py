@@ -283,6 +283,50 @@ def test_apply_again_keeps_the_fdw_sync_working(source_type, sample_db, cli, wri
     assert "年金计划: inserted 1, updated 0" in result.stdout
 
 
+def codes_table(data) -> str:
+    return ("  - name: codes\n    target_table: codes\n    target_schema: lookup\n"
+            f"    source_type: config_file\n    source_config: {{file_path: \"{data}\"}}\n"
+            "    primary_key: code\n")
+
+
+@pytest.mark.parametrize("route", ["apply", "plan_file"])
+def test_a_sync_target_no_foreign_key_names_added_to_an_applied_database_gets_its_tracking_columns(
+        route, sample_db, cli, write_config, tmp_path):
+    """lookup.codes (in a schema nothing else of refdata's uses) is the target
+    of no foreign key: only the sync config makes it refdata's. Added after a
+    first apply, the next apply (or the plan it reviews) still compares it,
+    adds its tracking columns and the owner's rights on it, and the sync runs."""
+    sample_db.execute("CREATE SCHEMA lookup; CREATE TABLE lookup.codes (code text PRIMARY KEY, name text)")
+    config = project_config(write_config)
+    assert cli("--config", str(config), "apply").returncode == 0
+    data = write_config("code,name\nC1,甲\nC2,乙\n", "codes.csv")
+    sync_config(write_config, codes_table(data))
+    if route == "apply":
+        applied = cli("--config", str(config), "apply")
+    else:
+        planned = cli("--config", str(config), "plan")
+        assert planned.returncode == 3, planned.stderr
+        assert '"_source"' in planned.stdout and "codes" in planned.stdout
+        (tmp_path / "plan.sql").write_text(planned.stdout, encoding="utf-8")
+        applied = cli("--config", str(config), "apply", "--sql", str(tmp_path / "plan.sql"))
+    assert applied.returncode == 0, applied.stderr
+    assert "tracking columns: 1 created" in applied.stdout, applied.stdout
+    assert sample_db.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'lookup.codes'::regclass "
+                             "AND attname IN ('_source', '_needs_review', '_derived_from_domain', '_derived_at') "
+                             "AND NOT attisdropped").fetchone() == (4,)
+    result = cli("--config", str(config), "sync")
+    assert result.returncode == 0, result.stderr
+    assert "codes: inserted 2" in result.stdout
+    again = cli("--config", str(config), "apply")
+    assert again.returncode == 0 and "unchanged:" in again.stdout, again.stdout + again.stderr
+    # what refdata added to the table goes with the rest of it
+    removed = cli("--config", str(config), "uninstall", "--drop-tracking-columns")
+    assert removed.returncode == 0, removed.stderr
+    assert "dropped the tracking columns of lookup.codes: 0 auto-derived row(s)" in removed.stdout
+    assert sample_db.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'lookup.codes'::regclass "
+                             "AND attname LIKE '\\_%' AND NOT attisdropped").fetchone() == (0,)
+
+
 def closed_port() -> int:
     """A local TCP port nothing listens on: the source is down."""
     with socket.socket() as s:

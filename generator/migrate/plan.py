@@ -93,22 +93,26 @@ def make_plan(conn: psycopg.Connection, statements: list[Statement], configured:
         steps += _data_steps(conn, scratch, statements)
     steps += _fdw_steps(conn, statements)
     steps += _guard_steps(conn, statements)
-    steps += _rights_steps(conn, statements)
+    steps += _rights_steps(conn, statements, steps)
     plan = Plan(steps, print_, lock_timeout)
     plan.destructive = destructive_steps(conn, steps)
     return plan
 
 
-def _rights_steps(live: psycopg.Connection, statements: list[Statement]) -> list[Statement]:
+def _rights_steps(live: psycopg.Connection, statements: list[Statement], planned: list[Statement]) -> list[Statement]:
     """The owner role's rights (render's kind "rights"): grants on the
     configured tables outside refdata's schemas, column grants, and the write
     rights on refdata's logs it takes back, none of which the comparisons
     above see. The statement runs on the live database in a savepoint that is
     rolled back: when it would change a privilege or owner (or cannot run
-    before this plan's other steps), it is a step, the last one."""
+    before this plan's other steps), it is a step, the last one. The grants
+    on synced tables follow the rows of refdata.sync_table: when the plan
+    writes those, the live database cannot tell yet, and the rights are a step."""
     rights = [s for s in statements if s.kind == "rights"]
     if not rights:
         return []
+    if any(s.kind == "params" and s.name.split(".")[:2] == ["refdata", "sync_table"] for s in planned):
+        return rights
     before = live.execute(query("privileges")).fetchall()
     try:
         with live.transaction():
