@@ -370,3 +370,94 @@ def test_apply_with_the_source_down_succeeds_and_its_sync_fails_degraded(source_
     insert_fact(sample_db, plan="P77777")  # the triggers do not need the source
     assert sample_db.execute(f'SELECT "_source" FROM {PLAN} WHERE "年金计划号" = %s', ["P77777"]).fetchone() == \
         ("auto_derived",)
+
+
+COPY_TABLE = 'mapping."plan_copy"'
+
+
+def emptied(sample_db, via: str, schema: str, **kw) -> str:
+    """The plan table emptied (with the facts naming it) for a first sync:
+    the source goes straight in."""
+    sample_db.execute(f"TRUNCATE {PLAN} CASCADE")
+    return plan_table("LEG", via, "legacy_mysql", schema=schema, **kw)
+
+
+@pytest.mark.parametrize("via", ["fdw", "client"])
+@pytest.mark.parametrize("mode,incremental,filled", [("upsert", False, False), ("delete_insert", False, False),
+                                                     ("upsert", True, False), ("delete_insert", False, True)],
+                         ids=["upsert", "delete_insert", "incremental", "not_empty"])
+def test_a_first_sync_into_an_empty_table_inserts_every_row_as_authoritative(via, mode, incremental, filled,
+                                                                            sample_db, cli, write_config,
+                                                                            legacy_mysql):
+    """Into an empty table the source goes straight in, counted, audited as
+    the sync's, the watermark moved; a table holding only keys the source
+    lacks is no empty table (delete_insert deletes them)."""
+    config = project_config(write_config)
+    sync_config(write_config, emptied(sample_db, via, legacy_mysql.name, mode=mode, incremental=incremental))
+    env = legacy_mysql.env("LEG")
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    if filled:
+        sample_db.execute(f"""INSERT INTO {PLAN} ("年金计划号", "计划全称", "计划状态") VALUES ('P60001', '旧', '正常')""")
+    legacy_mysql.rows([("P70001", "甲", "正常"), ("P70002", "乙", "正常"), ("P70003", "丙", "正常")])
+    result = cli("--config", str(config), "sync", env=env)
+    assert result.returncode == 0, result.stderr
+    deleted = 1 if filled else 0
+    assert f"年金计划: inserted 3, updated 0, promoted 0, unchanged 0, deleted {deleted}, kept 0" in result.stdout
+    assert sample_db.execute(f'SELECT "年金计划号", "计划全称", "_source", "_needs_review" FROM {PLAN} '
+                             'ORDER BY 1').fetchall() == [("P70001", "甲", "authoritative", False),
+                                                          ("P70002", "乙", "authoritative", False),
+                                                          ("P70003", "丙", "authoritative", False)]
+    run = runs(sample_db, "年金计划")[-1]
+    assert (run["status"], run["inserted"], run["updated"], run["unchanged"]) == ("succeeded", 3, 0, 0)
+    assert sample_db.execute("SELECT action, count(*) FROM refdata.audit_log WHERE operation = 'INSERT' AND "
+                             f"table_name = '{PLAN}'::regclass AND action = 'sync' GROUP BY 1").fetchall() == [("sync", 3)]
+    watermark = sample_db.execute("SELECT count(*) FROM refdata.sync_watermark WHERE table_name = '年金计划'")
+    assert watermark.fetchone() == ((1,) if incremental else (0,))
+    again = cli("--config", str(config), "sync", env=env)
+    assert "年金计划: inserted 0, updated 0, promoted 0, unchanged 3" in again.stdout, again.stderr
+
+
+@pytest.mark.parametrize("via", ["fdw", "client"])
+@pytest.mark.parametrize("rows,message", [
+    ([("P70001", "甲", "正常"), ("P70002", "丙", "正常"), ("P70001", "乙", "正常")],
+     "table 年金计划: key 年金计划号=P70001: column 年金计划号: the key occurs 2 times in the source"),
+    ([("P70001", "甲", "正常"), (None, "乙", "正常")],
+     "table 年金计划: key 年金计划号=NULL: column 年金计划号: the key is NULL in the source"),
+    ([("P70001", "甲", "正常"), ("P70002", None, "正常")],
+     "table 年金计划: key 年金计划号=P70002: column 计划全称: NULL in the source, but the column is NOT NULL "
+     "in mapping.\"年金计划\""),
+    ([("P70001", "甲", "正常"), ("P70002", "乙", "太长的状态值超过八个字符了")],
+     "table 年金计划: key 年金计划号=P70002: column 计划状态: value too long for type character varying(8)"),
+])
+def test_a_first_sync_of_bad_rows_into_an_empty_table_fails_naming_key_and_column(via, rows, message, sample_db, cli,
+                                                                                  write_config, legacy_mysql):
+    config = project_config(write_config)
+    sync_config(write_config, emptied(sample_db, via, legacy_mysql.name))
+    env = legacy_mysql.env("LEG")
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    legacy_mysql.rows(rows)
+    result = cli("--config", str(config), "sync", env=env)
+    assert result.returncode == 1
+    assert f"年金计划: failed: {message}" in result.stderr, result.stderr
+    assert sample_db.execute(f"SELECT count(*) FROM {PLAN}").fetchone() == (0,)
+    assert runs(sample_db, "年金计划")[-1]["error"] == message
+    assert sample_db.execute("SELECT count(*) FROM refdata.audit_batch").fetchone() == (0,)
+
+
+def test_a_null_key_into_an_empty_table_whose_key_allows_null_fails_naming_it(sample_db, cli, write_config,
+                                                                              legacy_mysql):
+    """A key kept unique by a constraint that lets NULL in: the target would
+    take the NULL key, so the source is checked first."""
+    sample_db.execute(f'CREATE TABLE {COPY_TABLE} ("年金计划号" varchar(32) UNIQUE, "计划全称" text, '
+                      '"计划状态" varchar(8))')
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", "fdw", "legacy_mysql", schema=legacy_mysql.name).replace(
+        "name: 年金计划\n    target_table: 年金计划", "name: plan_copy\n    target_table: plan_copy"))
+    env = legacy_mysql.env("LEG")
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    legacy_mysql.rows([("P70001", "甲", "正常"), (None, "乙", "正常")])
+    result = cli("--config", str(config), "sync", env=env)
+    assert result.returncode == 1
+    assert ("plan_copy: failed: table plan_copy: key 年金计划号=NULL: column 年金计划号: the key is NULL in the source"
+            in result.stderr), result.stderr
+    assert sample_db.execute(f"SELECT count(*) FROM {COPY_TABLE}").fetchone() == (0,)

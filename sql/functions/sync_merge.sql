@@ -41,7 +41,9 @@ DECLARE
     to_promote bigint;
     to_update bigint;
     dupcheck text;
+    key_index boolean;
     keyed boolean;
+    empty boolean;
 BEGIN
     SELECT * INTO p FROM refdata.sync_table AS s WHERE s.name = p_name;
     IF NOT FOUND THEN
@@ -129,8 +131,46 @@ BEGIN
       FROM generate_series(1, array_length(pairs, 1), 2) AS i
      WHERE pairs[i + 1] = ANY (p.keys);
 
+    -- An index of the target's, checked at once, that keeps the keys unique.
+    key_index := EXISTS (
+        SELECT FROM pg_index AS i
+         WHERE i.indrelid = target::regclass AND i.indisunique AND i.indimmediate AND i.indisvalid
+           AND i.indpred IS NULL AND i.indexprs IS NULL
+           AND ARRAY(SELECT a.attname::text FROM unnest(i.indkey) AS u(attnum)
+                       JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = u.attnum ORDER BY 1)
+               = ARRAY(SELECT x FROM unnest(p.keys) AS x ORDER BY 1));
+
     -- Writers of the target (the backfill triggers too) wait; readers do not.
     EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', target);
+
+    -- Into an empty table (a first sync) the source goes straight in, with
+    -- no temporary copy: nothing is there to match, promote, update or
+    -- delete, and the target itself refuses what the checks below name (its
+    -- key index a duplicate key, NOT NULL a NULL key or value, a column's
+    -- type a value that does not fit). On such a refusal nothing of this
+    -- insert stays and the source is read again the way below, which names
+    -- key and column. Not for an incremental table, whose watermark is the
+    -- newest change time read.
+    IF p.updated_column IS NULL AND key_index AND NOT EXISTS (
+           SELECT FROM pg_attribute AS a
+            WHERE a.attrelid = target::regclass AND a.attname = ANY (p.keys) AND NOT a.attnotnull) THEN
+        EXECUTE format('SELECT NOT EXISTS (SELECT FROM %s)', target) INTO empty;
+        IF empty THEN
+            BEGIN
+                PERFORM set_config('refdata.audit_action', 'sync', true), set_config('refdata.audit_domain', '', true);
+                EXECUTE format('INSERT INTO %s AS t (%s, "_source", "_needs_review") '
+                               'SELECT %s, ''authoritative'', false FROM %s AS s',
+                               target, tcols, scols, source);
+                GET DIAGNOSTICS inserted = ROW_COUNT;
+                PERFORM set_config('refdata.audit_action', '', true);
+                updated := 0; promoted := 0; unchanged := 0; deleted := 0; kept := 0;
+                {{ session_kept() | indent(16) }}
+                RETURN;
+            EXCEPTION WHEN data_exception OR not_null_violation OR unique_violation THEN
+                NULL;  -- named below
+            END;
+        END IF;
+    END IF;
 
     DROP TABLE IF EXISTS pg_temp._rd_sync_new;
     EXECUTE format('CREATE TEMP TABLE _rd_sync_new ON COMMIT DROP AS SELECT %s, NULL::timestamptz AS "_rd_updated_at", '
@@ -193,13 +233,7 @@ BEGIN
     -- the first duplicate, and only then is the source grouped to name it.
     dupcheck := format('SELECT %s, count(*) FROM pg_temp._rd_sync_new AS n GROUP BY %s HAVING count(*) > 1 LIMIT 1',
                        keylabel_n, (SELECT string_agg(format('n.%I', k2), ', ') FROM unnest(p.keys) AS k2));
-    keyed := matched = 0 AND EXISTS (
-        SELECT FROM pg_index AS i
-         WHERE i.indrelid = target::regclass AND i.indisunique AND i.indimmediate AND i.indisvalid
-           AND i.indpred IS NULL AND i.indexprs IS NULL
-           AND ARRAY(SELECT a.attname::text FROM unnest(i.indkey) AS u(attnum)
-                       JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = u.attnum ORDER BY 1)
-               = ARRAY(SELECT x FROM unnest(p.keys) AS x ORDER BY 1));
+    keyed := matched = 0 AND key_index;
     IF NOT keyed THEN
         EXECUTE dupcheck INTO label, n;
         IF label IS NOT NULL THEN
