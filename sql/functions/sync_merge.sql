@@ -42,6 +42,7 @@ DECLARE
     to_update bigint;
     dupcheck text;
     key_index boolean;
+    nulls boolean;
     keyed boolean;
     empty boolean;
 BEGIN
@@ -198,21 +199,33 @@ BEGIN
         RAISE;
     END;
 
-    FOREACH k IN ARRAY p.keys LOOP
-        EXECUTE format('SELECT %s FROM pg_temp._rd_sync_new AS n WHERE n.%I IS NULL LIMIT 1', keylabel_n, k) INTO label;
-        IF label IS NOT NULL THEN
-            RAISE EXCEPTION 'key %: column %: the key is NULL in the source', label, k USING ERRCODE = 'not_null_violation';
-        END IF;
-    END LOOP;
-    FOR c IN SELECT a.attname FROM pg_attribute AS a
-             WHERE a.attrelid = target::regclass AND a.attnotnull AND a.attname = ANY (vals) LOOP
-        EXECUTE format('SELECT %s FROM pg_temp._rd_sync_new AS n WHERE n.%I IS NULL LIMIT 1', keylabel_n, c.attname) INTO label;
-        IF label IS NOT NULL THEN
-            RAISE EXCEPTION 'key %: column %: NULL in the source, but the column is NOT NULL in %', label, c.attname, target
-                USING ERRCODE = 'not_null_violation';
-        END IF;
-    END LOOP;
-    ANALYZE pg_temp._rd_sync_new;
+    -- NULL keys and NULLs in NOT NULL columns: one pass says whether there
+    -- are any; only then is each column looked at, to name key and column.
+    EXECUTE format('SELECT EXISTS (SELECT FROM pg_temp._rd_sync_new AS n WHERE %s)',
+                   (SELECT string_agg(format('n.%I IS NULL', x), ' OR ')
+                      FROM (SELECT unnest(p.keys)
+                            UNION ALL
+                            SELECT a.attname::text FROM pg_attribute AS a
+                             WHERE a.attrelid = target::regclass AND a.attnotnull AND a.attname = ANY (vals)) AS u(x)))
+      INTO nulls;
+    IF nulls THEN
+        FOREACH k IN ARRAY p.keys LOOP
+            EXECUTE format('SELECT %s FROM pg_temp._rd_sync_new AS n WHERE n.%I IS NULL LIMIT 1', keylabel_n, k) INTO label;
+            IF label IS NOT NULL THEN
+                RAISE EXCEPTION 'key %: column %: the key is NULL in the source', label, k USING ERRCODE = 'not_null_violation';
+            END IF;
+        END LOOP;
+        FOR c IN SELECT a.attname FROM pg_attribute AS a
+                 WHERE a.attrelid = target::regclass AND a.attnotnull AND a.attname = ANY (vals) LOOP
+            EXECUTE format('SELECT %s FROM pg_temp._rd_sync_new AS n WHERE n.%I IS NULL LIMIT 1', keylabel_n, c.attname) INTO label;
+            IF label IS NOT NULL THEN
+                RAISE EXCEPTION 'key %: column %: NULL in the source, but the column is NOT NULL in %', label, c.attname, target
+                    USING ERRCODE = 'not_null_violation';
+            END IF;
+        END LOOP;
+    END IF;
+    -- The plans below estimate from the key columns alone (joins, grouping).
+    EXECUTE format('ANALYZE pg_temp._rd_sync_new (%s)', (SELECT string_agg(format('%I', k2), ', ') FROM unnest(p.keys) AS k2));
     sets := (SELECT string_agg(format('%I = n.%I', v, v), ', ') FROM unnest(vals) AS v);
     changed := coalesce((SELECT format('ROW(%s) IS DISTINCT FROM ROW(%s)',
                                        string_agg(format('t.%I', v), ', '), string_agg(format('n.%I', v), ', '))
