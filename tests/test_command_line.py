@@ -185,15 +185,19 @@ def test_readme_dashboard_query_with_psql(cli, sample_db, dsn):
 FACT_INDEXES = "SELECT count(*) FROM pg_catalog.pg_index WHERE indrelid = 'business.规模明细'::regclass"
 
 
+def run_bench(home: Path, *args: str) -> subprocess.CompletedProcess:
+    """bin/bench at a tiny size on the embedded cluster under `home`, without the CLI's environment."""
+    env = {k: v for k, v in os.environ.items() if k not in CLI_ENV}
+    env["REFDATA_HOME"] = str(home)
+    return subprocess.run([str(ROOT / "bin" / "bench"), "--rows", "300", "--repeat", "1", "--single", "10", *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+
+
 def test_bench_at_a_tiny_size(home, sample_db):
     """bin/bench end to end on its own embedded cluster (its database is cluster-wide)."""
     own = sample_db.execute(FACT_INDEXES).fetchone()[0]  # the sample schema's own indexes
-    env = {k: v for k, v in os.environ.items() if k not in CLI_ENV}
-    env["REFDATA_HOME"] = str(home)
     figures = home / "bench.json"
-    proc = subprocess.run([str(ROOT / "bin" / "bench"), "--rows", "300", "--repeat", "1", "--single", "10",
-                           "--memory-rows", "2000", "--json", str(figures)],
-                          capture_output=True, text=True, env=env, cwd=ROOT)
+    proc = run_bench(home, "--memory-rows", "2000", "--json", str(figures))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert out.startswith("refdata bench: 300 fact rows")
@@ -220,12 +224,8 @@ def test_bench_without_the_fact_key_indexes(home, sample_db):
     """--no-fact-key-indexes: every variant runs on the fact table as the user built it
     (the sample schema's own indexes only), and the figures say so."""
     own = sample_db.execute(FACT_INDEXES).fetchone()[0]
-    env = {k: v for k, v in os.environ.items() if k not in CLI_ENV}
-    env["REFDATA_HOME"] = str(home)
     figures = home / "bench.json"
-    proc = subprocess.run([str(ROOT / "bin" / "bench"), "--rows", "300", "--repeat", "1", "--single", "10",
-                           "--skip-memory", "--no-fact-key-indexes", "--json", str(figures)],
-                          capture_output=True, text=True, env=env, cwd=ROOT)
+    proc = run_bench(home, "--skip-memory", "--no-fact-key-indexes", "--json", str(figures))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(rf"^fact table indexes: sample {own}, hard \d+; refdata's index per FK "
                      r"\(observability.index_fact_keys\): off", proc.stdout, re.M), proc.stdout[:2000]

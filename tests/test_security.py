@@ -444,6 +444,22 @@ def test_render_grants_prints_a_role_model_that_works(sample_db, dsn, cli, role,
 
 
 
+def plant_operators(conn, planter: str, pairs: list[tuple[str, str]], ops: tuple[str, ...]) -> None:
+    """In schema planted, as `conn`'s role: operators `ops` for each (left, right)
+    type pair whose function tries to make `planter` superuser, then answers as
+    text comparison would."""
+    for left, right in pairs:
+        name = f"promote_{left}"
+        conn.execute(f"""
+            CREATE FUNCTION planted.{name}(a {left}, b {right}) RETURNS boolean LANGUAGE plpgsql AS $$
+            BEGIN
+                BEGIN EXECUTE 'ALTER ROLE {planter} SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
+                RETURN a::text < b::text;
+            END $$""")
+        for op in ops:
+            conn.execute(f"CREATE OPERATOR planted.{op} (LEFTARG = {left}, RIGHTARG = {right}, FUNCTION = planted.{name})")
+
+
 def test_operators_planted_on_the_appliers_search_path_never_run(db, dsn, cli, write_config, role):
     """Someone who can create objects in a schema on the applier's search_path
     plants `<` and `=` operators that make their caller superuser. apply and
@@ -455,16 +471,7 @@ def test_operators_planted_on_the_appliers_search_path_never_run(db, dsn, cli, w
     db.execute(f"CREATE SCHEMA planted AUTHORIZATION {planter}")
     db.execute(sql.SQL("ALTER DATABASE {} SET search_path = planted, pg_catalog, public").format(
         sql.Identifier(db.info.dbname)))
-    for left, right in [("bigint", "integer"), ("text", "text")]:
-        name = f"promote_{left}"
-        conn.execute(f"""
-            CREATE FUNCTION planted.{name}(a {left}, b {right}) RETURNS boolean LANGUAGE plpgsql AS $$
-            BEGIN
-                BEGIN EXECUTE 'ALTER ROLE {planter} SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
-                RETURN a::text < b::text;
-            END $$""")
-        for op in ("<", "="):
-            conn.execute(f"CREATE OPERATOR planted.{op} (LEFTARG = {left}, RIGHTARG = {right}, FUNCTION = planted.{name})")
+    plant_operators(conn, planter, [("bigint", "integer"), ("text", "text")], ("<", "="))
     path = write_config(OWNER_CONFIG.replace("MODE", "row"))
     assert cli("--config", str(path), "validate").returncode == 0
     assert not is_superuser(db, planter)
@@ -869,17 +876,8 @@ def test_operators_planted_in_the_scratch_database_never_run(db, dsn, cli, write
             s.execute(sql.SQL("ALTER DATABASE {} SET search_path = planted, pg_catalog, public").format(
                 sql.Identifier(scratch)))
         with psycopg.connect(psycopg.conninfo.make_conninfo(scratch_dsn, user=planter), autocommit=True) as p:
-            for left, right in [("bigint", "integer"), ("text", "text"), ("oid", "oid"), ("name", "name")]:
-                name = f"promote_{left}"
-                p.execute(f"""
-                    CREATE FUNCTION planted.{name}(a {left}, b {right}) RETURNS boolean LANGUAGE plpgsql AS $$
-                    BEGIN
-                        BEGIN EXECUTE 'ALTER ROLE {planter} SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
-                        RETURN a::text < b::text;
-                    END $$""")
-                for op in ("<", "=", "<>"):
-                    p.execute(f"CREATE OPERATOR planted.{op} (LEFTARG = {left}, RIGHTARG = {right}, "
-                              f"FUNCTION = planted.{name})")
+            plant_operators(p, planter, [("bigint", "integer"), ("text", "text"), ("oid", "oid"), ("name", "name")],
+                            ("<", "=", "<>"))
         changed = write_config(OWNER_CONFIG.replace("MODE", "statement"), name="statement.yml")
         planned = cli("--config", str(changed), "plan", "--scratch-db", scratch_dsn)
         assert planned.returncode == 3, planned.stderr
