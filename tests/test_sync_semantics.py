@@ -295,7 +295,8 @@ def test_a_sync_target_no_foreign_key_names_added_to_an_applied_database_gets_it
     """lookup.codes (in a schema nothing else of refdata's uses) is the target
     of no foreign key: only the sync config makes it refdata's. Added after a
     first apply, the next apply (or the plan it reviews) still compares it,
-    adds its tracking columns and the owner's rights on it, and the sync runs."""
+    adds its tracking columns, its audit triggers and the owner's rights on
+    it, and the sync runs."""
     sample_db.execute("CREATE SCHEMA lookup; CREATE TABLE lookup.codes (code text PRIMARY KEY, name text)")
     config = project_config(write_config)
     assert cli("--config", str(config), "apply").returncode == 0
@@ -317,6 +318,11 @@ def test_a_sync_target_no_foreign_key_names_added_to_an_applied_database_gets_it
     result = cli("--config", str(config), "sync")
     assert result.returncode == 0, result.stderr
     assert "codes: inserted 2" in result.stdout
+    sample_db.execute("UPDATE lookup.codes SET name = '丙' WHERE code = 'C2'")
+    assert sample_db.execute(  # its changes are audited like an FK target's
+        "SELECT operation, action, key FROM refdata.audit_log WHERE table_name = 'lookup.codes'::regclass "
+        "ORDER BY id, key->>'code'").fetchall() == [
+            ("INSERT", "sync", {"code": "C1"}), ("INSERT", "sync", {"code": "C2"}), ("UPDATE", None, {"code": "C2"})]
     again = cli("--config", str(config), "apply")
     assert again.returncode == 0 and "unchanged:" in again.stdout, again.stdout + again.stderr
     # what refdata added to the table goes with the rest of it

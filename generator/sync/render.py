@@ -100,6 +100,10 @@ def statements(sync: SyncConfig, config: Config | None, env=None,
                 index_name=object_name(t.target_table, "needs_review"),
                 index_literal=literal(qualified(t.target_schema, object_name(t.target_table, "needs_review"))),
             )))
+            # A table only the sync config names is still reference data:
+            # its changes go to the audit log like an FK target's.
+            out.append(Statement("trigger", f"{t.target_schema}.{t.target_table}.refdata_audit", sql_file(
+                "triggers/audit.sql.j2", table=target, keys=list(t.keys))))
         s = t.source
         via = t.effective_via
         conn = None
