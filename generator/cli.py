@@ -315,7 +315,8 @@ def cmd_uninstall(args) -> int:
     path, config = _config(args)
     dsn = resolve_dsn(args.db)
     with connect(dsn, autocommit=True) as conn:
-        lines = uninstall(conn, config, args.domains, args.drop_tracking_columns)
+        sync = _sync_config(args, path)
+        lines = uninstall(conn, config, args.domains, args.drop_tracking_columns, sync[1] if sync else None)
     if not args.domains:
         lines += remove_schedule(dsn)
     for line in lines:

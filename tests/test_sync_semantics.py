@@ -76,6 +76,24 @@ def test_delete_insert_keeps_rows_facts_reference(declared_fk, sample_db, cli, w
     assert lines["PL999"][1] == "auto_derived"  # kept as it was
 
 
+def test_uninstalling_a_domain_with_its_tracking_columns_spares_a_table_the_sync_writes(sample_db, cli, write_config):
+    """产品线 is a target of the domain and of the sync, whose merge writes
+    its tracking columns: `uninstall DOMAIN --drop-tracking-columns` leaves it
+    out. (It then refuses on the next table, which the quality views over
+    every configured reference table still read: nothing is removed.)"""
+    config = project_config(write_config)
+    data = write_config(PRODUCT_LINES_YAML, "product_lines.yml")
+    sync_config(write_config, product_line_table(data, mode="upsert"))
+    assert cli("--config", str(config), "apply").returncode == 0
+    refused = cli("--config", str(config), "uninstall", "annuity_performance", "--drop-tracking-columns")
+    assert refused.returncode == 1
+    assert "cannot drop the tracking columns of mapping." in refused.stderr, refused.stderr
+    assert "产品线" not in refused.stderr
+    result = cli("--config", str(config), "sync")
+    assert result.returncode == 0, result.stderr
+    assert product_lines(sample_db)["PL301"] == ("养老金产品", "authoritative")
+
+
 def test_csv_config_file(sample_db, cli, write_config):
     config = project_config(write_config)
     data = write_config("产品线代码,产品线,业务大类\nPL201,企业年金受托,企业年金\nPL501,新产品线,养老保障\n", "lines.csv")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from ..config import Config
+from ..config import Config, SyncConfig
 from ..db import connect
 from ..errors import InputError, RefdataError
 from ..names import ident, object_name, qualified
@@ -22,7 +22,10 @@ APPLY_LOCK_KEY = 0x72656664  # the same key apply takes: never both at once
 TRACKING = ("_source", "_needs_review", "_derived_from_domain", "_derived_at")
 
 
-def uninstall(conn: psycopg.Connection, config: Config, domains: list[str], drop_tracking: bool) -> list[str]:
+def uninstall(conn: psycopg.Connection, config: Config, domains: list[str], drop_tracking: bool,
+              sync: SyncConfig | None = None) -> list[str]:
+    """`sync`: the reference sync config, whose targets keep their tracking
+    columns while only some domains go (its merge writes them)."""
     lines: list[str] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [APPLY_LOCK_KEY])
@@ -31,6 +34,7 @@ def uninstall(conn: psycopg.Connection, config: Config, domains: list[str], drop
                 lines += _remove_domain(conn, d)
             others = {(fk.target_schema, fk.target_table) for name, dom in config.domains.items()
                       if name not in domains for fk in dom.foreign_keys}
+            others |= {(t.target_schema, t.target_table) for t in (sync.tables if sync else [])}
             tables = sorted({(fk.target_schema, fk.target_table) for name in domains if name in config.domains
                              for fk in config.domains[name].foreign_keys} - others)
         else:
