@@ -66,7 +66,9 @@ BEGIN
              ELSE format(_rd_chunks, '_rd_new', CASE WHEN TG_OP = 'UPDATE' THEN ' ORDER BY s.n' ELSE '' END) END)
       USING current_setting('application_name'), TG_RELID::regclass, TG_OP, _rd_action, _rd_domain,
             TG_ARGV[1:TG_NARGS - 1], _rd_columns, _rd_types, _rd_detail;
-    IF TG_OP = 'INSERT' THEN
+    -- A sync (only refdata's owner can say it is one) inserts authoritative
+    -- rows only: nothing to announce, no scan of its millions of rows.
+    IF TG_OP = 'INSERT' AND _rd_action IS DISTINCT FROM 'sync' THEN
         EXECUTE format($q$
             SELECT count(pg_notify('refdata_auto_derived', jsonb_build_object('table', $1::text, 'key', %s, 'domain', r."_derived_from_domain")::text))
             FROM "_rd_new" AS r WHERE r."_source" = 'auto_derived'$q$,
