@@ -215,6 +215,10 @@ def test_bench_at_a_tiny_size(home, sample_db):
     assert {t["figure"] for t in data["targets"]} >= {"refdata load / baseline", "refdata load / client-side design",
                                                        "hard: row / baseline", "single-row latency, row trigger / none"}
     assert data["sample"]["variants"]["baseline"]["vs_baseline"] == 1.0
+    # single-row latencies: the row trigger's passes and the one without it took turns on the same rows
+    latency = data["single_row_latency_ms"]
+    assert set(latency["median"]) == set(latency["mean"]) == {"none", "row", "row_present", "statement"}
+    assert all(ms > 0 for by_kind in latency.values() for ms in by_kind.values())
     # by default the bench measures what apply leaves: an index per FK on the fact table
     assert data["fact_key_indexes"] is True and data["fact_table_indexes"]["sample"] > own
     assert re.search(r"^fact table indexes: .*\(observability.index_fact_keys\): on$", out, re.M)
