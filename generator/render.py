@@ -407,6 +407,10 @@ def generated_names(domain: str, d: Domain) -> list[tuple[str, str]]:
         out += [("insert trigger", f"{ident(object_name(domain, 'backfill_insert'))} ON {fact}"),
                 ("update trigger", f"{ident(object_name(domain, 'backfill_update'))} ON {fact}"),
                 ("their function", refdata_name(domain, "backfill_set"))]
+    out += [("direct load function", refdata_name(domain, "load_ready")),
+            ("direct load trigger", f"{ident(object_name(domain, 'load_begin'))} ON {fact}"),
+            ("direct load verify trigger", f"{ident(object_name(domain, 'load_verify'))} ON {fact}"),
+            ("its function", refdata_name(domain, "load_verify"))]
     out.append(("run-time values", f"refdata.domain_param WHERE domain = {literal(domain)}"))
     parents: set[str] = set()
     for fk in processing_order(domain, d):
@@ -582,6 +586,10 @@ def domain_statements(name: str, d: Domain, fks: list[FkView]) -> list[Statement
         return Statement("function", f"refdata.{object_name(name, what)}", sql)
 
     params = {"domain": name, "verify": d.verify, "fk": {v.name: v.params() for v in fks}}
+    # refdata's triggers on the fact table, which a set-based load may run under replica
+    own_functions = [literal(f"{refdata_name(name, w)}()")
+                     for w in ("backfill", "backfill_set", "load_begin", "load_verify")]
+    load_triggers = {"begin_trigger": object_name(name, "load_begin"), "verify_trigger": object_name(name, "load_verify")}
     out = [
         Statement("params", f"refdata.domain_param.{name}", sql_file("params/domain_param.sql.j2"),
                   {"domain": name, "params": params}),
@@ -595,10 +603,21 @@ def domain_statements(name: str, d: Domain, fks: list[FkView]) -> list[Statement
         ), owned=f"TABLE {stage}"),
         function("load_parents", "functions/load_parents.sql.j2",
                  f"derives the parents of staged rows of {stage} and verifies the foreign keys of {fact}",
-                 stage=stage, stage_literal=literal(stage),
-                 own_functions=[literal(f"{refdata_name(name, w)}()") for w in ("backfill", "backfill_set")]),
+                 stage=stage, stage_literal=literal(stage), own_functions=own_functions),
         function("load", "functions/load.sql.j2", f"loads staged rows of {stage} into {fact} as the caller",
                  stage=stage, stage_literal=literal(stage), parents_function=refdata_name(name, "load_parents")),
+        function("load_begin", "functions/load_begin.sql.j2",
+                 f"puts session_replication_role back to origin after the COPY of a direct load into {fact}"),
+        function("load_verify", "functions/load_verify.sql.j2",
+                 f"derives the parents of a direct load into {fact} and verifies its foreign keys",
+                 own_functions=own_functions),
+        Statement("trigger", f"{fact_label}.{object_name(name, 'load_verify')}", sql_file(
+            "triggers/load_direct.sql.j2", fact_table=fact, domain_literal=literal(name),
+            begin_function=refdata_name(name, "load_begin"), verify_function=refdata_name(name, "load_verify"),
+            **load_triggers)),
+        function("load_ready", "functions/load_ready.sql.j2",
+                 f"checks a direct load into {fact} and names the domain for its COPY",
+                 stage=stage, own_functions=own_functions, triggers=[literal(t) for t in load_triggers.values()]),
     ]
     if d.defer_foreign_keys:
         out.append(Statement("constraints", f"{fact_label}.deferred", sql_file(
@@ -649,7 +668,8 @@ def grants(config: Config, owner: str = DEFAULT_OWNER) -> str:
     statements = render(config, owner=owner)
     users = sql_file("roles/users.sql.j2", domains=[
         {"fact_schema": ident(d.fact_schema), "fact": fact_table(name, d), "stage": stage_table(name),
-         "load": refdata_name(name, "load"), "load_parents": refdata_name(name, "load_parents")}
+         "load": refdata_name(name, "load"), "load_parents": refdata_name(name, "load_parents"),
+         "load_ready": refdata_name(name, "load_ready")}
         for name, d in config.domains.items()
     ])
     return (

@@ -78,7 +78,9 @@ def test_apply_twice_is_a_noop(sample_db, cli, snapshot):
     first = snapshot(sample_db)
     assert "refdata.annuity_performance__backfill()" in [f[0] for f in first["functions"]]
     fact_triggers = [t[:2] for t in first["triggers"] if t[0] == 'business."规模明细"']
-    assert fact_triggers == [('business."规模明细"', "annuity_performance__backfill")]
+    assert fact_triggers == [('business."规模明细"', "annuity_performance__backfill"),
+                             ('business."规模明细"', "annuity_performance__load_begin"),
+                             ('business."规模明细"', "annuity_performance__load_verify")]
     assert len(first["domain_param"]) == 1
     time.sleep(0.05)  # a rewritten row would get a later updated_at
     assert apply_ok(cli, SAMPLE_CONFIG).startswith("unchanged: ")
@@ -861,7 +863,7 @@ def test_long_domain_names_fit_in_63_bytes(db, cli, write_config):
     for _, name in names:
         assert len(name.encode()) <= 63, name
     triggers = [n for k, n in names if k == "trigger" and not n.startswith("refdata_")]
-    assert len(triggers) == len(set(triggers)) == 3
+    assert len(triggers) == len(set(triggers)) == 9  # the backfill and the two load triggers of each
     for i, (domain_name, fact) in enumerate(domains):
         insert(db, f"business.{fact}", code=f"K{i}")
         assert rows(db, f"""SELECT "_source", "_derived_from_domain" FROM mapping."{LONG_TABLE}"

@@ -41,7 +41,7 @@ def test_load_records_file_rows_path_and_pre_load_coverage(sample_db, cli, tmp_p
     (domain, source, name, size, sha, rows, path, fks, ordered), = runs(sample_db)
     assert (domain, source, name, rows, ordered) == ("annuity_performance", "file", str(data), 6, True)
     assert size == data.stat().st_size and sha == hashlib.sha256(data.read_bytes()).hexdigest()
-    assert path == "staging (server csv)"
+    assert path == "direct (server csv)"  # COPY straight into the fact table, its FKs verified set-based
     assert fks["fk_plan"] == {"keys_seen": 3, "authoritative": 1, "auto_derived": 1, "derived_now": 1}
     assert fks["fk_portfolio"] == {"keys_seen": 3, "authoritative": 3, "auto_derived": 0, "derived_now": 0}
     assert fks["fk_organization"] == {"keys_seen": 2, "authoritative": 1, "auto_derived": 0, "derived_now": 1}

@@ -108,9 +108,9 @@ def converged(configure, config: dict) -> None:
 
 
 def triggers(db) -> list[tuple]:
-    """The backfill triggers (not the audit and promotion triggers of the reference tables)."""
-    return db.execute("SELECT tgrelid::regclass::text, tgname FROM pg_trigger "
-                      "WHERE NOT tgisinternal AND tgname LIKE '%\\_\\_backfill%' ORDER BY 1, 2").fetchall()
+    """The backfill and load triggers (not the audit and promotion triggers of the reference tables)."""
+    return db.execute("SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE NOT tgisinternal "
+                      "AND (tgname LIKE '%\\_\\_backfill%' OR tgname LIKE '%\\_\\_load\\_%') ORDER BY 1, 2").fetchall()
 
 
 def functions(db) -> list[str]:
@@ -208,9 +208,12 @@ def test_renamed_domain_leaves_one_trigger_and_its_own_objects_only(sample_db, c
     plan = ok(configure(renamed, "plan"), 3)
     assert 'drop function if exists "refdata"."annuity_performance__load"' in plan
     ok(configure(renamed, "apply"))
-    assert triggers(sample_db) == [('business."规模明细"', "annuity_renamed__backfill")]
+    assert triggers(sample_db) == [('business."规模明细"', f"annuity_renamed__{t}")
+                                   for t in ("backfill", "load_begin", "load_verify")]
     assert functions(sample_db) == ["annuity_renamed__backfill", "annuity_renamed__backfill_set",
-                                    "annuity_renamed__load", "annuity_renamed__load_parents"]
+                                    "annuity_renamed__load", "annuity_renamed__load_begin",
+                                    "annuity_renamed__load_parents", "annuity_renamed__load_ready",
+                                    "annuity_renamed__load_verify"]
     assert sample_db.execute("SELECT domain FROM refdata.domain_param").fetchall() == [("annuity_renamed",)]
     assert sample_db.execute("SELECT relname FROM pg_class WHERE relnamespace = 'refdata_stage'::regnamespace "
                              "AND relkind = 'r'").fetchall() == [("annuity_renamed",)]
@@ -551,9 +554,11 @@ def test_uninstall_one_domain_keeps_the_other(sample_db, configure):
     assert ('business."规模明细"', "annuity_performance__backfill") in triggers(sample_db)
     out = ok(configure(config, "uninstall", "annuity_performance"))
     assert "deleted the run-time values of domain annuity_performance" in out
-    assert triggers(sample_db) == [('business."规模明细"', "org_only__backfill")]
+    assert triggers(sample_db) == [('business."规模明细"', f"org_only__{t}")
+                                   for t in ("backfill", "load_begin", "load_verify")]
     assert functions(sample_db) == ["org_only__backfill", "org_only__backfill_set", "org_only__load",
-                                    "org_only__load_parents"]
+                                    "org_only__load_begin", "org_only__load_parents", "org_only__load_ready",
+                                    "org_only__load_verify"]
     assert sample_db.execute("SELECT domain FROM refdata.domain_param").fetchall() == [("org_only",)]
     tracked = sample_db.execute("""SELECT count(*) FROM pg_attribute WHERE attname = '_source'""").fetchone()
     assert tracked == (4,)
