@@ -318,7 +318,9 @@ def _fdw_steps(live, statements: list[Statement]) -> list[Statement]:
             row = live.execute("""SELECT w.fdwname, s.srvoptions FROM pg_catalog.pg_foreign_server AS s
                                   JOIN pg_catalog.pg_foreign_data_wrapper AS w ON w.oid = s.srvfdw
                                   WHERE s.srvname = %s""", [s.name]).fetchone()
-            want = {k: str(v) for k, v in params.items() if k not in ("server", "wrapper") and v not in (None, "")}
+            want = {k: str(v) for k, v in params.items()
+                    if k not in ("server", "wrapper", "extra") and v not in (None, "")}
+            want.update(params.get("extra") or {})  # a None there: an option that must be gone
             pending = row is None or row[0] != params.get("wrapper") or any(
                 _options(row[1]).get(k) != v for k, v in want.items())
         elif s.kind == "user_mapping":

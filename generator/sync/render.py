@@ -12,10 +12,10 @@ Config values are bound parameters; credentials are `FromEnv` values.
 from __future__ import annotations
 
 from ..config import Config, DatabaseSource, SyncConfig, SyncTable
-from ..errors import RefdataError
+from ..errors import InputError, RefdataError
 from ..names import DEFAULT_OWNER, ident, literal, object_name, qualified
 from ..render import Statement, sql_file
-from .connection import Connection, connection
+from .connection import Connection, NotConfigured, connection, server_options
 
 WRAPPER = {"postgres": "postgres_fdw", "legacy_mysql": "mysql_fdw"}
 SHARED = [
@@ -111,7 +111,9 @@ def statements(sync: SyncConfig, config: Config | None, env=None,
             try:
                 conn = (Connection(s.connection_env_prefix, t.source_type, "", 0, None, None) if for_script
                         else connection(s.connection_env_prefix, t.source_type, env))
-            except RefdataError as e:
+            except InputError as e:
+                raise InputError(f"table {t.name}: {e}") from None
+            except NotConfigured as e:
                 if via == "fdw":
                     warnings.append(f"table {t.name}: {e}; its foreign table is not set up and its sync will fail")
             if via == "fdw" and conn:
@@ -130,10 +132,13 @@ def statements(sync: SyncConfig, config: Config | None, env=None,
                     else:
                         user_key = "username"
                     keys = list(options)
+                    # A PostgreSQL URL's libpq parameters (sslmode, ...), as data:
+                    # postgres_fdw refuses one it does not take.
                     out.append(Statement("server", server, (
                         "SELECT refdata.sync_server(%(server)s, %(wrapper)s, jsonb_build_object("
-                        + ", ".join(f"'{k}', NULLIF(%({k})s::text, '')" for k in keys) + "));\n"),
-                        {"server": server, "wrapper": wrapper, **options}, requires_env=host_var))
+                        + ", ".join(f"'{k}', NULLIF(%({k})s::text, '')" for k in keys) + ") || %(extra)s::jsonb);\n"),
+                        {"server": server, "wrapper": wrapper, **options, "extra": {} if for_script else server_options(conn)},
+                        requires_env=host_var))
                     # postgres_fdw lets a role that is not a superuser connect only
                     # with a password the server asked for; without one in the
                     # environment the owner's mapping says it connects without

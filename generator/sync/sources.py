@@ -132,7 +132,8 @@ def _postgres(conn: Connection):
 
     try:
         pg = psycopg.connect(host=conn.host, port=conn.port, dbname=conn.database, user=conn.user,
-                             password=conn.password, connect_timeout=10, autocommit=True)
+                             password=conn.password, autocommit=True,
+                             **{"connect_timeout": "10", **dict(conn.options)})
     except psycopg.OperationalError as e:
         raise SourceUnreachable(conn.scrub(f"cannot connect to PostgreSQL {conn.host}:{conn.port}: {_first_line(e)}")) from None
     try:

@@ -1,6 +1,8 @@
 -- Creates or updates a foreign server for reference sync. Options arrive
 -- as data (apply binds them from the environment), so no connection
--- detail is ever part of SQL text.
+-- detail is ever part of SQL text. An option given as NULL is one the
+-- environment no longer gives: dropped, so a removed ?sslmode= or dbname
+-- does not linger.
 CREATE OR REPLACE FUNCTION refdata.sync_server(p_server text, p_wrapper text, p_options jsonb)
 RETURNS void
 LANGUAGE plpgsql
@@ -15,9 +17,13 @@ BEGIN
     END IF;
     have := ARRAY(SELECT split_part(x, '=', 1) FROM pg_foreign_server AS s, unnest(s.srvoptions) AS x
                   WHERE s.srvname = p_server);
-    FOR o IN SELECT key, value FROM jsonb_each_text(p_options) WHERE value IS NOT NULL LOOP
-        EXECUTE format('ALTER SERVER %I OPTIONS (%s %I %L)', p_server,
-                       CASE WHEN o.key = ANY (have) THEN 'SET' ELSE 'ADD' END, o.key, o.value);
+    FOR o IN SELECT key, value FROM jsonb_each_text(p_options) LOOP
+        IF o.value IS NOT NULL THEN
+            EXECUTE format('ALTER SERVER %I OPTIONS (%s %I %L)', p_server,
+                           CASE WHEN o.key = ANY (have) THEN 'SET' ELSE 'ADD' END, o.key, o.value);
+        ELSIF o.key = ANY (have) THEN
+            EXECUTE format('ALTER SERVER %I OPTIONS (DROP %I)', p_server, o.key);
+        END IF;
     END LOOP;
 END
 $refdata$;
