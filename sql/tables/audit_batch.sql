@@ -2,11 +2,14 @@
 -- table (and per 10,000 rows of a larger one), written by the audit
 -- triggers (refdata.audit) and nobody else: no role but the owner may write,
 -- change or remove a line. Read it through the view refdata.audit_log,
--- which has a line per row. The rows are kept as the text of each whole row
--- (its record literal, `row::text`), in arrays that TOAST compresses: that
--- conversion is the cheapest PostgreSQL has, so a bulk write pays little for
--- its audit (jsonb is built when the log is read). `columns` and `types`
--- say how to read the literals back, also after the table changed.
+-- which has a line per row. The rows are kept as their fields' text (each
+-- its type's output), in two-dimensional arrays, [row][column], that TOAST
+-- compresses: no quoting to do makes it the cheapest whole-row conversion,
+-- so a bulk write pays little for its audit (jsonb is built when the log is
+-- read). Lines written by an earlier refdata hold per row its record
+-- literal (`row::text`) in a one-dimensional array; the log reads both.
+-- `columns` and `types` say how to read the fields back, also after the
+-- table changed.
 -- `action` and `domain` say which refdata function made the change (derive,
 -- fill, promote, approve, review, merge, sync); they are only taken from the
 -- session when the write ran as refdata's owner.
@@ -39,5 +42,5 @@ EXCEPTION WHEN feature_not_supported THEN
 END
 $refdata$;
 COMMENT ON TABLE refdata.audit_batch IS 'refdata: the audit log''s lines, one per audited statement (read refdata.audit_log); append-only';
-COMMENT ON COLUMN refdata.audit_batch.old_rows IS 'refdata: per row the old whole row as its record literal (UPDATE: in the order of new_rows)';
+COMMENT ON COLUMN refdata.audit_batch.old_rows IS 'refdata: per row the old row''s fields as text, [row][column] (UPDATE: in the order of new_rows)';
 REVOKE ALL ON TABLE refdata.audit_batch FROM PUBLIC;

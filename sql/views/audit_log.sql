@@ -3,8 +3,7 @@
 -- UPDATE only the changed fields; an UPDATE that changed nothing shows no
 -- line, one that changed the key a line for the old key (old values) and one
 -- for the new (new values). `id` orders lines as they were written
--- (statement, then row). Each row is read once (OFFSET 0 keeps the planner
--- from copying the decoding into every expression that uses it).
+-- (statement, then row). Each row is read once, by refdata.audit_rows.
 DO $refdata$
 BEGIN
     IF EXISTS (SELECT FROM pg_catalog.pg_class AS c
@@ -29,10 +28,8 @@ SELECT b.id * 100000 + l.line AS id,
        l.new_values
 FROM refdata.audit_batch AS b
 CROSS JOIN LATERAL (
-    SELECT 2 * u.i - 1 + x.second AS line, x.key, x.old_values, x.new_values
-    FROM unnest(b.old_rows, b.new_rows) WITH ORDINALITY AS u(o, n, i)
-    CROSS JOIN LATERAL (SELECT refdata.audit_values(u.o, b.columns, b.types) AS o,
-                               refdata.audit_values(u.n, b.columns, b.types) AS n OFFSET 0) AS v
+    SELECT 2 * v.i - 1 + x.second AS line, x.key, x.old_values, x.new_values
+    FROM refdata.audit_rows(b.old_rows, b.new_rows, b.columns, b.types) AS v
     CROSS JOIN LATERAL (SELECT (SELECT jsonb_object_agg(c, v.o -> c) FROM unnest(b.key_columns) AS c WHERE v.o IS NOT NULL) AS o,
                                (SELECT jsonb_object_agg(c, v.n -> c) FROM unnest(b.key_columns) AS c WHERE v.n IS NOT NULL) AS n OFFSET 0) AS k
     CROSS JOIN LATERAL (SELECT (SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(v.o) AS e
