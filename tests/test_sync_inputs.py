@@ -97,3 +97,76 @@ def test_a_secret_libpq_parameter_is_not_taken_from_a_url(sample_db, cli, write_
     assert result.returncode == 2
     assert "LEG_URL: ?sslpassword= is not taken from a URL" in result.stderr and "Key-s3cret" not in result.stderr
     assert sample_db.execute("SELECT count(*) FROM pg_foreign_server").fetchone() == (0,)
+
+
+# -- config files ---------------------------------------------------------------
+
+
+def product_line_rows(db) -> dict:
+    return {r[0]: r[1:] for r in db.execute('SELECT "产品线代码", "产品线", "业务大类", "_source" FROM mapping."产品线"')}
+
+
+def sync_file(cli, write_config, name: str, content: str | bytes, mode: str = "upsert", before: list | None = None,
+              db=None):
+    """Apply a sync config of the file, then sync it; `before` gets the rows as they were after the apply."""
+    from test_sync_semantics import product_line_table
+
+    config = project_config(write_config)
+    data = write_config("", name)
+    data.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    sync_config(write_config, product_line_table(data, mode=mode))
+    assert cli("--config", str(config), "apply").returncode == 0
+    if before is not None:
+        before.append(product_line_rows(db))
+    return data, cli("--config", str(config), "sync")
+
+
+def test_config_file_values_are_synced_as_written(sample_db, cli, write_config):
+    """YAML's implicit types would make the code 0101 the number 65, 007 the
+    number 7, 12:30 the number 750, on the boolean true: every value is the
+    file's text, as in a CSV file; ~, null and nothing are NULL."""
+    data, result = sync_file(cli, write_config, "lines.yml", (
+        'schema_version: "1.0"\n'
+        "data:\n"
+        "  - {产品线代码: 0101, 产品线: on, 业务大类: 12:30}\n"
+        "  - {产品线代码: 007, 产品线: 1.50, 业务大类: ~}\n"
+        "  - {产品线代码: 1_000, 产品线: 2024-03-10, 业务大类: null}\n"))
+    assert result.returncode == 0, result.stderr
+    rows = product_line_rows(sample_db)
+    assert rows["0101"] == ("on", "12:30", "authoritative")
+    assert rows["007"] == ("1.50", None, "authoritative")
+    assert rows["1_000"] == ("2024-03-10", None, "authoritative")
+
+
+def test_a_quoted_csv_value_keeps_its_line_break(sample_db, cli, write_config):
+    data, result = sync_file(cli, write_config, "lines.csv",
+                             '产品线代码,产品线,业务大类\nPL601,"两行\n的名称","a,b"\nPL602,x,y,z\n')
+    # the ragged row is named by the line it starts on, after the two-line value
+    assert result.returncode == 1 and f"{data}:4: 4 fields, the header has 3" in result.stderr
+    data, result = sync_file(cli, write_config, "lines.csv", '产品线代码,产品线,业务大类\nPL601,"两行\r\n的名称","a,b"\n')
+    assert result.returncode == 0, result.stderr
+    assert product_line_rows(sample_db)["PL601"] == ("两行\r\n的名称", "a,b", "authoritative")
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("lines.yml", 'schema_version: "1.0"\ndata: []\n', "{path}: no data rows; nothing synced"),
+    ("lines.csv", "产品线代码,产品线\n", "{path}: no data rows; nothing synced"),
+    ("lines.yml", 'schema_version: "1.0"\ndata:\n  - {产品线代码: PL1}\n  - {产品线代码: PL2, 产品线名称: x}\n',
+     "{path}:4: column '产品线名称' is not a column of mapping.产品线"),
+    ("lines.csv", "产品线代码,_source\nPL1,x\n", "{path}:1: column '_source' is not a column of mapping.产品线"),
+    ("lines.csv", "产品线代码,产品线,产品线\nPL1,x,y\n", "{path}:1: column '产品线' is named twice in the header"),
+    ("lines.yml", 'schema_version: "1.0"\ndata:\n  - {产品线代码: PL1, 产品线: x, 产品线: y}\n',
+     "{path}:3: invalid YAML: key '产品线' given twice"),
+    ("lines.yml", 'schema_version: "1.0"\ndata:\n  - 产品线代码: PL1\n    产品线: {a: 1}\n',
+     "{path}:3: data item 1: column '产品线': a mapping is not one value"),
+    ("lines.csv", "产品线代码,产品线\nPL1,甲\n".encode("gbk"), "{path}:1: not UTF-8 (byte 0xb2); save the file as UTF-8"),
+    ("lines.csv", "产品线代码,产品线\n".encode() + "PL1,甲\n".encode("gbk"),
+     "{path}:2: not UTF-8 (byte 0xbc); save the file as UTF-8"),
+])
+def test_a_bad_config_file_fails_its_table_naming_the_place_and_changes_nothing(
+        name, content, message, sample_db, cli, write_config):
+    before = []
+    data, result = sync_file(cli, write_config, name, content, "delete_insert", before, sample_db)
+    assert result.returncode == 1
+    assert f"产品线: failed: table 产品线: {message.format(path=data)}" in result.stderr
+    assert product_line_rows(sample_db) == before[0]

@@ -103,7 +103,7 @@ def _client(conn: psycopg.Connection, config: SyncConfig, t: SyncTable, base: Pa
                 since = _watermark(conn, t) if t.source.incremental else None
                 reader = database_rows(t, source, schema, since, config.batch_size, _stage_columns(conn, t))
             else:
-                reader = file_rows(t, base, config.batch_size)
+                reader = file_rows(t, base, config.batch_size, _stage_columns(conn, t))
             with reader as (columns, batches, fmt):
                 return _stage_and_merge(conn, t, columns, batches, fmt)
         except SourceUnreachable as e:

@@ -21,6 +21,7 @@ escaping to get wrong.
 from __future__ import annotations
 
 import csv
+import io
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -155,49 +156,117 @@ def resolve_file(t: SyncTable, base: Path) -> Path:
 
 
 @contextmanager
-def file_rows(t: SyncTable, base: Path, batch_size: int):
+def file_rows(t: SyncTable, base: Path, batch_size: int, target_columns: list[str]):
     """(columns, batches, copy format) of a config_file source: YAML
-    {schema_version, data} or CSV with a header naming target columns."""
+    {schema_version, data} or CSV with a header naming target columns.
+    Every value is the file's text, as a CSV cell would be: YAML's implicit
+    types would turn a code 0101 into 65, 007 into 7 and 12:30 into 750."""
     s: FileSource = t.source
     path = resolve_file(t, base)
+    place = f"table {t.name}: {path}"
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise InputError(f"table {t.name}: {path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"table {t.name}: {path}: cannot read: {e}") from None
-    if path.suffix.lower() == ".csv":
-        reader = csv.reader(text.splitlines())
-        header = next(reader, None)
-        if not header:
-            raise InputError(f"table {t.name}: {path}: no header row naming the target columns")
-        records = []
-        for line, row in enumerate(reader, start=2):
-            if len(row) != len(header):
-                raise InputError(f"table {t.name}: {path}:{line}: {len(row)} fields, the header has {len(header)}")
-            records.append(tuple(v if v != "" else None for v in row))
-        yield header, _chunks(records, batch_size), "text"
-        return
+        raise InputError(f"{place}: file not found") from None
+    except OSError as e:
+        raise InputError(f"{place}: cannot read: {e.strerror or e}") from None
     try:
-        doc = yaml.safe_load(text)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise InputError(f"{place}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
+    if path.suffix.lower() == ".csv":
+        header, records, lines = _csv(place, text)
+    else:
+        header, records, lines = _yaml_data(place, text, s)
+    for column in header:
+        if column not in target_columns:
+            raise InputError(f"{place}:{lines[column]}: column {column!r} is not a column of "
+                             f"{t.target_schema}.{t.target_table}")
+    if not records:
+        # Never an empty load: under delete_insert it would delete every row no fact names.
+        raise InputError(f"{place}: no data rows; nothing synced")
+    yield header, _chunks(records, batch_size), "text"
+
+
+def _csv(place: str, text: str) -> tuple[list[str], list[tuple], dict]:
+    # newline="": a quoted value keeps its line breaks
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if not header or not any(header):
+        raise InputError(f"{place}: no header row naming the target columns")
+    for n, column in enumerate(header, start=1):
+        if not column:
+            raise InputError(f"{place}:1: header field {n} is empty")
+        if header.index(column) != n - 1:
+            raise InputError(f"{place}:1: column {column!r} is named twice in the header")
+    records = []
+    start = reader.line_num + 1
+    for row in reader:
+        if len(row) != len(header):
+            raise InputError(f"{place}:{start}: {len(row)} fields, the header has {len(header)}")
+        records.append(tuple(v if v != "" else None for v in row))
+        start = reader.line_num + 1
+    return header, records, {c: 1 for c in header}
+
+
+class _TextLoader(yaml.SafeLoader):
+    """YAML with every scalar as its text, except null (~, null, nothing);
+    a key given twice in one mapping is an error, not the last one winning."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag == "tag:yaml.org,2002:null"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key.value!r} given twice", key.start_mark)
+                seen.add(key.value)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_data(place: str, text: str, s: FileSource) -> tuple[list[str], list[tuple], dict]:
+    loader = _TextLoader(text)
+    try:
+        node = loader.get_single_node()
+        doc = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise InputError(f"table {t.name}: {path}{f':{mark.line + 1}' if mark else ''}: invalid YAML") from None
+        problem = getattr(e, "problem", None)
+        raise InputError(f"{place}{f':{mark.line + 1}' if mark else ''}: invalid YAML"
+                         f"{f': {problem}' if problem else ''}") from None
+    finally:
+        loader.dispose()
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
-        raise InputError(f"table {t.name}: {path}: expected a mapping with schema_version and a data list")
+        raise InputError(f"{place}: expected a mapping with schema_version and a data list")
     version = doc.get("schema_version")
     if s.schema_version is not None and (version is None or str(version) != str(s.schema_version)):
         raise InputError(
-            f"table {t.name}: {path}: schema_version {version!r} does not match {s.schema_version!r} "
+            f"{place}: schema_version {version!r} does not match {s.schema_version!r} "
             "named in the sync config; nothing synced"
         )
+    items = next(v for k, v in node.value if k.value == "data").value
     columns: list[str] = []
-    for n, item in enumerate(doc["data"], start=1):
+    lines: dict[str, int] = {}
+    for n, (item, item_node) in enumerate(zip(doc["data"], items), start=1):
+        line = item_node.start_mark.line + 1
         if not isinstance(item, dict):
-            raise InputError(f"table {t.name}: {path}: data item {n} is not a mapping of column: value")
-        columns += [str(c) for c in item if str(c) not in columns]
+            raise InputError(f"{place}:{line}: data item {n} is not a mapping of column: value")
+        for column, value in item.items():
+            if isinstance(value, (dict, list)):
+                raise InputError(f"{place}:{line}: data item {n}: column {column!r}: a "
+                                 f"{'mapping' if isinstance(value, dict) else 'list'} is not one value; "
+                                 "quote it (JSON for a jsonb column)")
+            if str(column) not in lines:
+                columns.append(str(column))
+                lines[str(column)] = line
     records = [tuple(item.get(c) for c in columns) for item in doc["data"]]
-    yield columns, _chunks(records, batch_size), "text"
+    return columns, records, lines
 
 
 def _chunks(records: list[tuple], size: int) -> Iterator[list[tuple]]:
