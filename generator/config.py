@@ -829,6 +829,41 @@ SYNC_CONFIG = "reference_sync.yml"
 INCREMENTAL_WHERE = re.compile(r"^\s*\"?(?P<column>[^\W\d]\w*)\"?\s*(?P<op>>=|>)\s*:last_synced_at\s*$")
 
 
+# pg_cron's fields: minute, hour, day of month, month, day of week; each a
+# comma list of *, a number or a range (months and days also by name), with
+# an optional /step (what Debian's postgresql-15-cron takes).
+CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+CRON_NAMES = {
+    "month": {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
+                                          "nov", "dec"), start=1)},
+    "day of week": {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))},
+}
+CRON_PART = re.compile(r"(?:(\*)|(\w+)(?:-(\w+))?)(?:/(\d+))?")
+
+
+def cron_problem(expression: str) -> str | None:
+    """What pg_cron would refuse in the expression, as words that follow it
+    (None: it takes it), so a bad schedule is refused where it is written,
+    not the first time `refdata schedule` runs."""
+    fields = expression.split()
+    if len(fields) != 5:
+        return "is not a cron expression of five fields"
+    for value, (what, low, high) in zip(fields, CRON_FIELDS):
+        for part in value.split(","):
+            m = CRON_PART.fullmatch(part)
+            if not m:
+                return f"has {'an' if what == 'hour' else 'a'} {what} field {value!r} that is not *, a number, a range or a list of them"
+            if m[4] is not None and int(m[4]) == 0:
+                return f"has a step of 0 in its {what} field {value!r}"
+            for bound in (m[2], m[3]):
+                if bound is None:
+                    continue
+                number = int(bound) if bound.isdigit() else CRON_NAMES.get(what, {}).get(bound.lower())
+                if number is None or not low <= number <= high:
+                    return f"has {'an' if what == 'hour' else 'a'} {what} field {value!r}: {bound!r} is not from {low} to {high}"
+    return None
+
+
 class SyncColumn(Model):
     source: Identifier
     target: Identifier
@@ -940,6 +975,22 @@ class SyncConfig(Model):
     batch_size: Annotated[int, Field(ge=1)] = 5000
     tables: list[SyncTable] = []
 
+    @field_validator("schema_version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if v.split(".")[0] != KNOWN_MAJOR_VERSION:
+            raise ValueError(f"schema_version {v!r} is not supported: refdata reads 1.x "
+                             f"(major version {KNOWN_MAJOR_VERSION})")
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        problem = cron_problem(v)
+        if problem:
+            raise ValueError(f"schedule {v!r} {problem}")
+        return v
+
     @model_validator(mode="after")
     def _check(self):
         seen: set[str] = set()
@@ -951,8 +1002,6 @@ class SyncConfig(Model):
             other = targets.setdefault((t.target_schema, t.target_table), t.name)
             if other != t.name:
                 raise ValueError(f"table {t.name}: target {t.target_schema}.{t.target_table} is already synced by {other}")
-        if len(self.schedule.split()) != 5:
-            raise ValueError(f"schedule {self.schedule!r} is not a cron expression of five fields")
         return self
 
     def table(self, name: str) -> SyncTable:

@@ -170,3 +170,41 @@ def test_a_bad_config_file_fails_its_table_naming_the_place_and_changes_nothing(
     assert result.returncode == 1
     assert f"产品线: failed: table 产品线: {message.format(path=data)}" in result.stderr
     assert product_line_rows(sample_db) == before[0]
+
+
+# -- the sync config itself -------------------------------------------------------
+
+
+@pytest.mark.parametrize("top,message", [
+    ({"schedule": '"61 1 * * *"'}, "reference_sync.yml:2: schedule '61 1 * * *' has a minute field "
+                                   "'61': '61' is not from 0 to 59"),
+    ({"schedule": '"0 1 * * funday"'}, "reference_sync.yml:2: schedule '0 1 * * funday' has a day of "
+                                      "week field 'funday': 'funday' is not from 0 to 7"),
+    ({"schedule": '"*/0 * * * *"'}, "schedule '*/0 * * * *' has a step of 0 in its minute field '*/0'"),
+    ({"schedule": '"0 1 * *"'}, "schedule '0 1 * *' is not a cron expression of five fields"),
+    ({"schema_version": '"2.0"'}, "reference_sync.yml:1: schema_version '2.0' is not supported"),
+])
+def test_a_bad_schedule_or_version_in_the_sync_config_is_refused_by_every_command(
+        top, message, sample_db, cli, write_config):
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", "client"), **top)
+    for command in ("apply", "sync", "validate"):
+        result = cli("--config", str(config), command)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert result.stderr.count("\n") == 1 and message in result.stderr, (command, result.stderr)
+    assert sample_db.execute("SELECT to_regclass('refdata.sync_table')").fetchone() == (None,)
+
+
+def test_schedule_takes_names_ranges_lists_and_steps(sample_db, cli, write_config, legacy_pg):
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", "fdw"), schedule='"*/15 0-6 1,15 jan,JUL mon-fri"')
+    assert cli("--config", str(config), "apply", env=legacy_pg.env("LEG")).returncode == 0
+    result = cli("--config", str(config), "schedule")
+    try:
+        assert result.returncode == 0, result.stderr
+        assert "at '*/15 0-6 1,15 jan,JUL mon-fri'" in result.stdout
+        refused = cli("--config", str(config), "schedule", "--cron", "0 24 * * *")
+        assert refused.returncode == 2
+        assert "schedule: --cron '0 24 * * *' has an hour field '24': '24' is not from 0 to 23" in refused.stderr
+    finally:
+        cli("--config", str(config), "schedule", "--remove")

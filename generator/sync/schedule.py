@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ..config import SyncConfig
+from ..config import SyncConfig, cron_problem
 from ..db import connect, redact
 from ..errors import InputError, RefdataError
 
@@ -99,8 +99,9 @@ def _calendar(minute: str, hour: str, dom: str, month: str, dow: str) -> str:
 
 
 def check_expression(expression: str) -> str:
-    if len(expression.split()) != 5:
-        raise InputError(f"schedule: --cron {expression!r} is not a cron expression of five fields")
+    problem = cron_problem(expression)
+    if problem:
+        raise InputError(f"schedule: --cron {expression!r} {problem}")
     return expression
 
 
