@@ -732,6 +732,8 @@ def report(b: Bench, hard: Bench | None, results: dict[str, list[Run]], hard_res
     lines = [f"{'variant':<58} {'median s':>9} {'rows/s':>10} {'vs base':>8}   {'target':<13} runs (s)"]
 
     def line(label, f, kind, target=None, name=None):
+        if kind not in f:
+            return  # left out with --variants
         v = f[kind]
         goal = check(name, v["vs_baseline"], target) if target is not None else ""
         runs = " ".join(f"{x:.2f}" for x in v["runs_s"])
@@ -764,9 +766,10 @@ def report(b: Bench, hard: Bench | None, results: dict[str, list[Run]], hard_res
     sub("read the file in Python", fig, "client", "read")
     sub("ask which keys exist, derive, executemany", fig, "client", "derive")
     sub("COPY the file into the fact table", fig, "client", "copy")
-    vs_client = fig["client"]["median_s"] / fig["staging"]["median_s"]
-    lines.append(f"{'  refdata load vs the client-side design':<58} {vs_client:>29.2f}×   "
-                 f"{check('refdata load / client-side design', vs_client, TARGETS['client'])}")
+    vs_client = fig["client"]["median_s"] / fig["staging"]["median_s"] if {"client", "staging"} <= fig.keys() else None
+    if vs_client is not None:
+        lines.append(f"{'  refdata load vs the client-side design':<58} {vs_client:>29.2f}×   "
+                     f"{check('refdata load / client-side design', vs_client, TARGETS['client'])}")
 
     if hard:
         hard_path = ", ".join(sorted(set(hard.paths))) or "not run"
@@ -813,7 +816,7 @@ def report(b: Bench, hard: Bench | None, results: dict[str, list[Run]], hard_res
                 | {"statement": latency("single_statement", "median")},
                 "mean": {k: latency("single", f"mean {k}") for k in ("none", "row", "row_present")}
                 | {"statement": latency("single_statement", "mean")}},
-            "refdata_load_vs_client": vs_client}
+            **({"refdata_load_vs_client": vs_client} if vs_client is not None else {})}
     if hard:
         data["hard"] = {"variants": hard_fig, "load_path": hard.paths,
                         "auto_derived": dict(zip(hard.labels, hard.expected["bulk"]))}
@@ -834,6 +837,18 @@ def report(b: Bench, hard: Bench | None, results: dict[str, list[Run]], hard_res
 
 # -- command line ----------------------------------------------------------------
 
+# --variants: each name runs these variants (baseline and floor always run).
+BULK_VARIANTS = {"row": ("row",), "statement": ("statement",),
+                 "staging": ("staging", "staging_per_row", "staging_profile"), "client": ("client",)}
+
+
+def variant_list(text: str) -> dict:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BULK_VARIANTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown) or 'nothing'}: not one of {', '.join(BULK_VARIANTS)}")
+    return {n: BULK_VARIANTS[n] for n in names}
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
@@ -849,6 +864,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true",
                    help="EXPLAIN ANALYZE the load function's statements in the profiled run and print the plans")
     p.add_argument("--skip-hard", action="store_true", help="skip the hard case (5 FKs, a partitioned fact table)")
+    p.add_argument("--variants", metavar="LIST", type=variant_list, default=BULK_VARIANTS,
+                   help=f"the bulk variants to run besides the baseline (and the floor), comma-separated, of: "
+                   f"{', '.join(BULK_VARIANTS)} (default: all); the single-row INSERTs always run")
     p.add_argument("--no-fact-key-indexes", dest="fact_key_indexes", action="store_false",
                    help="run every variant without the index per FK on the fact table that apply adds for the "
                    "coverage views (observability.index_fact_keys: false)")
@@ -902,6 +920,8 @@ def run(args) -> int:
                 variants += [(hard, "baseline", hard.baseline), *([(hard, "floor", hard.floor)] if floor else []),
                              (hard, "row", hard.row),
                              (hard, "statement", hard.statement), (hard, "staging", hard.staging)]
+            left_out = {kind for name, kinds in BULK_VARIANTS.items() if name not in args.variants for kind in kinds}
+            variants = [v for v in variants if v[1] not in left_out]
             results: dict[str, list[Run]] = {name: [] for x, name, _ in variants if x is b}
             hard_results: dict[str, list[Run]] = {name: [] for x, name, _ in variants if x is hard}
             for i in range(1, args.repeat + 1):

@@ -224,6 +224,24 @@ def test_bench_at_a_tiny_size(home, sample_db):
     assert re.search(r"^fact table indexes: .*\(observability.index_fact_keys\): on$", out, re.M)
 
 
+def test_bench_runs_only_the_variants_named(home, sample_db):
+    """--variants statement: the baseline, the floor and the statement trigger (and the single-row INSERTs)."""
+    figures = home / "bench.json"
+    proc = run_bench(home, "--skip-memory", "--variants", "statement", "--json", str(figures))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for variant in ("1 baseline: COPY", "COPY through the statement trigger", "5 single-row INSERT"):
+        assert re.search(rf"^\s*{re.escape(variant)}.*\d", out, re.M), variant
+    for variant in ("2 COPY through the row trigger", "3 refdata load", "4 client-side design", "vs the client-side"):
+        assert variant not in out
+    data = json.loads(figures.read_text(encoding="utf-8"))
+    assert set(data["sample"]["variants"]) <= {"baseline", "floor", "statement", "single", "single_statement"}
+    assert set(data["hard"]["variants"]) <= {"baseline", "floor", "statement"}
+    assert {t["figure"] for t in data["targets"]} >= {"statement / baseline", "hard: statement / baseline"}
+    proc = run_bench(home, "--variants", "statement,rows")
+    assert proc.returncode == 2 and "rows: not one of row, statement, staging, client" in proc.stderr
+
+
 def test_bench_without_the_fact_key_indexes(home, sample_db):
     """--no-fact-key-indexes: every variant runs on the fact table as the user built it
     (the sample schema's own indexes only), and the figures say so."""
