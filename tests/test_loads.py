@@ -81,6 +81,30 @@ def test_statement_mode_batches_are_recorded_once_per_statement(sample_db, cli, 
     assert len(runs(sample_db)) == 1
 
 
+def test_statement_mode_counts_every_statement_also_when_no_parent_is_missing(sample_db, cli, write_config):
+    """The figures come from the keys the statement names, whether or not it
+    derives anything; NULL keys are not counted."""
+    text = shipped_single_file().replace(
+        "    fact_table: 规模明细\n", "    fact_table: 规模明细\n    trigger_mode: statement\n    defer_foreign_keys: true\n", 1)
+    apply_ok(cli, write_config(text))
+    insert = """INSERT INTO business."规模明细" ("月度", "计划代码") VALUES ('2025-10-01', %s), ('2025-10-01', %s),
+                                                                    ('2025-10-01', %s)"""
+    derived = """SELECT "年金计划号" FROM mapping."年金计划" WHERE _source = 'auto_derived' ORDER BY 1"""
+    sample_db.execute(insert, ["P00001", None, "P00001"])  # only known keys
+    sample_db.execute(insert, ["P90001", "P00001", "P90001"])  # one new key
+    sample_db.execute(insert, ["P90001", "P00002", "P00001"])  # the new key is there now
+    sample_db.commit()
+    batches = runs(sample_db)
+    assert [(rows, fks["fk_plan"]) for (_, _, _, _, _, rows, _, fks, _) in batches] == [
+        (3, {"keys_seen": 1, "authoritative": 1, "auto_derived": 0, "derived_now": 0}),
+        (3, {"keys_seen": 2, "authoritative": 1, "auto_derived": 0, "derived_now": 1}),
+        (3, {"keys_seen": 3, "authoritative": 2, "auto_derived": 1, "derived_now": 0}),
+    ]
+    assert batches[0][7]["fk_portfolio"] == {"keys_seen": 0, "authoritative": 0, "auto_derived": 0, "derived_now": 0}
+    assert sample_db.execute(derived).fetchall() == [("P90001",)]
+    assert sample_db.execute('SELECT count(*) FROM business."规模明细"').fetchone() == (9,)
+
+
 def test_load_counts_keys_per_fk_when_two_fks_share_their_column(db, cli, write_config, tmp_path):
     """Each FK's keys are counted apart, also when another FK reads the same column."""
     db.execute("""CREATE TABLE a (k text PRIMARY KEY); INSERT INTO a VALUES ('k1');
