@@ -238,6 +238,9 @@ def test_bench_runs_only_the_variants_named(home, sample_db):
     assert set(data["sample"]["variants"]) <= {"baseline", "floor", "statement", "single", "single_statement"}
     assert set(data["hard"]["variants"]) <= {"baseline", "floor", "statement"}
     assert {t["figure"] for t in data["targets"]} >= {"statement / baseline", "hard: statement / baseline"}
+    # the COPY variants' backend CPU time, read from /proc on this machine
+    assert data["sample"]["variants"]["statement"]["cpu_vs_baseline"] > 0
+    assert re.search(r"^\s*COPY through the statement trigger.*backend CPU [\d.]+ s, [\d.]+×$", out, re.M), out
     proc = run_bench(home, "--variants", "statement,rows")
     assert proc.returncode == 2 and "rows: not one of row, statement, staging, client" in proc.stderr
 
