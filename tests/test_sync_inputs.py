@@ -208,3 +208,76 @@ def test_schedule_takes_names_ranges_lists_and_steps(sample_db, cli, write_confi
         assert "schedule: --cron '0 24 * * *' has an hour field '24': '24' is not from 0 to 23" in refused.stderr
     finally:
         cli("--config", str(config), "schedule", "--remove")
+
+
+# -- MySQL values through mysql_fdw ------------------------------------------------
+
+
+@pytest.mark.parametrize("via", ["fdw", "client"])
+def test_a_four_byte_character_from_mysql_arrives_whole(via, sample_db, cli, write_config, legacy_mysql):
+    """mysql_fdw connects in MySQL's three-byte utf8 unless told otherwise:
+    an emoji arrived as '?'."""
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", via, "legacy_mysql", schema=legacy_mysql.name))
+    env = legacy_mysql.env("LEG")
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    legacy_mysql.rows([("P90001", "表情😀计划𠀀", "正常")])
+    result = cli("--config", str(config), "sync", env=env)
+    assert result.returncode == 0, result.stderr
+    assert sample_db.execute(f'SELECT "计划全称" FROM {PLAN} WHERE "年金计划号" = %s',
+                             ["P90001"]).fetchone() == ("表情😀计划𠀀",)
+
+
+@pytest.mark.parametrize("incremental", [False, True])
+def test_a_short_read_by_mysql_fdw_fails_the_table_instead_of_syncing_part_of_it(
+        incremental, sample_db, cli, write_config, legacy_mysql):
+    """mysql_fdw stops reading, with no error, at a YEAR value it reads as
+    text: the sync read none of the rows and said it succeeded. The client
+    path reads the same table whole."""
+    sample_db.execute(f'ALTER TABLE {PLAN} ADD COLUMN "成立年份" integer')
+    cur = legacy_mysql.conn.cursor()
+    cur.execute("ALTER TABLE annuity_plan ADD COLUMN founded year")
+    cur.execute("INSERT INTO annuity_plan (plan_code, plan_name, plan_status, founded) "
+                "VALUES ('P90001', '甲', '正常', NULL), ('P90002', '乙', '正常', 2024), ('P90003', '丙', '正常', 2025)")
+    year = "        - {source: founded, target: 成立年份}\n"
+    config = project_config(write_config)
+    table = plan_table("LEG", "fdw", "legacy_mysql", schema=legacy_mysql.name, incremental=incremental)
+    sync_config(write_config, table.replace("        - {source: plan_status, target: 计划状态}\n",
+                                            "        - {source: plan_status, target: 计划状态}\n" + year))
+    env = legacy_mysql.env("LEG")
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    before = sample_db.execute(f"SELECT * FROM {PLAN} ORDER BY 1").fetchall()
+
+    result = cli("--config", str(config), "sync", env=env)
+
+    assert result.returncode == 1
+    assert "年金计划: failed: table 年金计划: mysql_fdw read 1 of the source's 3 rows and stopped" in result.stderr
+    assert sample_db.execute(f"SELECT * FROM {PLAN} ORDER BY 1").fetchall() == before
+    assert sample_db.execute("SELECT count(*) FROM refdata.sync_watermark").fetchone() == (0,)
+    sync_config(write_config, table.replace("via: fdw", "via: client").replace(
+        "        - {source: plan_status, target: 计划状态}\n", "        - {source: plan_status, target: 计划状态}\n" + year))
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    result = cli("--config", str(config), "sync", env=env)
+    assert result.returncode == 0, result.stderr
+    assert sample_db.execute(f'SELECT "年金计划号", "成立年份" FROM {PLAN} WHERE "年金计划号" LIKE %s ORDER BY 1',
+                             ["P9000%"]).fetchall() == [("P90001", None), ("P90002", 2024), ("P90003", 2025)]
+
+
+def test_the_short_read_check_of_an_incremental_table_counts_the_rows_changed_since_the_watermark(
+        sample_db, cli, write_config, legacy_mysql):
+    cur = legacy_mysql.conn.cursor()
+    cur.executemany("INSERT INTO annuity_plan (plan_code, plan_name, plan_status, updated_at) VALUES (%s, %s, %s, %s)",
+                    [("P90001", "甲", "正常", "2025-01-01"), ("P90002", "乙", "正常", "2025-01-02"),
+                     ("P90003", "丙", "正常", "2025-01-03")])
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", "fdw", "legacy_mysql", schema=legacy_mysql.name, incremental=True))
+    env = legacy_mysql.env("LEG")
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    first = cli("--config", str(config), "sync", env=env)
+    assert first.returncode == 0 and "inserted 3" in first.stdout, first.stdout + first.stderr
+    cur.execute("UPDATE annuity_plan SET plan_name = '甲（新）', updated_at = '2025-02-01' WHERE plan_code = 'P90001'")
+
+    second = cli("--config", str(config), "sync", env=env)
+
+    assert second.returncode == 0, second.stderr
+    assert "inserted 0, updated 1, promoted 0, unchanged 1" in second.stdout  # P90001, and P90003 at the watermark

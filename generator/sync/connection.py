@@ -134,10 +134,15 @@ def connection(prefix: str, kind: str, env=None) -> Connection:
                       env.get(f"{prefix}_USER") or None, env.get(f"{prefix}_PASSWORD") or None)
 
 
-def server_options(conn: Connection) -> dict:
-    """A PostgreSQL server's libpq parameters as apply sets them: the URL's,
-    and every other one NULL, so one the URL no longer gives is dropped."""
+def server_options(conn: Connection, for_script: bool = False) -> dict:
+    """A server's options besides host, port and dbname, as apply sets them.
+    PostgreSQL: the URL's libpq parameters, and every other one NULL, so one
+    the URL no longer gives is dropped (a script, which reads no URL, leaves
+    them). MySQL: the connection in utf8mb4; mysql_fdw otherwise asks for
+    MySQL's three-byte utf8 and reads an emoji as '?'."""
     if conn.kind != "postgres":
+        return {"init_command": "SET NAMES utf8mb4"}
+    if for_script:
         return {}
     from psycopg.pq import Conninfo
 

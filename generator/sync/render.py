@@ -137,7 +137,7 @@ def statements(sync: SyncConfig, config: Config | None, env=None,
                     out.append(Statement("server", server, (
                         "SELECT refdata.sync_server(%(server)s, %(wrapper)s, jsonb_build_object("
                         + ", ".join(f"'{k}', NULLIF(%({k})s::text, '')" for k in keys) + ") || %(extra)s::jsonb);\n"),
-                        {"server": server, "wrapper": wrapper, **options, "extra": {} if for_script else server_options(conn)},
+                        {"server": server, "wrapper": wrapper, **options, "extra": server_options(conn, for_script)},
                         requires_env=host_var))
                     # postgres_fdw lets a role that is not a superuser connect only
                     # with a password the server asked for; without one in the

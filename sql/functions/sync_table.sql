@@ -16,15 +16,39 @@ DECLARE
     attempt integer := 0;
     msg text;
     state text;
+    wrapper text;
+    since timestamptz;
+    total bigint;
 BEGIN
     SELECT * INTO p FROM refdata.sync_table AS s WHERE s.name = p_name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no synced table named %; run refdata apply', p_name USING ERRCODE = 'undefined_object';
     END IF;
+    IF p_columns IS NULL THEN
+        SELECT w.fdwname INTO wrapper
+          FROM pg_foreign_table AS ft JOIN pg_foreign_server AS fs ON fs.oid = ft.ftserver
+          JOIN pg_foreign_data_wrapper AS w ON w.oid = fs.srvfdw
+         WHERE ft.ftrelid = to_regclass(format('%I.%I', p.source_schema, p.source_table));
+    END IF;
     LOOP
         attempt := attempt + 1;
         BEGIN
+            SELECT w.last_synced_at INTO since FROM refdata.sync_watermark AS w
+             WHERE w.table_name = p_name AND p.updated_column IS NOT NULL;
             SELECT * INTO m FROM refdata.sync_merge(p_name, p_columns);
+            -- mysql_fdw ends a scan, with no error, at a value it cannot read
+            -- as text (a YEAR column's): the rows it did not read would look
+            -- gone from the source. Its count, pushed down to MySQL, tells.
+            IF wrapper = 'mysql_fdw' THEN
+                EXECUTE format('SELECT count(*) FROM %I.%I AS s%s', p.source_schema, p.source_table,
+                               CASE WHEN since IS NOT NULL THEN format(' WHERE s.%I %s $1', p.updated_column,
+                                   CASE p.updated_op WHEN '>' THEN '>' ELSE '>=' END) ELSE '' END)
+                    INTO total USING since;
+                IF total > m.inserted + m.updated + m.promoted + m.unchanged THEN
+                    RAISE EXCEPTION 'mysql_fdw read % of the source''s % rows and stopped without an error, at a value it cannot read as text (a YEAR column''s?): read that column through a view that casts it to CHAR, or sync the table via: client',
+                        m.inserted + m.updated + m.promoted + m.unchanged, total USING ERRCODE = 'data_exception';
+                END IF;
+            END IF;
             INSERT INTO refdata.sync_run (table_name, source, via, started_at, finished_at, status,
                                           inserted, updated, promoted, unchanged, deleted, kept)
             VALUES (p_name, p.source_label, CASE WHEN p_columns IS NULL THEN 'fdw' ELSE 'client' END,
