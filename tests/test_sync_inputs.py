@@ -281,3 +281,23 @@ def test_the_short_read_check_of_an_incremental_table_counts_the_rows_changed_si
 
     assert second.returncode == 0, second.stderr
     assert "inserted 0, updated 1, promoted 0, unchanged 1" in second.stdout  # P90001, and P90003 at the watermark
+
+
+def test_mysql_bytes_that_are_not_text_fail_the_client_path_naming_row_and_column(
+        sample_db, cli, write_config, legacy_mysql):
+    cur = legacy_mysql.conn.cursor()
+    cur.execute("ALTER TABLE annuity_plan MODIFY plan_name varbinary(200)")
+    cur.execute("INSERT INTO annuity_plan (plan_code, plan_name, plan_status) "
+                "VALUES ('P90001', 'A', '正常'), ('P90002', x'00a5', '正常')")
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", "client", "legacy_mysql", schema=legacy_mysql.name))
+    env = legacy_mysql.env("LEG")
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    before = sample_db.execute(f"SELECT * FROM {PLAN} ORDER BY 1").fetchall()
+
+    result = cli("--config", str(config), "sync", env=env)
+
+    assert result.returncode == 1
+    assert ("年金计划: failed: table 年金计划: source row 2: column 计划全称: "
+            'invalid byte sequence for encoding "UTF8": 0x00') in result.stderr
+    assert sample_db.execute(f"SELECT * FROM {PLAN} ORDER BY 1").fetchall() == before

@@ -146,7 +146,8 @@ def _watermark(conn, t: SyncTable) -> datetime | None:
     return row["local"] if t.source_type == "legacy_mysql" else row["last_synced_at"]
 
 
-COPY_CONTEXT = re.compile(r"COPY [^,]+, line (\d+), column ([^:]+):")
+# A text COPY's context ends ": <value>", a binary COPY's at the column name.
+COPY_CONTEXT = re.compile(r"COPY [^,]+, line (\d+), column (.+)$", re.S)
 
 
 def _stage_and_merge(conn: psycopg.Connection, t: SyncTable, columns: list[str], batches, fmt: str) -> Outcome:
@@ -171,8 +172,9 @@ def _stage_and_merge(conn: psycopg.Connection, t: SyncTable, columns: list[str],
         except psycopg.errors.UndefinedColumn as e:
             raise InputError(f"table {t.name}: {e.diag.message_primary}") from None
         except psycopg.errors.DataError as e:
-            m = COPY_CONTEXT.search(e.diag.context or "")
-            where = f"source row {m[1]}: column {m[2]}: " if m else ""
+            m = COPY_CONTEXT.search((e.diag.context or "").splitlines()[0] if e.diag.context else "")
+            column = m and max((c for c in copy_columns if m[2] == c or m[2].startswith(c + ":")), key=len, default=None)
+            where = f"source row {m[1]}: column {column}: " if column else ""
             raise RefdataError(f"table {t.name}: {where}{e.diag.message_primary}") from None
         row = conn.execute("SELECT * FROM refdata.sync_table(%s, %s)", [t.name, columns]).fetchone()
         conn.execute(f"TRUNCATE {stage}")
