@@ -16,10 +16,12 @@ has yet. Then times, on the same rows and from the same state each time:
   statement    COPY through the statement trigger (trigger_mode: statement,
                defer_foreign_keys: true);
   staging      `refdata load` of a CSV file of the rows (the Loader), foreign
-               keys verified set-based (the default, as a superuser), with
-               the COPY into staging and the load function timed apart, and
-               the load function's statements timed in a separate profiled
-               run (auto_explain, superuser only);
+               keys verified set-based (the default, as a superuser): the
+               file COPYed into the fact table, its load triggers deriving
+               and verifying (or, when that way is closed, the COPY into
+               staging and the load function, timed apart), the statements
+               of the triggers or of the load function timed in a separate
+               profiled run (auto_explain, superuser only);
   per-row      `refdata load --verify per-row`, for comparison;
   client       the original proposal's design end to end on the same file:
                Python reads the file, asks the database which keys exist per
