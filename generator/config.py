@@ -995,6 +995,7 @@ class SyncConfig(Model):
     def _check(self):
         seen: set[str] = set()
         targets: dict[tuple[str, str], str] = {}
+        prefixes: dict[tuple[str, str], tuple[str, str]] = {}
         for t in self.tables:
             if t.name in seen:
                 raise ValueError(f"table {t.name}: duplicate name")
@@ -1002,6 +1003,15 @@ class SyncConfig(Model):
             other = targets.setdefault((t.target_schema, t.target_table), t.name)
             if other != t.name:
                 raise ValueError(f"table {t.name}: target {t.target_schema}.{t.target_table} is already synced by {other}")
+            # One foreign server per prefix and source type, named in lower
+            # case; the environment's names are not: LEG and leg would share
+            # a server, and one table would read through the other's settings.
+            if isinstance(t.source, DatabaseSource):
+                prefix = t.source.connection_env_prefix
+                spelled = prefixes.setdefault((t.source_type, prefix.lower()), (prefix, t.name))
+                if spelled[0] != prefix:
+                    raise ValueError(f"table {t.name}: connection_env_prefix {prefix} differs from {spelled[0]} "
+                                     f"(table {spelled[1]}) only in case; spell it one way")
         return self
 
     def table(self, name: str) -> SyncTable:

@@ -301,3 +301,22 @@ def test_mysql_bytes_that_are_not_text_fail_the_client_path_naming_row_and_colum
     assert ("年金计划: failed: table 年金计划: source row 2: column 计划全称: "
             'invalid byte sequence for encoding "UTF8": 0x00') in result.stderr
     assert sample_db.execute(f"SELECT * FROM {PLAN} ORDER BY 1").fetchall() == before
+
+
+def test_two_prefixes_that_differ_only_in_case_are_refused(sample_db, cli, write_config):
+    """Foreign servers are named by prefix in lower case, environment
+    variables are not: LEG and leg would share one server, and one table
+    would read its source through the other's settings."""
+    config = project_config(write_config)
+    second = (plan_table("leg", "fdw").replace("name: 年金计划", "name: 计划二")
+              .replace("target_table: 年金计划", "target_table: 计划二"))
+    sync_config(write_config, plan_table("LEG", "fdw") + second)
+    result = cli("--config", str(config), "apply")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "table 计划二: connection_env_prefix leg differs from LEG (table 年金计划) only in case" in result.stderr
+    assert sample_db.execute("SELECT to_regclass('refdata.sync_table')").fetchone() == (None,)
+    # the same spelling for both is one source, as before
+    sync_config(write_config, plan_table("LEG", "fdw") + second.replace("connection_env_prefix: leg",
+                                                                        "connection_env_prefix: LEG"))
+    assert "only in case" not in cli("--config", str(config), "apply").stderr
