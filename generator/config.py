@@ -491,23 +491,31 @@ def load_config(path: Path) -> Config:
 
 
 def _read(path: Path) -> Document:
-    """A config file is UTF-8, as YAML is; a file saved in a Chinese Windows
-    encoding gets a line saying which one it reads as and how to convert it."""
+    return parse_document(read_utf8(path, str(path), "config"), str(path))
+
+
+def read_utf8(path: Path, place: str, kind: str = "") -> str:
+    """The text of a file users write (a config, a config file a sync reads):
+    UTF-8, a BOM allowed. One line naming `place` when it is missing,
+    unreadable or not UTF-8; one saved in a Chinese Windows encoding says
+    which it reads as and how to convert it. `kind` names the file in those
+    lines ("config": "config file not found", "config is not UTF-8")."""
+    named = f"{kind} " if kind else ""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise InputError(f"{path}: config file not found") from None
+        raise InputError(f"{place}: {named}file not found") from None
     except OSError as e:
-        raise InputError(f"{path}: cannot read config: {e.strerror or e}") from None
+        raise InputError(f"{place}: cannot read {named}file: {e.strerror or e}") from None
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         legacy = chinese_encoding(raw)
         hint = (f"; it reads as {legacy.upper()}: convert it with iconv -f {legacy} -t utf-8"
                 if legacy else "")
-        raise InputError(f"{path}:{line}: config is not UTF-8 (byte 0x{raw[e.start]:02x}){hint}") from None
-    return parse_document(text, str(path))
+        raise InputError(f"{place}:{line}: {kind + ' is ' if kind else ''}not UTF-8 "
+                         f"(byte 0x{raw[e.start]:02x}){hint}") from None
 
 
 def chinese_encoding(raw: bytes) -> str | None:
@@ -1032,13 +1040,7 @@ def sync_config_path(config_path: Path, cli_value: str | None = None) -> Path:
 
 
 def load_sync_config(path: Path) -> SyncConfig:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: sync config file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read sync config: {e}") from None
-    return parse_sync_config(text, str(path))
+    return parse_sync_config(read_utf8(path, str(path), "sync config"), str(path))
 
 
 def parse_sync_config(text: str, source: str = "<sync config>") -> SyncConfig:

@@ -159,9 +159,9 @@ def test_a_quoted_csv_value_keeps_its_line_break(sample_db, cli, write_config):
      "{path}:3: invalid YAML: key '产品线' given twice"),
     ("lines.yml", 'schema_version: "1.0"\ndata:\n  - 产品线代码: PL1\n    产品线: {a: 1}\n',
      "{path}:3: data item 1: column '产品线': a mapping is not one value"),
-    ("lines.csv", "产品线代码,产品线\nPL1,甲\n".encode("gbk"), "{path}:1: not UTF-8 (byte 0xb2); save the file as UTF-8"),
+    ("lines.csv", "产品线代码,产品线\nPL1,甲\n".encode("gbk"), "{path}:1: not UTF-8 (byte 0xb2); it reads as GBK: convert it with iconv -f gbk -t utf-8"),
     ("lines.csv", "产品线代码,产品线\n".encode() + "PL1,甲\n".encode("gbk"),
-     "{path}:2: not UTF-8 (byte 0xbc); save the file as UTF-8"),
+     "{path}:2: not UTF-8 (byte 0xbc)"),
 ])
 def test_a_bad_config_file_fails_its_table_naming_the_place_and_changes_nothing(
         name, content, message, sample_db, cli, write_config):
@@ -320,3 +320,13 @@ def test_two_prefixes_that_differ_only_in_case_are_refused(sample_db, cli, write
     sync_config(write_config, plan_table("LEG", "fdw") + second.replace("connection_env_prefix: leg",
                                                                         "connection_env_prefix: LEG"))
     assert "only in case" not in cli("--config", str(config), "apply").stderr
+
+
+def test_a_sync_config_saved_as_gbk_names_the_line_and_how_to_convert(sample_db, cli, write_config):
+    config = project_config(write_config)
+    path = sync_config(write_config, plan_table("LEG", "client"))
+    path.write_bytes(path.read_text(encoding="utf-8").encode("gbk"))
+    result = cli("--config", str(config), "validate")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (f"refdata: error: {path}:3: sync config is not UTF-8 (byte 0xc4); "
+                             "it reads as GBK: convert it with iconv -f gbk -t utf-8\n"), result.stderr

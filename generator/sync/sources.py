@@ -29,7 +29,7 @@ from typing import Iterator
 
 import yaml
 
-from ..config import DatabaseSource, FileSource, SyncTable
+from ..config import DatabaseSource, FileSource, SyncTable, read_utf8
 from ..errors import InputError, RefdataError
 from ..names import ident, mysql_ident
 from .connection import Connection
@@ -164,17 +164,7 @@ def file_rows(t: SyncTable, base: Path, batch_size: int, target_columns: list[st
     s: FileSource = t.source
     path = resolve_file(t, base)
     place = f"table {t.name}: {path}"
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{place}: file not found") from None
-    except OSError as e:
-        raise InputError(f"{place}: cannot read: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise InputError(f"{place}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
+    text = read_utf8(path, place)
     if path.suffix.lower() == ".csv":
         header, records, lines = _csv(place, text)
     else:
