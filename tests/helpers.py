@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
+
+import psycopg
 
 
 def apply_config(cli, write_config, text: str) -> Path:
@@ -37,6 +40,26 @@ def wait_until_blocked(db, pid: int, timeout: float = 30.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"backend {pid} never waited on a lock")
+
+
+def race(db, waiter, statement, release) -> dict:
+    """Run `statement()` (on connection `waiter`) in a thread until that
+    connection waits on a lock, then `release()` it. {"result": what the
+    statement returned} or {"error": its SQLSTATE}."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = statement()
+        except psycopg.Error as e:
+            outcome["error"] = e.sqlstate
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_until_blocked(db, waiter.info.backend_pid)
+    release()
+    thread.join()
+    return outcome
 
 
 def shipped_single_file() -> str:

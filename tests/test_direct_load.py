@@ -7,7 +7,6 @@ the staging path, the same locks, and nothing for any other writer."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import psycopg
@@ -15,7 +14,7 @@ import pytest
 
 from generator.config import load_config
 from generator.load import Loader, Options
-from helpers import apply_config, wait_until_blocked
+from helpers import apply_config, race
 from test_verify import (CORPUS, CORPUS_COLUMNS, CORPUS_CONFIG, CORPUS_SCHEMA, FACT, HEADER, RACE_CONFIG,
                          RACE_SCHEMA, _csv, _orphans, _outcome, _Rollback)
 
@@ -189,41 +188,22 @@ def test_parent_deleted_during_a_direct_load(db, cli, write_config, dsn, when):
     commit): the DELETE waits and then fails. No orphan either way."""
     db.execute(RACE_SCHEMA)
     apply_config(cli, write_config, RACE_CONFIG)
-    outcome = {}
     with psycopg.connect(dsn, autocommit=True) as loader, psycopg.connect(dsn, autocommit=True) as deleter:
         if when == "before the check":
             deleter.execute("BEGIN")
             deleter.execute("DELETE FROM p WHERE k = 'P1'")
 
             def load():
-                try:
-                    with loader.transaction():
-                        outcome["result"] = _direct(loader, "race", "f", ["k"], [("P1",)])
-                except psycopg.Error as e:
-                    outcome["error"] = e.sqlstate
+                with loader.transaction():
+                    return _direct(loader, "race", "f", ["k"], [("P1",)])
 
-            t = threading.Thread(target=load)
-            t.start()
-            wait_until_blocked(db, loader.info.backend_pid)
-            deleter.execute("COMMIT")
-            t.join()
+            outcome = race(db, loader, load, lambda: deleter.execute("COMMIT"))
             expected_facts = 0
         else:
             loader.execute("BEGIN")
             assert _direct(loader, "race", "f", ["k"], [("P1",)])["facts"] == 1
-
-            def delete():
-                try:
-                    deleter.execute("DELETE FROM p WHERE k = 'P1'")
-                    outcome["deleted"] = True
-                except psycopg.Error as e:
-                    outcome["error"] = e.sqlstate
-
-            t = threading.Thread(target=delete)
-            t.start()
-            wait_until_blocked(db, deleter.info.backend_pid)
-            loader.execute("COMMIT")
-            t.join()
+            outcome = race(db, deleter, lambda: deleter.execute("DELETE FROM p WHERE k = 'P1'"),
+                           lambda: loader.execute("COMMIT"))
             expected_facts = 1
     assert outcome == {"error": "23503"}
     assert _orphans(db) == 0 and db.execute("SELECT count(*) FROM f").fetchone()[0] == expected_facts

@@ -5,7 +5,6 @@ security) on both paths."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from helpers import apply_config, wait_until_blocked
+from helpers import apply_config, race
 
 FACT = 'business."规模明细"'
 HEADER = "月度,计划代码,计划名称,组合代码,组合名称,产品线代码,机构代码,期末资产规模"
@@ -319,21 +318,13 @@ def test_parent_deleted_while_the_load_checks_it(db, cli, write_config, dsn, ver
     with _connect(dsn) as loader, _connect(dsn) as deleter:
         deleter.execute("BEGIN")
         deleter.execute("DELETE FROM p WHERE k = 'P1'")
-        outcome = {}
 
         def load():
-            try:
-                with loader.transaction():
-                    _stage(loader, "race", ["k"], [("P1",)])
-                    outcome["result"] = _load(loader, "race", ["k"], verify)
-            except psycopg.Error as e:
-                outcome["error"] = e.sqlstate
+            with loader.transaction():
+                _stage(loader, "race", ["k"], [("P1",)])
+                return _load(loader, "race", ["k"], verify)
 
-        t = threading.Thread(target=load)
-        t.start()
-        wait_until_blocked(db, loader.info.backend_pid)
-        deleter.execute("COMMIT")
-        t.join()
+        outcome = race(db, loader, load, lambda: deleter.execute("COMMIT"))
     assert outcome == {"error": "23503"}
     assert _orphans(db) == 0 and db.execute("SELECT count(*) FROM f").fetchone()[0] == 0
 
@@ -347,20 +338,8 @@ def test_parent_deleted_after_the_load_checked_it(db, cli, write_config, dsn, ve
         loader.execute("BEGIN")
         _stage(loader, "race", ["k"], [("P1",)])
         assert _load(loader, "race", ["k"], verify)[:2] == (1, verify)
-        outcome = {}
-
-        def delete():
-            try:
-                deleter.execute("DELETE FROM p WHERE k = 'P1'")
-                outcome["deleted"] = True
-            except psycopg.Error as e:
-                outcome["error"] = e.sqlstate
-
-        t = threading.Thread(target=delete)
-        t.start()
-        wait_until_blocked(db, deleter.info.backend_pid)
-        loader.execute("COMMIT")
-        t.join()
+        outcome = race(db, deleter, lambda: deleter.execute("DELETE FROM p WHERE k = 'P1'"),
+                       lambda: loader.execute("COMMIT"))
     assert outcome == {"error": "23503"}
     assert _orphans(db) == 0 and db.execute("SELECT count(*) FROM f").fetchone()[0] == 1
 
