@@ -887,13 +887,14 @@ class Incremental(Model):
             m = INCREMENTAL_WHERE.match(self.where)
             if not m:
                 # Arbitrary SQL text from a config file never reaches the database.
-                raise ValueError(
+                raise PlaceError(
                     f"where {self.where!r} is not of the form '<column> >= :last_synced_at'; "
-                    "write that form, or give updated_at_column alone"
+                    "write that form, or give updated_at_column alone", ("where",)
                 )
             if self.updated_at_column and self.updated_at_column != m["column"]:
-                raise ValueError(
-                    f"where names column {m['column']!r} but updated_at_column is {self.updated_at_column!r}"
+                raise PlaceError(
+                    f"where names column {m['column']!r} but updated_at_column is {self.updated_at_column!r}",
+                    ("updated_at_column",)
                 )
         elif not self.updated_at_column:
             raise ValueError("incremental needs updated_at_column (or where: '<column> >= :last_synced_at')")
@@ -942,21 +943,40 @@ class SyncTable(Model):
 
     @model_validator(mode="after")
     def _check(self):
-        source = self.source
+        try:
+            source = self.source
+        except ValidationError as e:
+            # source_config has a model of its own: its error names its own key's line, the
+            # first in the file's order (pydantic lists a nested model's errors first)
+            keys = list(self.source_config)
+            err = min(e.errors(), key=lambda r: keys.index(r["loc"][0]) if r["loc"] and r["loc"][0] in keys
+                      else len(keys))
+            loc = ("source_config", *(p for p in err["loc"] if not (isinstance(p, str) and "[" in p)))
+            placed = (err.get("ctx") or {}).get("error")
+            if isinstance(placed, PlaceError):
+                loc += placed.loc
+            msg = _sync_message(err, loc)
+            if err["type"] not in ("extra_forbidden", "missing"):
+                field = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+                msg = msg if msg.startswith(field) else f"field {field}: {msg}"
+            raise PlaceError(msg, loc) from None
         if not self.keys:
-            raise ValueError("primary_key is empty")
+            raise PlaceError("primary_key is empty", ("primary_key",))
         if isinstance(source, DatabaseSource) and source.columns:
             targets = [c.target for c in source.columns]
-            for dup in {t for t in targets if targets.count(t) > 1}:
-                raise ValueError(f"source_config.columns: target column {dup!r} is mapped twice")
+            for j, t in enumerate(targets):
+                if t in targets[:j]:
+                    raise PlaceError(f"source_config.columns: target column {t!r} is mapped twice",
+                                     ("source_config", "columns", j))
             for k in self.keys:
                 if k not in targets:
-                    raise ValueError(f"primary_key column {k!r} is not a target of source_config.columns")
+                    raise PlaceError(f"primary_key column {k!r} is not a target of source_config.columns",
+                                     ("primary_key",))
         if isinstance(source, DatabaseSource):
             if source.incremental and self.sync_mode == "delete_insert":
-                raise ValueError(
+                raise PlaceError(
                     "sync_mode delete_insert cannot be incremental (a partial read cannot tell which rows are gone); "
-                    "use sync_mode: upsert, or drop incremental"
+                    "use sync_mode: upsert, or drop incremental", ("sync_mode",)
                 )
         return self
 
@@ -1004,13 +1024,14 @@ class SyncConfig(Model):
         seen: set[str] = set()
         targets: dict[tuple[str, str], str] = {}
         prefixes: dict[tuple[str, str], tuple[str, str]] = {}
-        for t in self.tables:
+        for i, t in enumerate(self.tables):
             if t.name in seen:
-                raise ValueError(f"table {t.name}: duplicate name")
+                raise PlaceError("duplicate name", ("tables", i, "name"))
             seen.add(t.name)
             other = targets.setdefault((t.target_schema, t.target_table), t.name)
             if other != t.name:
-                raise ValueError(f"table {t.name}: target {t.target_schema}.{t.target_table} is already synced by {other}")
+                raise PlaceError(f"target {t.target_schema}.{t.target_table} is already synced by {other}",
+                                 ("tables", i, "target_table"))
             # One foreign server per prefix and source type, named in lower
             # case; the environment's names are not: LEG and leg would share
             # a server, and one table would read through the other's settings.
@@ -1018,8 +1039,9 @@ class SyncConfig(Model):
                 prefix = t.source.connection_env_prefix
                 spelled = prefixes.setdefault((t.source_type, prefix.lower()), (prefix, t.name))
                 if spelled[0] != prefix:
-                    raise ValueError(f"table {t.name}: connection_env_prefix {prefix} differs from {spelled[0]} "
-                                     f"(table {spelled[1]}) only in case; spell it one way")
+                    raise PlaceError(f"connection_env_prefix {prefix} differs from {spelled[0]} "
+                                     f"(table {spelled[1]}) only in case; spell it one way",
+                                     ("tables", i, "source_config", "connection_env_prefix"))
         return self
 
     def table(self, name: str) -> SyncTable:
@@ -1048,27 +1070,26 @@ def parse_sync_config(text: str, source: str = "<sync config>") -> SyncConfig:
     if not isinstance(data, dict):
         raise InputError(f"{source}: expected a mapping with a 'tables' key")
     try:
-        config = SyncConfig.model_validate(data)
-        for i, t in enumerate(config.tables):
-            try:
-                t.source
-            except ValidationError as e:
-                err = e.errors()[0]
-                err["loc"] = ("tables", i, "source_config", *err["loc"])
-                raise InputError(_describe_sync(err, data, node, source)) from None
-        return config
+        return SyncConfig.model_validate(data)
     except ValidationError as e:
         raise InputError(_describe_sync(e.errors()[0], data, node, source)) from None
+
+
+def _sync_message(err: dict, loc) -> str:
+    if err["type"] == "extra_forbidden":
+        return f"unknown field {loc[-1]!r}"
+    if err["type"] == "missing":
+        return f"missing required field {loc[-1]!r}"
+    return err["msg"].removeprefix("Value error, ")
 
 
 def _describe_sync(err: dict, data, node, source: str) -> str:
     """One line: file:line: table T: field: message."""
     loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "int", "float", "bool")))]
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = f"unknown field {loc[-1]!r}"
-    elif err["type"] == "missing":
-        msg = f"missing required field {loc[-1]!r}"
+    placed = (err.get("ctx") or {}).get("error")
+    if isinstance(placed, PlaceError):
+        loc += list(placed.loc)
+    msg = str(placed) if isinstance(placed, PlaceError) else _sync_message(err, loc)
     place = []
     rest = loc
     if loc[:1] == ["tables"] and len(loc) > 1 and isinstance(loc[1], int):
@@ -1080,7 +1101,7 @@ def _describe_sync(err: dict, data, node, source: str) -> str:
     field = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in rest).replace(".[", "[")
     line = _line_of(node, loc)
     parts = [f"{source}:{line}" if line else source] + place
-    if field and err["type"] != "extra_forbidden" and not msg.startswith(field):
+    if field and err["type"] != "extra_forbidden" and not isinstance(placed, PlaceError) and not msg.startswith(field):
         parts.append(f"field {field}")
     return ": ".join(parts + [msg])
 

@@ -195,6 +195,33 @@ def test_a_bad_schedule_or_version_in_the_sync_config_is_refused_by_every_comman
     assert sample_db.execute("SELECT to_regclass('refdata.sync_table')").fetchone() == (None,)
 
 
+PLAN_STATUS = "        - {source: plan_status, target: 计划状态}\n"
+UPDATED = "        updated_at_column: updated_at\n"
+
+
+@pytest.mark.parametrize("incremental,find,replace,message", [
+    (False, "      table: annuity_plan\n", "      table: annuity_plan\n      tabel: x\n", "12: table 年金计划: unknown field 'tabel'"),
+    (False, "target: 计划全称}", "target: 计划全称, optional: true}", "14: table 年金计划: unknown field 'optional'"),
+    (False, PLAN_STATUS, "        - {source: plan_status, target: 计划全称}\n",
+     "15: table 年金计划: source_config.columns: target column '计划全称' is mapped twice"),
+    (False, "      columns:\n", "      columns:\n        - {source: x}\n", "13: table 年金计划: missing required field 'target'"),
+    (False, "primary_key: 年金计划号", "primary_key: 计划代码",
+     "17: table 年金计划: primary_key column '计划代码' is not a target of source_config.columns"),
+    (True, UPDATED, UPDATED + "        colum: x\n", "19: table 年金计划: unknown field 'colum'"),
+    (True, ">= :last", "< :last", "17: table 年金计划: field source_config.incremental.where: where 'updated_at < "),
+    (True, "sync_mode: upsert", "sync_mode: delete_insert", "19: table 年金计划: sync_mode delete_insert cannot be incremental"),
+])
+def test_a_bad_key_inside_a_table_entry_is_reported_at_its_own_line(
+        incremental, find, replace, message, sample_db, cli, write_config):
+    config = project_config(write_config)
+    table = plan_table("LEG", "client", incremental=incremental)
+    assert table.count(find) == 1
+    path = sync_config(write_config, table.replace(find, replace))
+    result = cli("--config", str(config), "validate")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"refdata: error: {path}:{message}"), result.stderr
+
+
 def test_schedule_takes_names_ranges_lists_and_steps(sample_db, cli, write_config, legacy_pg):
     config = project_config(write_config)
     sync_config(write_config, plan_table("LEG", "fdw"), schedule='"*/15 0-6 1,15 jan,JUL mon-fri"')
