@@ -4,6 +4,8 @@ echoing a password."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from urllib.parse import quote
 
 import pytest
@@ -253,6 +255,37 @@ def test_a_four_byte_character_from_mysql_arrives_whole(via, sample_db, cli, wri
     assert result.returncode == 0, result.stderr
     assert sample_db.execute(f'SELECT "计划全称" FROM {PLAN} WHERE "年金计划号" = %s',
                              ["P90001"]).fetchone() == ("表情😀计划𠀀",)
+
+
+@pytest.mark.parametrize("via", ["fdw", "client"])
+@pytest.mark.parametrize("from_url", [False, True])
+def test_the_source_label_names_the_mysql_database_the_environment_gives(
+        via, from_url, sample_db, dsn, cli, write_config, legacy_mysql):
+    """Without source_config.schema the database is <PREFIX>_DATABASE (or the
+    URL's path): the label named none (legacy_mysql:LEG/.annuity_plan)."""
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", via, "legacy_mysql").replace("      schema: enterprise\n", ""))
+    env = legacy_mysql.env("LEG")
+    if from_url:
+        env = {"LEG_URL": f"mysql://{MYSQL['user']}:{MYSQL['password']}@{MYSQL['host']}:{MYSQL['port']}/{legacy_mysql.name}"}
+    assert cli("--config", str(config), "apply", env=env).returncode == 0
+    legacy_mysql.rows([("P90001", "甲", "正常")])
+
+    result = cli("--config", str(config), "sync", env=env)
+
+    assert result.returncode == 0, result.stderr
+    label = f"legacy_mysql:LEG/{legacy_mysql.name}.annuity_plan"
+    assert f"({label} via {via}, " in result.stdout, result.stdout
+    assert sample_db.execute("SELECT source FROM refdata.sync_run").fetchall() == [(label,)]
+    assert MYSQL["password"] not in result.stdout + result.stderr
+    if not from_url:  # a rendered script reads the database when psql runs it
+        sample_db.execute("DELETE FROM refdata.sync_table")
+        render = cli("--config", str(config), "render", env={})
+        assert render.returncode == 0, render.stderr
+        applied = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", dsn], input=render.stdout,
+                                 capture_output=True, text=True, env={**os.environ, **env})
+        assert applied.returncode == 0, applied.stderr
+        assert sample_db.execute("SELECT source_label FROM refdata.sync_table").fetchall() == [(label,)]
 
 
 @pytest.mark.parametrize("incremental", [False, True])

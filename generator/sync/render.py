@@ -50,11 +50,17 @@ def server_name(t: SyncTable) -> str:
     return object_name("refdata", t.source.connection_env_prefix.lower(), kind)
 
 
-def source_label(t: SyncTable) -> str:
+def source_label(t: SyncTable, conn: Connection | None = None, for_script: bool = False) -> tuple:
+    """(head, schema, tail) of the source's name in refdata.sync_run: the
+    MySQL database the environment names when the config does not (a
+    rendered script's psql reads it), "${PREFIX_DATABASE}" when neither does."""
     s = t.source
-    if isinstance(s, DatabaseSource):
-        return f"{t.source_type}:{s.connection_env_prefix}/{remote_schema(t) or ''}.{s.table}"
-    return f"config_file:{s.file_path}"
+    if not isinstance(s, DatabaseSource):
+        return f"config_file:{s.file_path}", None, ""
+    schema = remote_schema(t, conn)
+    if schema is None:
+        schema = conn.env("database") if for_script and conn else f"${{{s.connection_env_prefix}_DATABASE}}"
+    return f"{t.source_type}:{s.connection_env_prefix}/", schema, f".{s.table}"
 
 
 def remote_schema(t: SyncTable, conn=None) -> str | None:
@@ -169,7 +175,8 @@ def statements(sync: SyncConfig, config: Config | None, env=None,
             "target_schema": t.target_schema,
             "target_table": t.target_table,
             "source_type": t.source_type,
-            "source_label": source_label(t),
+            **dict(zip(("source_label", "source_schema_label", "source_table_label"),
+                       source_label(t, conn, for_script))),
             "via": via,
             "mode": t.sync_mode,
             "keys": list(t.keys),

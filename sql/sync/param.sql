@@ -1,7 +1,8 @@
 INSERT INTO refdata.sync_table AS p (name, target_schema, target_table, source_type, source_label, via, mode, keys,
                                      columns, source_schema, source_table, stage_schema, stage_table,
                                      updated_column, updated_op, refs)
-VALUES (%(name)s, %(target_schema)s, %(target_table)s, %(source_type)s, %(source_label)s, %(via)s, %(mode)s,
+VALUES (%(name)s, %(target_schema)s, %(target_table)s, %(source_type)s,
+        concat(%(source_label)s::text, %(source_schema_label)s::text, %(source_table_label)s::text), %(via)s, %(mode)s,
         ARRAY(SELECT jsonb_array_elements_text(%(keys)s::jsonb)), %(columns)s::jsonb, %(source_schema)s, %(source_table)s, %(stage_schema)s, %(stage_table)s,
         %(updated_column)s, %(updated_op)s, %(refs)s::jsonb)
 ON CONFLICT (name) DO UPDATE
