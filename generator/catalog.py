@@ -267,9 +267,13 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
         for col in fk.sources:
             if col not in fact.columns:
                 report.errors.append(f"{place}: source_column: {fact.missing(col)}")
+            elif fact.columns[col]["generated"]:
+                report.errors.append(f"{place}: source_column: {computed(fact, col)}")
         for col in fk.keys:
             if col not in parent.columns:
                 report.errors.append(f"{place}: target_key: {parent.missing(col)}")
+            elif parent.columns[col]["generated"]:
+                report.errors.append(f'{place}: target_key: column "{col}" of {parent.label} is generated and cannot be set')
         if len(report.errors) > errors_before:
             continue
 
@@ -312,6 +316,10 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
                     )
                 else:
                     report.errors.append(f"{place}: backfill column {m.target}: {fact.missing(missing_sources[0])}")
+                continue
+            generated = [c for c in m.sources() if fact.columns[c]["generated"]]
+            if generated:
+                report.errors.append(f"{place}: backfill column {m.target}: {computed(fact, generated[0])}")
                 continue
             if m.target not in parent.columns:
                 report.errors.append(f"{place}: {parent.missing(m.target)}")
@@ -367,9 +375,11 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
         for col in fk.defaults:
             if col not in parent.columns:
                 report.errors.append(f"{place}: defaults: {parent.missing(col)}")
+            elif parent.columns[col]["generated"]:
+                report.errors.append(f'{place}: defaults: column "{col}" of {parent.label} is generated and cannot be set')
             else:
                 covered.add(col)
-        if fk.defaults and all(c in parent.columns for c in fk.defaults):
+        if fk.defaults and all(c in parent.columns and not parent.columns[c]["generated"] for c in fk.defaults):
             problem = catalog.default_error(parent, dict(fk.defaults))
             if problem:
                 report.errors.append(f"{place}: defaults: {problem}")
@@ -396,6 +406,14 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
                     f"{place}: {parent.label} references {qualified(ref['referenced_schema'], ref['referenced_table'])} "
                     f"(foreign key {other}); add depends_on: [{other}]"
                 )
+
+
+def computed(fact: Table, column: str) -> str:
+    """Why a fact column PostgreSQL computes cannot feed a derivation: a
+    BEFORE row trigger runs before it is computed (and sees NULL), and the
+    staging table, which holds what a load writes, has no such column."""
+    return (f'column "{column}" of {fact.label} is generated: PostgreSQL computes it after refdata reads '
+            f"the row; use a column the row is written with")
 
 
 def _depends(order: list[ForeignKey], fk: ForeignKey, other: str) -> bool:
