@@ -110,8 +110,11 @@ class Catalog:
         return (f"staging table {stage.label} is not in step with {fact.label} since the last apply: "
                 + "; ".join(parts))
 
-    def unique_keys(self, t: Table) -> list[list[str]]:
-        return [row[1] for row in self.conn.execute(query("unique_keys"), {"oid": t.oid})]
+    def unique_keys(self, t: Table, immediate: bool | None = None) -> list[list[str]]:
+        """Column lists of the table's unique keys; only those checked
+        immediately (or only deferrable ones) when `immediate` says so."""
+        return [row[1] for row in self.conn.execute(query("unique_keys"), {"oid": t.oid})
+                if immediate is None or row[2] == immediate]
 
     def foreign_keys(self, t: Table) -> list[dict]:
         cur = self.conn.cursor(row_factory=psycopg.rows.dict_row)
@@ -134,6 +137,13 @@ class Catalog:
             except psycopg.Error as e:
                 return (e.diag.message_primary or str(e)).strip()
         return None
+
+    def unchanged(self, source: dict, target: dict) -> bool:
+        """Whether a fact key value is stored in the parent's key as the same value (sql/catalog/key_cast.sql)."""
+        row = self.conn.execute(
+            query("key_cast"), {"source": source["base_type"], "target": target["base_type"]}
+        ).fetchone()
+        return bool(row and row[0])
 
     def comparable(self, source: dict, target: dict) -> bool:
         """Whether `target = source` resolves to an operator without casts (key look-ups)."""
@@ -277,22 +287,33 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
         if len(report.errors) > errors_before:
             continue
 
-        if not any(set(k) == set(fk.keys) for k in catalog.unique_keys(parent)):
+        if not any(set(k) == set(fk.keys) for k in catalog.unique_keys(parent, immediate=True)):
             keys = ", ".join(f'"{k}"' for k in fk.keys)
-            report.errors.append(
-                f"{place}: target_key ({keys}) is not a primary key or unique constraint of {parent.label}"
-            )
+            if any(set(k) == set(fk.keys) for k in catalog.unique_keys(parent, immediate=False)):
+                # derives insert ON CONFLICT on the key, which takes no deferrable constraint
+                report.errors.append(
+                    f"{place}: target_key ({keys}) of {parent.label} is DEFERRABLE, which ON CONFLICT cannot use; "
+                    f"make the constraint NOT DEFERRABLE"
+                )
+            else:
+                report.errors.append(
+                    f"{place}: target_key ({keys}) is not a primary key or unique constraint of {parent.label}"
+                )
         for s, k in zip(fk.sources, fk.keys):
             src, tgt = fact.columns[s], parent.columns[k]
             if not catalog.assignable(src, tgt):
                 problem = "cannot be stored in"
             elif not catalog.comparable(src, tgt):
                 problem = "cannot be compared with (no = operator without a cast)"
+            elif not catalog.unchanged(src, tgt):
+                problem = "can change when stored in"
             else:
                 continue
             report.errors.append(
                 f'{place}: column "{s}" ({src["type"]}) of {fact.label} {problem} '
                 f'key column "{k}" ({tgt["type"]}) of {parent.label}'
+                + (" (the fact would name another key than the parent derived for it); give both the same type"
+                   if problem.startswith("can change") else "")
             )
 
         covered = set(fk.keys)

@@ -101,3 +101,46 @@ def test_identity_by_default_and_computed_parent_columns_are_left_to_postgresql(
     db.execute("INSERT INTO f VALUES ('a', 'x', 7), ('b', 'y', 9)")
     assert db.execute("SELECT id, code, upper_name, n FROM plan ORDER BY code").fetchall() == [
         (1, "a", "X", 7), (2, "b", "Y", 9)]
+
+
+# -- keys ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fact_type, key_type", [
+    ("numeric", "integer"),       # 1.5 would derive parent 2
+    ("double precision", "integer"),
+    ("timestamp without time zone", "date"),    # 10:00 on a day would derive the day
+    ("timestamp with time zone", "timestamp without time zone"),  # by the session's time zone
+])
+def test_a_key_that_changes_on_its_way_into_the_parent_is_refused(cli, db, write_config, fact_type, key_type):
+    db.execute(f"CREATE TABLE plan (code {key_type} PRIMARY KEY); CREATE TABLE f (code {fact_type})")
+    path = write_config(config(PLAN))
+    refused(cli, db, path,
+            f'domain d, foreign key fk_plan: column "code" ({fact_type}) of "public"."f" can change when stored in '
+            f'key column "code" ({key_type}) of "public"."plan" (the fact would name another key than the parent '
+            f"derived for it); give both the same type")
+
+
+@pytest.mark.parametrize("fact_type, key_type, value", [
+    ("integer", "bigint", "7"),
+    ("bigint", "integer", "7"),      # out of range fails loudly, never rounds
+    ("smallint", "numeric", "7"),
+    ("text", "varchar(8)", "'k'"),
+    ("varchar(8)", "text", "'k'"),
+    ("date", "timestamp without time zone", "'2024-05-01'"),
+])
+def test_keys_that_reach_the_parent_unchanged_are_taken(cli, db, write_config, fact_type, key_type, value):
+    db.execute(f"CREATE TABLE plan (code {key_type} PRIMARY KEY); CREATE TABLE f (code {fact_type})")
+    apply_config(cli, write_config, config(PLAN))
+    db.execute(f"INSERT INTO f VALUES ({value}), ({value})")
+    assert db.execute("SELECT count(*) FROM plan p JOIN f ON f.code = p.code").fetchone() == (2,)
+    assert db.execute("SELECT count(*), min(_source) FROM plan").fetchone() == (1, "auto_derived")
+
+
+def test_a_deferrable_key_is_refused(cli, db, write_config):
+    # ON CONFLICT cannot use a deferrable constraint: every derive failed.
+    db.execute("CREATE TABLE plan (code text PRIMARY KEY DEFERRABLE); CREATE TABLE f (code text)")
+    path = write_config(config(PLAN))
+    refused(cli, db, path,
+            'domain d, foreign key fk_plan: target_key ("code") of "public"."plan" is DEFERRABLE, which '
+            "ON CONFLICT cannot use; make the constraint NOT DEFERRABLE")
