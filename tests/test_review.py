@@ -124,6 +124,23 @@ def test_import_rejects_the_whole_file_naming_the_row(derived, cli, tmp_path, ed
     assert derived.execute("SELECT count(*) FROM refdata.audit_log WHERE action = 'review'").fetchone() == (0,)
 
 
+def test_import_refuses_rows_no_longer_awaiting_review_instead_of_overwriting_them(derived, cli, tmp_path):
+    """A file exported before the row was made authoritative (or reviewed by
+    someone else) carries stale values: importing it must not write them back."""
+    out = tmp_path / "pending.csv"
+    assert cli("export-pending", "--table", "mapping.年金计划", "-o", str(out)).returncode == 0
+    # meanwhile a legacy loader inserts the authoritative row (promoted on insert)
+    derived.execute(f"""INSERT INTO {PLAN} ("年金计划号", "计划全称", "计划状态") VALUES ('P90002', '权威名称', '正常')""")
+    before = derived.execute(f"SELECT * FROM {PLAN} ORDER BY 1").fetchall()
+    result = cli("review", "import", str(out))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        f'refdata: error: {out}:3: key {{"年金计划号": "P90002"}} of mapping."年金计划" no longer awaits review '
+        "(reviewed or made authoritative since the export, or named on an earlier line); export again")
+    assert derived.execute(f"SELECT * FROM {PLAN} ORDER BY 1").fetchall() == before
+    assert derived.execute("SELECT count(*) FROM refdata.audit_log WHERE action = 'review'").fetchone() == (0,)
+
+
 # -- approve and merge ---------------------------------------------------------
 
 

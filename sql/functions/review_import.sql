@@ -2,7 +2,7 @@
 -- refdata review import: reviewed rows back from an edited export. `rows`:
 -- a JSON array of {"line": n, "table": "schema.table", "values": {column:
 -- text or null}} (as `refdata review import` reads them from the CSV). Each
--- row's key must exist; every other column named (tracking columns aside)
+-- row's key must exist and still await review; every other column named (tracking columns aside)
 -- takes the given value, and the row is marked reviewed. All or nothing: the
 -- first row that does not fit stops it with "line N: column C: reason".
 -- Audited with action 'review'. Returns the rows updated.
@@ -76,7 +76,9 @@ BEGIN
         END;
         SELECT string_agg(format('t.%I = r.%I', c, c), ' AND ') INTO _rd_match FROM unnest(_rd_keys) AS c;
         BEGIN
-            EXECUTE format('UPDATE %s AS t SET (%s"_needs_review") = (SELECT %sfalse) FROM jsonb_populate_record(NULL::%s, $1) AS r WHERE %s',
+            -- Only a row still awaiting review: one reviewed or made
+            -- authoritative since the export would get the file's stale values.
+            EXECUTE format('UPDATE %s AS t SET (%s"_needs_review") = (SELECT %sfalse) FROM jsonb_populate_record(NULL::%s, $1) AS r WHERE %s AND t."_needs_review"',
                            _rd_table,
                            (SELECT string_agg(format('%I, ', c), '') FROM unnest(_rd_columns) AS c),
                            (SELECT string_agg(format('r.%I, ', c), '') FROM unnest(_rd_columns) AS c),
@@ -88,6 +90,14 @@ BEGIN
             RAISE EXCEPTION 'line %: %', _rd_row.line, _rd_message USING ERRCODE = SQLSTATE;
         END;
         IF _rd_count = 0 THEN
+            EXECUTE format('SELECT EXISTS (SELECT FROM %s AS t, jsonb_populate_record(NULL::%s, $1) AS r WHERE %s)',
+                           _rd_table, _rd_table, _rd_match)
+              INTO _rd_found USING _rd_values;
+            IF _rd_found THEN
+                RAISE EXCEPTION 'line %: key % of % no longer awaits review (reviewed or made authoritative since the export, or named on an earlier line); export again',
+                    _rd_row.line, (SELECT jsonb_object_agg(c, _rd_values -> c) FROM unnest(_rd_keys) AS c), _rd_table
+                    USING ERRCODE = 'no_data_found';
+            END IF;
             RAISE EXCEPTION 'line %: key % does not exist in %', _rd_row.line,
                 (SELECT jsonb_object_agg(c, _rd_values -> c) FROM unnest(_rd_keys) AS c), _rd_table
                 USING ERRCODE = 'no_data_found';
