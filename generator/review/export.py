@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import psycopg
@@ -47,7 +48,7 @@ def export_pending(conn: psycopg.Connection, path: Path, table: str | None = Non
     columns: list[str] = []
     for _, cols in _tables(conn, table):
         columns += [c for c in cols if c not in columns and c != TABLE_COLUMN]
-    select = ", ".join(f"p.row_values ->> {_text(c)} AS {ident(c)}" for c in columns)
+    select = ", ".join(f"{_cell('(p.row_values ->> ' + _text(c) + ')')} AS {ident(c)}" for c in columns)
     conn.execute("SELECT set_config('refdata.export_table', coalesce(%s, ''), false)", [table])
     query = (f"COPY (SELECT p.table_name::text AS {ident(TABLE_COLUMN)}, {select} "
              "FROM refdata.pending_rows(nullif(current_setting('refdata.export_table'), '')) AS p) "
@@ -65,6 +66,27 @@ def export_pending(conn: psycopg.Connection, path: Path, table: str | None = Non
     except OSError as e:
         raise InputError(f"{path}: cannot write: {e.strerror}") from None
     return max(count, 0)
+
+
+# Text a spreadsheet would run as a formula when the file is opened (= + - @,
+# a tab or CR first): the keys and names in these rows come from fact files,
+# which anyone may have written. Such a cell is written with a leading
+# apostrophe, as is one that starts with apostrophes before such a character,
+# so the import takes exactly one off again; numbers (-5, +3.2) stay as they are.
+FORMULA_SQL = r"^'*[=+@\t\r-]"
+NUMBER_SQL = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
+QUOTED_FORMULA = re.compile(r"'+[=+@\t\r-]")
+
+
+def _cell(value: str) -> str:
+    """The SQL of a text value as export-pending writes it into a cell."""
+    return (f"CASE WHEN {value} ~ {_text(FORMULA_SQL)} AND {value} !~ {_text(NUMBER_SQL)} "
+            f"THEN '''' || {value} ELSE {value} END")
+
+
+def _uncell(value: str) -> str:
+    """A cell's text as the export read it (see _cell)."""
+    return value[1:] if QUOTED_FORMULA.match(value) else value
 
 
 def _text(name: str) -> str:
@@ -97,7 +119,7 @@ def read_reviewed(path: Path) -> list[dict]:
                     continue
                 if len(record) != len(header):
                     raise InputError(f"{path}:{line}: {len(record)} fields, the header has {len(header)}")
-                values = {k: (v if v != "" else None) for k, v in zip(header, record)}
+                values = {k: (_uncell(v) if v != "" else None) for k, v in zip(header, record)}
                 rows.append({"line": line, "table": values.pop(TABLE_COLUMN), "values": values})
                 line = reader.line_num + 1
         except UnicodeDecodeError as e:
