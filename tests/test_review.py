@@ -167,6 +167,19 @@ def test_export_keeps_spreadsheets_from_running_cells_and_import_reads_them_back
         (t,) for t in FORMULAS]
 
 
+def test_export_counts_rows_not_lines_and_keeps_a_line_break_in_a_value(derived, cli, tmp_path):
+    derived.execute(f"""UPDATE {PLAN} SET "计划全称" = E'第一行\\n第二行\\r\\n第三行' WHERE "年金计划号" = 'P90001'""")
+    out = tmp_path / "pending.csv"
+    result = cli("export-pending", "--table", "mapping.年金计划", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"exported 2 row(s) awaiting review to {out}"
+    rows = read_csv(out)
+    assert rows[1][rows[0].index("计划全称")] == "第一行\n第二行\r\n第三行"
+    assert cli("review", "import", str(out)).returncode == 0
+    assert derived.execute(f"""SELECT "计划全称" FROM {PLAN} WHERE "年金计划号" = 'P90001'""").fetchone() == (
+        "第一行\n第二行\r\n第三行",)
+
+
 # -- approve and merge ---------------------------------------------------------
 
 

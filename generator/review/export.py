@@ -53,19 +53,18 @@ def export_pending(conn: psycopg.Connection, path: Path, table: str | None = Non
     query = (f"COPY (SELECT p.table_name::text AS {ident(TABLE_COLUMN)}, {select} "
              "FROM refdata.pending_rows(nullif(current_setting('refdata.export_table'), '')) AS p) "
              "TO STDOUT WITH (FORMAT csv, HEADER)")
-    count = -1  # the header
     try:
-        with path.open("wb") as out, conn.cursor() as cur, cur.copy(query) as copy:
-            if excel:
-                out.write(BOM)
-            for chunk in copy:
-                count += bytes(chunk).count(b"\n")
-                out.write(chunk)
+        with path.open("wb") as out, conn.cursor() as cur:
+            with cur.copy(query) as copy:
+                if excel:
+                    out.write(BOM)
+                for chunk in copy:
+                    out.write(chunk)
+            return cur.rowcount  # the server's count: a value may hold line breaks
     except psycopg.Error as e:
         raise translate(e) from None
     except OSError as e:
         raise InputError(f"{path}: cannot write: {e.strerror}") from None
-    return max(count, 0)
 
 
 # Text a spreadsheet would run as a formula when the file is opened (= + - @,
