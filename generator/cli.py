@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+import psycopg
+
 from . import __doc__ as package_doc
 from .errors import InputError, RefdataError
 
@@ -157,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("refdata: interrupted", file=sys.stderr)
+        return 1
+    except psycopg.Error as e:  # what no command turned into a line of its own
+        if debug:
+            raise
+        from .db import database_error
+
+        print(f"refdata: error: {database_error(e)}", file=sys.stderr)
         return 1
     except Exception as e:  # anything unexpected is still one line without --debug
         if debug:

@@ -73,3 +73,24 @@ def describe(conn: psycopg.Connection) -> str:
     info = conn.info
     where = info.host + (f":{info.port}" if info.port and int(info.port) != 5432 else "")
     return f"database {info.dbname} on {where}"
+
+
+# SQLSTATE classes and codes of a connection that is gone: 08 connection
+# exception, 57P01..57P03 the server shutting down or refusing; no SQLSTATE
+# at all when the socket closed before the server could say anything.
+_CONNECTION_LOST = ("08", "57P01", "57P02", "57P03")
+
+
+def database_error(e: psycopg.Error) -> str:
+    """A database error as one line for users: the server's own message (not
+    psycopg's class name, not the statement with its LINE and caret lines),
+    saying when the connection was lost or the database is read-only."""
+    text = (e.diag.message_primary or str(e)).strip()
+    first = text.splitlines()[0].strip() if text else type(e).__name__
+    state = e.sqlstate or ""
+    if state.startswith(_CONNECTION_LOST) or (not state and isinstance(e, psycopg.OperationalError)):
+        return f"lost the connection to the database: {first}"
+    if state == "25006":
+        return f"{first} (the database is read-only: a hot standby, or default_transaction_read_only is on)"
+    return first
+

@@ -11,7 +11,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -153,6 +155,56 @@ def test_exit_codes_through_a_real_process(cli_process, write_config, tmp_path):
     unreachable = cli_process("--config", str(SAMPLE_CONFIG), "apply", db=f"host={tmp_path} port=1 dbname=x")
     assert (unreachable.returncode, unreachable.stderr.count("\n")) == (1, 1)
     assert "Traceback" not in bad.stderr + missing.stderr + unreachable.stderr
+
+
+def test_a_server_going_away_mid_command_is_one_line_and_exit_1(cli_process, sample_db, dsn, db):
+    """The backend is terminated while the command waits on a lock (a
+    restart, a failover, a DBA's pg_terminate_backend)."""
+    apply = cli_process("--config", str(SAMPLE_CONFIG), "apply")
+    assert apply.returncode == 0, apply.stderr
+    name = f"refdata_gone_{os.getpid()}"
+    with psycopg.connect(dsn) as holder:
+        holder.execute('LOCK TABLE mapping."年金计划" IN ACCESS EXCLUSIVE MODE')
+        command = subprocess.Popen(
+            [sys.executable, "-m", "generator.cli", "--config", str(SAMPLE_CONFIG), "--db",
+             make_conninfo(dsn, application_name=name), "status"],
+            cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={k: v for k, v in os.environ.items() if k not in CLI_ENV})
+        deadline = time.monotonic() + 30
+        pid = None
+        while pid is None and time.monotonic() < deadline:
+            row = db.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
+                             [name]).fetchone()
+            pid = row[0] if row else time.sleep(0.05)
+        assert pid, "the command never waited on the lock"
+        db.execute("SELECT pg_terminate_backend(%s)", [pid])
+        out, err = command.communicate(timeout=60)
+    assert command.returncode == 1, err
+    assert err == ("refdata: error: lost the connection to the database: "
+                   "terminating connection due to administrator command\n")
+
+
+@pytest.mark.parametrize("command", [["uninstall"], ["apply"], ["review", "approve", "mapping.年金计划", "P00001"]])
+def test_a_read_only_database_is_named_as_such(cli, sample_db, dsn, command):
+    """A hot standby, or default_transaction_read_only: one line saying so, exit 1."""
+    assert cli("--config", str(SAMPLE_CONFIG), "apply").returncode == 0
+    read_only = make_conninfo(dsn, options="-c default_transaction_read_only=on")
+    result = cli("--config", str(SAMPLE_CONFIG), *command, db=read_only)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("refdata: error: "), result.stderr
+    assert "read-only" in result.stderr and "Traceback" not in result.stderr
+    assert "ReadOnlySqlTransaction" not in result.stderr
+
+
+def test_a_database_error_is_one_line_without_the_statement(cli, sample_db, dsn, role):
+    """A role that may not read refdata's views: psql's LINE/caret lines and
+    psycopg's class name are not for users."""
+    assert cli("--config", str(SAMPLE_CONFIG), "apply").returncode == 0
+    viewer = role("rd_viewer")
+    for command in (["status"], ["check"], ["status", "--loads"]):
+        result = cli("--config", str(SAMPLE_CONFIG), *command, db=make_conninfo(dsn, user=viewer.info.user))
+        assert result.returncode == 1, result.stderr
+        assert result.stderr == "refdata: error: permission denied for schema refdata\n", command
 
 
 def test_render_piped_into_psql(cli_process, sample_db, dsn):
