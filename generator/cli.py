@@ -48,6 +48,13 @@ class _Subcommands(argparse._SubParsersAction):
         return parser
 
 
+def _count(text: str) -> int:
+    """A number of rows to show: 0 up to what a LIMIT takes."""
+    if not text.isdigit() or int(text) > 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 up, not {text!r}")
+    return int(text)
+
+
 SYNC_CONFIG_HELP = "sync config (default: $REFDATA_SYNC_CONFIG, then reference_sync.yml beside the config)"
 
 
@@ -113,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "unless --db is given; $REFDATA_DB, $DATABASE_URL and $REFDATA_CONFIG are not used), apply the "
                    "project's config, insert facts, show counts")
     st = sub.add_parser("status", help="print the quality and coverage of the reference tables")
-    st.add_argument("--loads", nargs="?", type=int, const=20, metavar="N", help="show the last N loads instead (default 20)")
+    st.add_argument("--loads", nargs="?", type=_count, const=20, metavar="N", help="show the last N loads instead (default 20)")
     sub.add_parser("check", help="hold the reference tables against the configured thresholds: one line per breach, exit 1 when any")
     rp = sub.add_parser("report", help="write a self-contained HTML page of quality, coverage, derivation activity and breaches")
     rp.add_argument("-o", "--output", metavar="FILE", required=True, help="the HTML file to write")

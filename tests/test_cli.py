@@ -195,3 +195,10 @@ def test_names_of_an_unknown_domain_is_refused(cli, write_config):
     result = cli("--config", str(path), "names", "fact", db=None)
     assert result.returncode == 2
     assert result.stderr == f"refdata: error: {path}: domain fact is not in the config (known: facts)\n"
+
+
+@pytest.mark.parametrize("value", ["-5", "99999999999999999999", "ten"])
+def test_status_loads_takes_a_count_or_refuses_it_as_an_argument(cli, value):
+    result = cli("status", "--loads", value)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("refdata: error: status: argument --loads: ") and result.stderr.count("\n") == 1
