@@ -427,6 +427,13 @@ def fact_table(domain: str, d: Domain) -> str:
     return qualified(d.fact_schema, d.fact_table_for(domain))
 
 
+def fact_key_index(domain: str, d: Domain, fk: ForeignKey) -> tuple[str, str, str]:
+    """(schema, table, index) of the index apply makes on an FK's fact columns
+    (observability.index_fact_keys), when no index leads with them already."""
+    table = d.fact_table_for(domain)
+    return d.fact_schema, table, object_name(table, *fk.sources, "refdata")
+
+
 def domain_views(domain: str, d: Domain, skip: frozenset = frozenset()) -> list[FkView]:
     return [FkView(fk, i, domain, skip) for i, fk in enumerate(processing_order(domain, d), start=1)]
 
@@ -533,7 +540,7 @@ def observability_statements(config: Config, views: dict[str, list[FkView]]) -> 
                 indexed.add((fact, v.fk.sources))
                 out.append(Statement("index", f"{d.fact_schema}.{d.fact_table_for(domain)}.{v.name}", sql_file(
                     "indexes/fact_key.sql.j2", fact=fact, fact_literal=literal(fact), columns=list(v.fk.sources),
-                    index_name=object_name(d.fact_table_for(domain), *v.fk.sources, "refdata"))))
+                    index_name=fact_key_index(domain, d, v.fk)[2])))
     context = {"tables": list(tables.values()), "fks": fks}
     for view in ("reference_quality", "pending_review", "fk_coverage", "derivation_activity"):
         out.append(Statement("view", f"refdata.{view}", sql_file(f"views/{view}.sql.j2", **context)))

@@ -570,6 +570,34 @@ def test_uninstall_one_domain_keeps_the_other(sample_db, configure):
     assert "domain annuity_performance is not installed" in missing.stderr
 
 
+def fact_indexes(db) -> list[str]:
+    return [r[0] for r in db.execute(f"""SELECT indexrelid::regclass::text FROM pg_index
+                                         WHERE indrelid = '{FACT}'::regclass ORDER BY 1""")]
+
+
+def test_uninstall_drops_the_fact_key_indexes_apply_made_and_no_other(sample_db, configure):
+    """apply indexes each FK's fact columns (index_fact_keys); on a large fact
+    table each costs every insert and its disk. They go with the domains
+    that made them; an index the user made stays, also one that serves a key."""
+    config = sample_config()
+    other = copy.deepcopy(config["domains"]["annuity_performance"])
+    other["foreign_keys"] = [f for f in other["foreign_keys"] if f["name"] == "fk_organization"]
+    config["domains"]["org_only"] = other
+    before = fact_indexes(sample_db)
+    sample_db.execute(f'CREATE INDEX mine_on_plans ON {FACT} ("产品线代码", "月度")')
+    ok(configure(config, "apply"))
+    made = sorted(set(fact_indexes(sample_db)) - set(before) - {'business.mine_on_plans'})
+    assert made == sorted(['business."规模明细__组合代码__refdata"', 'business."规模明细__机构代码__refdata"',
+                           'business."规模明细__计划代码__refdata"'])  # 产品线代码: mine_on_plans leads with it
+    out = ok(configure(config, "uninstall", "annuity_performance"))
+    assert 'dropped index business.规模明细__计划代码__refdata' in out
+    assert sorted(set(fact_indexes(sample_db)) - set(before)) == [
+        'business."规模明细__机构代码__refdata"', "business.mine_on_plans"]  # org_only still uses its index
+    out = ok(configure(config, "uninstall"))
+    assert 'dropped index business.规模明细__机构代码__refdata' in out
+    assert sorted(set(fact_indexes(sample_db)) - set(before)) == ["business.mine_on_plans"]
+
+
 # -- statement mode on a partitioned fact table ---------------------------------------
 
 

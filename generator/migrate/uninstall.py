@@ -17,6 +17,7 @@ from ..config import Config, SyncConfig
 from ..db import connect
 from ..errors import InputError, RefdataError
 from ..names import ident, object_name, qualified
+from ..render import fact_key_index
 
 APPLY_LOCK_KEY = 0x72656664  # the same key apply takes: never both at once
 TRACKING = ("_source", "_needs_review", "_derived_from_domain", "_derived_at")
@@ -37,8 +38,10 @@ def uninstall(conn: psycopg.Connection, config: Config, domains: list[str], drop
             others |= {(t.target_schema, t.target_table) for t in (sync.tables if sync else [])}
             tables = sorted({(fk.target_schema, fk.target_table) for name in domains if name in config.domains
                              for fk in config.domains[name].foreign_keys} - others)
+            lines += _drop_fact_key_indexes(conn, config, domains)
         else:
             lines += _remove_all(conn)
+            lines += _drop_fact_key_indexes(conn, config, list(config.domains))
             tables = None
         if drop_tracking:
             lines += _drop_tracking(conn, tables)
@@ -123,6 +126,33 @@ def _remove_domain(conn, domain: str) -> list[str]:
     if has_params:
         conn.execute("DELETE FROM refdata.domain_param WHERE domain = %s", [domain])
         lines.append(f"deleted the run-time values of domain {domain} (refdata.domain_param)")
+    return lines
+
+
+def _drop_fact_key_indexes(conn, config: Config, domains: list[str]) -> list[str]:
+    """The indexes apply made on the fact columns of the domains' FKs, unless
+    a domain that stays uses them. An index of that name is refdata's only
+    when it is what apply makes: a plain btree on exactly those columns."""
+    def indexes(names):
+        return {(*fact_key_index(n, config.domains[n], fk), fk.sources)
+                for n in names if n in config.domains for fk in config.domains[n].foreign_keys}
+
+    lines = []
+    for schema, table, index, columns in sorted(indexes(domains) - indexes(set(config.domains) - set(domains))):
+        found = conn.execute(
+            """SELECT i.indexrelid::regclass::text FROM pg_catalog.pg_index AS i
+               JOIN pg_catalog.pg_class AS c ON c.oid = i.indexrelid
+               JOIN pg_catalog.pg_am AS am ON am.oid = c.relam
+               WHERE i.indexrelid = to_regclass(%s) AND i.indrelid = to_regclass(%s)
+                 AND am.amname = 'btree' AND NOT i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+                 AND (SELECT array_agg(a.attname::text ORDER BY k.n)
+                      FROM unnest(i.indkey) WITH ORDINALITY AS k (attnum, n)
+                      JOIN pg_catalog.pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)
+                     = %s::text[]""",
+            [qualified(schema, index), qualified(schema, table), list(columns)]).fetchone()
+        if found:
+            conn.execute(f"DROP INDEX {qualified(schema, index)}")
+            lines.append(f"dropped index {schema}.{index}")
     return lines
 
 
