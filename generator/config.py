@@ -738,6 +738,13 @@ def _plain(err: dict) -> str:
     if kind in ("int_type", "int_parsing", "float_type", "float_parsing"):
         return f"must be a number, not {_kind(value)}"
     quote = " (quote it to make it text)" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+    if kind == "string_type" and loc[-1:] == ("[key]",):  # a mapping's key: a name refdata reads as text
+        if isinstance(value, bool):
+            return (f"the name {str(value).lower()} must be text "
+                    "(YAML reads yes, no, on and off unquoted as true/false: quote it)")
+        return f"the name {value} must be text{quote}" if quote else f"the name must be text, not {_kind(value)}"
+    if kind == "invalid_key":
+        return f"unknown field {loc[-1]}"
     if kind == "string_type" and tagged and name in ("source_column", "target_key"):
         return f"must be a column name or a list of column names, not {_kind(value)}{quote}"
     if kind == "string_type" and tagged:
@@ -783,6 +790,9 @@ def _describe(err: dict, data, node, source: str) -> str:
     if isinstance(placed, PlaceError):
         loc += list(placed.loc)
     loc = [p for p in loc if not _is_tag(p)]
+    line = _line_of(node, loc)
+    if err["loc"][-1:] == ("[key]",):
+        loc = loc[:-1]  # the mapping the key is in is the field
     place: list[str] = []
     field: list[str] = []
     cursor = data
@@ -800,7 +810,6 @@ def _describe(err: dict, data, node, source: str) -> str:
             i = 4
     for p in loc[i:]:
         field.append(f"[{p}]" if isinstance(p, int) else ("." if field else "") + str(p))
-    line = _line_of(node, loc)
     where = f"{source}:{line}" if line else source
     parts = [where] + ([", ".join(place)] if place else [])
     fieldtext = "".join(field)
@@ -809,13 +818,21 @@ def _describe(err: dict, data, node, source: str) -> str:
     return printable(": ".join(parts + [msg]))
 
 
+def _scalar(node) -> object:
+    """A key node as YAML reads it (2024, true): what the data's key is."""
+    try:
+        return yaml.safe_load(node.value) if isinstance(node, yaml.ScalarNode) and not node.style else node.value
+    except yaml.YAMLError:
+        return node.value
+
+
 def _line_of(node, loc: list) -> int | None:
     """Line (1-based) of the deepest YAML node the error path reaches."""
     line = node.start_mark.line + 1 if node is not None else None
     for p in loc:
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
-                if k.value == p:
+                if k.value == p or (not isinstance(p, str) and _scalar(k) == p):
                     line = k.start_mark.line + 1
                     node = v
                     break

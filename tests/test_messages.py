@@ -54,6 +54,12 @@ CASES = {
                           "must be one value (text, a number, true/false or null), not a list"),
     "unknown field": (one_fk(", depend_on: [fk_b]"),
                       "cfg.yml:4: domain d, foreign key fk_a: unknown field 'depend_on' (did you mean 'depends_on'?)"),
+    "number as a domain name": ("domains:\n  2024:\n    foreign_keys: [" + FK % "" + "]\n",
+                                "cfg.yml:2: field domains: the name 2024 must be text (quote it to make it text)"),
+    "yes as a column name": (one_fk(", defaults: {yes: x}"),
+                             "cfg.yml:4: domain d, foreign key fk_a: field defaults: the name true must be text "
+                             "(YAML reads yes, no, on and off unquoted as true/false: quote it)"),
+    "number as a field": (one_fk(", 1: x"), "cfg.yml:4: domain d, foreign key fk_a: unknown field 1"),
     "missing field": ("domains:\n  d:\n    foreign_keys:\n      - {name: fk_a, source_column: a, target_key: a}\n",
                       "cfg.yml:4: domain d, foreign key fk_a: missing required field 'target_table'"),
 }
