@@ -4,6 +4,8 @@ CLI and through the SQL functions as a reviewer role calls them."""
 from __future__ import annotations
 
 import csv
+import threading
+import time
 import uuid
 
 import psycopg
@@ -243,6 +245,40 @@ def test_merge_repoints_facts_of_every_domain_and_leaves_no_orphan(sample_db, cl
     assert line == [("DELETE", "merge", {"年金计划号": "P9OOO1"}, {
         "merged_into": {"年金计划号": "P00007"},
         "repointed": {"annuity_performance.fk_plan": 2, "plan_fees.fk_fee_plan": 1, "组合计划_年金计划号_fkey": 1}})]
+
+
+def test_merge_leaves_no_orphan_when_a_fact_naming_the_wrong_key_commits_meanwhile(derived, dsn):
+    """Without declared FK constraints (as in production) nothing but the
+    merge itself keeps a fact row inserted while it runs from naming the key
+    it deletes: it waits for the writers of the fact tables in flight, and
+    re-points their rows too."""
+    derived.execute(f'ALTER TABLE {FACT} DROP CONSTRAINT "规模明细_计划代码_fkey"')
+    with psycopg.connect(dsn) as writer, psycopg.connect(dsn, autocommit=True) as merger:
+        insert_fact(writer, 计划代码="P90001", 组合代码="QT000001")  # the parent exists: no lock, not committed
+        outcome = {}
+
+        def merge():
+            try:
+                outcome["result"] = merger.execute(
+                    """SELECT refdata.review_merge('mapping."年金计划"', '"P90001"', '"P00001"')""").fetchone()[0]
+            except psycopg.Error as e:
+                outcome["error"] = e.sqlstate
+
+        thread = threading.Thread(target=merge)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while thread.is_alive() and time.monotonic() < deadline:
+            if derived.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                               [merger.info.backend_pid]).fetchone()[0] == "Lock":
+                break
+            time.sleep(0.02)
+        writer.commit()
+        thread.join()
+    assert "error" not in outcome, outcome
+    assert outcome["result"]["repointed"]["annuity_performance.fk_plan"] == 3
+    orphans = derived.execute(f"""SELECT count(*) FROM {FACT} AS f WHERE NOT EXISTS (
+                                      SELECT FROM {PLAN} AS p WHERE p."年金计划号" = f."计划代码")""").fetchone()
+    assert orphans == (0,)
 
 
 def test_merge_of_unknown_keys_changes_nothing(derived, cli):

@@ -41,6 +41,19 @@ BEGIN
         RAISE EXCEPTION 'cannot merge key % of % into itself', _rd_wrong, reference_table USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
+    -- A writer in flight may have named WRONG in a fact row it has not
+    -- committed (the row trigger found the parent and took no lock): without
+    -- a declared constraint that row would name a deleted key. Wait for the
+    -- writers of the configured fact tables, and keep new ones out until the
+    -- merge commits; each statement below then sees their rows. Self-
+    -- conflicting, so two merges take turns; in name order, so they cannot
+    -- deadlock on the tables.
+    FOR _rd_link IN SELECT DISTINCT format('%I.%I', l.fact_schema, l.fact_table) AS fact
+                      FROM refdata.reference_link AS l
+                     WHERE format('%I.%I', l.target_schema, l.target_table)::regclass = reference_table
+                     ORDER BY 1 LOOP
+        EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', _rd_link.fact);
+    END LOOP;
     -- Configured foreign keys first, then declared constraints (from facts or
     -- other reference tables) that a configured one does not already cover.
     FOR _rd_link IN
