@@ -184,8 +184,9 @@ def check(conn: psycopg.Connection, config: Config) -> Report:
     """All catalog problems of the config; nothing is changed in the database."""
     report = Report()
     catalog = Catalog(conn)
+    facts = {(d.fact_schema, d.fact_table_for(n)) for n, d in config.domains.items()}
     for name, domain in config.domains.items():
-        _check_domain(catalog, report, name, domain)
+        _check_domain(catalog, report, name, domain, facts)
     _check_declared(catalog, report, config)
     return report
 
@@ -227,7 +228,9 @@ def _check_declared(catalog: Catalog, report: Report, config: Config) -> None:
                     f"{qualified(d['referenced_schema'], d['referenced_table'])}")
 
 
-def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -> None:
+def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
+                  facts: set[tuple[str, str]] = frozenset()) -> None:
+    """The checks of one domain; `facts` are the fact tables of every domain."""
     fact = catalog.table(domain.fact_schema, domain.fact_table_for(name))
     if fact.oid is None or fact.kind not in ("r", "p"):
         what = "does not exist" if fact.oid is None else "is not a table"
@@ -247,6 +250,12 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
     for col in fact.columns:
         if col.startswith("_rd_"):
             report.errors.append(f'domain {name}: column "{col}" of {fact.label} uses the prefix _rd_ refdata reserves')
+    for child in catalog.conn.execute(query("inheritance_children"), {"oid": fact.oid}).fetchall():
+        if tuple(child) not in facts:
+            report.errors.append(
+                f"domain {name}: {qualified(*child)} inherits from fact table {fact.label}, and no domain has it as "
+                f"its fact table: rows written straight into it would derive no parents (configure a domain for it too)"
+            )
     if domain.trigger_mode == "statement" and fact.kind == "p":
         trigger = object_name(name, "backfill_insert")
         for (part,) in catalog.conn.execute(query("partitions_without_trigger"), {"oid": fact.oid, "trigger": trigger}):
@@ -419,14 +428,24 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain) -
                     f"map it (backfill_columns/derive_columns) or give it a value in defaults"
                 )
 
-        # A parent that references another parent of this domain must come after it.
+        # A derived parent whose mapped columns reference another parent of
+        # this domain (its own table included: an organisation's parent
+        # organisation) comes after a foreign key that derives that one. A
+        # reference the derived row leaves unset waits for nothing.
+        sets = {m.target: m for m in fk.mappings() if (name, fk.name, m.target) not in report.skipped}
         for ref in catalog.foreign_keys(parent):
-            other = targets.get((ref["referenced_schema"], ref["referenced_table"]))
-            if other and other != fk.name and not _depends(order, fk, other):
-                report.errors.append(
-                    f"{place}: {parent.label} references {qualified(ref['referenced_schema'], ref['referenced_table'])} "
-                    f"(foreign key {other}); add depends_on: [{other}]"
-                )
+            mapped = [sets[c] for c in ref["columns"] if c in sets]
+            referenced = (ref["referenced_schema"], ref["referenced_table"])
+            others = [f for f in order if f.name != fk.name and (f.target_schema, f.target_table) == referenced]
+            if not mapped or not others or any(_depends(order, fk, f.name) for f in others):
+                continue
+            # the one whose key is what the mappings copy, when there is one
+            sources = {m.source for m in mapped}
+            other = next((f for f in others if set(f.sources) <= sources), others[0]).name
+            report.errors.append(
+                f"{place}: {parent.label} references {qualified(*referenced)} "
+                f"(foreign key {other}); add depends_on: [{other}]"
+            )
 
 
 def computed(fact: Table, column: str) -> str:

@@ -144,3 +144,72 @@ def test_a_deferrable_key_is_refused(cli, db, write_config):
     refused(cli, db, path,
             'domain d, foreign key fk_plan: target_key ("code") of "public"."plan" is DEFERRABLE, which '
             "ON CONFLICT cannot use; make the constraint NOT DEFERRABLE")
+
+
+# -- structure ------------------------------------------------------------------
+
+
+SELF_REFERENCING = """
+    CREATE TABLE org (code text PRIMARY KEY, name text, parent_code text REFERENCES org);
+    CREATE TABLE f (buyer text, seller text, nm text);
+"""
+BUYER = """\
+- name: fk_buyer
+  source_column: buyer
+  target_table: org
+  target_key: code
+  backfill_columns: [{source: nm, target: name}]
+"""
+SELLER = """\
+- name: fk_seller
+  source_column: seller
+  target_table: org
+  target_key: code
+  backfill_columns: [{source: nm, target: name}, {source: buyer, target: parent_code}]
+"""
+
+
+def test_two_foreign_keys_into_a_self_referencing_parent(cli, db, write_config):
+    # The seller's row names the buyer as its parent: the buyer must be
+    # derived first. The buyer's row sets no parent, so it waits for nothing
+    # (it was told to depend on fk_seller, a cycle no config could satisfy).
+    db.execute(SELF_REFERENCING)
+    apply_config(cli, write_config, config(BUYER + SELLER + "  depends_on: [fk_buyer]\n"))
+    db.execute("INSERT INTO f VALUES ('B1', 'S1', 'n1'), ('S1', 'B1', 'n2')")
+    assert db.execute("SELECT code, name, parent_code, _source FROM org ORDER BY code").fetchall() == [
+        ("B1", "n1", None, "auto_derived"), ("S1", "n1", "B1", "auto_derived")]
+
+
+def test_a_self_referencing_parent_names_the_foreign_key_to_wait_for(cli, db, write_config):
+    db.execute(SELF_REFERENCING)
+    path = write_config(config(BUYER + SELLER))
+    refused(cli, db, path,
+            'domain d, foreign key fk_seller: "public"."org" references "public"."org" (foreign key fk_buyer); '
+            "add depends_on: [fk_buyer]")
+
+
+def test_a_fact_table_with_inheritance_children_no_domain_covers_is_refused(cli, db, write_config):
+    # Rows written straight into a child fire none of the parent's triggers:
+    # they named parents nobody derived.
+    db.execute("""
+        CREATE TABLE plan (code text PRIMARY KEY);
+        CREATE TABLE f (code text, m int);
+        CREATE TABLE f_2024 (CHECK (m = 2024)) INHERITS (f);
+    """)
+    path = write_config(config(PLAN))
+    refused(cli, db, path,
+            'domain d: "public"."f_2024" inherits from fact table "public"."f", and no domain has it as its fact '
+            "table: rows written straight into it would derive no parents (configure a domain for it too)")
+
+
+def test_inheritance_children_with_domains_of_their_own_derive(cli, db, write_config):
+    db.execute("""
+        CREATE TABLE plan (code text PRIMARY KEY);
+        CREATE TABLE f (code text, m int);
+        CREATE TABLE f_2024 (CHECK (m = 2024)) INHERITS (f);
+    """)
+    text = config(PLAN) + "  d_2024:\n    fact_table: f_2024\n    foreign_keys:\n" + textwrap.indent(PLAN, "      ")
+    apply_config(cli, write_config, text)
+    db.execute("INSERT INTO f VALUES ('a', 2023); INSERT INTO f_2024 VALUES ('b', 2024)")
+    assert db.execute("SELECT code, _derived_from_domain FROM plan ORDER BY code").fetchall() == [
+        ("a", "d"), ("b", "d_2024")]
