@@ -213,3 +213,45 @@ def test_inheritance_children_with_domains_of_their_own_derive(cli, db, write_co
     db.execute("INSERT INTO f VALUES ('a', 2023); INSERT INTO f_2024 VALUES ('b', 2024)")
     assert db.execute("SELECT code, _derived_from_domain FROM plan ORDER BY code").fetchall() == [
         ("a", "d"), ("b", "d_2024")]
+
+
+# -- domains ------------------------------------------------------------------
+
+
+def test_a_parent_column_of_a_not_null_domain_must_be_covered(cli, db, write_config):
+    # The column allows NULL, its type does not: every derive failed.
+    db.execute("""
+        CREATE DOMAIN code_text AS text CHECK (VALUE <> '');
+        CREATE DOMAIN nn_text AS code_text NOT NULL;
+        CREATE DOMAIN named_text AS nn_text;
+        CREATE TABLE plan (code text PRIMARY KEY, name nn_text, alias named_text);
+        CREATE TABLE f (code text);
+    """)
+    path = write_config(config(PLAN))
+    refused(cli, db, path, *[
+        f'domain d, foreign key fk_plan: column "{c}" of "public"."plan" is NOT NULL without a default; '
+        "map it (backfill_columns/derive_columns) or give it a value in defaults" for c in ("name", "alias")])
+
+
+def test_a_not_null_domain_with_a_default_fills_derived_parents(cli, db, write_config):
+    db.execute("""
+        CREATE DOMAIN status_text AS text NOT NULL DEFAULT 'new';
+        CREATE DOMAIN state_text AS status_text;
+        CREATE TABLE plan (code text PRIMARY KEY, status status_text, state state_text);
+        CREATE TABLE f (code text);
+    """)
+    apply_config(cli, write_config, config(PLAN))
+    db.execute("INSERT INTO f VALUES ('a')")
+    assert db.execute("SELECT code, status, state FROM plan").fetchall() == [("a", "new", "new")]
+
+
+def test_a_key_of_a_domain_over_a_domain_is_checked_by_its_base_type(cli, db, write_config):
+    db.execute("""
+        CREATE DOMAIN plan_id AS integer CHECK (VALUE > 0);
+        CREATE DOMAIN branch_plan_id AS plan_id;
+        CREATE TABLE plan (code branch_plan_id PRIMARY KEY);
+        CREATE TABLE f (code integer);
+    """)
+    apply_config(cli, write_config, config(PLAN))
+    db.execute("INSERT INTO f VALUES (7)")
+    assert db.execute("SELECT code, _source FROM plan").fetchall() == [(7, "auto_derived")]

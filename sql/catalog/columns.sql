@@ -1,17 +1,32 @@
--- Columns of one relation with what the checks need: type (domains resolved
--- to their base type), NULL-ability, whether the server fills a value and
--- whether it always does (stored generated, identity GENERATED ALWAYS), so
--- that no INSERT may set it and a BEFORE row trigger sees it unset.
+-- Columns of one relation with what the checks need: type (domains, also
+-- domains over domains, resolved to their base type), NULL-ability, whether
+-- the server fills a value and whether it always does (stored generated,
+-- identity GENERATED ALWAYS), so that no INSERT may set it and a BEFORE row
+-- trigger sees it unset. A column of a domain is NOT NULL when the domain
+-- (or one it is based on) is, and has a default when one of them has.
 SELECT a.attname AS name,
        pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
-       CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END AS base_type,
+       d.base_type,
        bt.typcategory AS category,
-       a.attnotnull AS not_null,
-       (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '') AS has_default,
+       (a.attnotnull OR d.not_null) AS not_null,
+       (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' OR d.has_default) AS has_default,
        (a.attgenerated <> '' OR a.attidentity = 'a') AS generated
 FROM pg_catalog.pg_attribute AS a
-JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
-JOIN pg_catalog.pg_type AS bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+CROSS JOIN LATERAL (
+    WITH RECURSIVE chain AS (
+        SELECT t.oid, t.typtype, t.typbasetype, t.typnotnull, t.typdefaultbin IS NOT NULL AS has_default
+        FROM pg_catalog.pg_type AS t WHERE t.oid = a.atttypid
+        UNION ALL
+        SELECT b.oid, b.typtype, b.typbasetype, b.typnotnull, b.typdefaultbin IS NOT NULL
+        FROM chain AS c JOIN pg_catalog.pg_type AS b ON b.oid = c.typbasetype
+        WHERE c.typtype = 'd'
+    )
+    SELECT max(chain.oid) FILTER (WHERE chain.typtype <> 'd') AS base_type,
+           coalesce(bool_or(chain.typnotnull) FILTER (WHERE chain.typtype = 'd'), false) AS not_null,
+           coalesce(bool_or(chain.has_default) FILTER (WHERE chain.typtype = 'd'), false) AS has_default
+    FROM chain
+) AS d
+JOIN pg_catalog.pg_type AS bt ON bt.oid = d.base_type
 WHERE a.attrelid = %(oid)s
   AND a.attnum > 0
   AND NOT a.attisdropped
