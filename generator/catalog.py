@@ -256,6 +256,16 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                 f"domain {name}: {qualified(*child)} inherits from fact table {fact.label}, and no domain has it as "
                 f"its fact table: rows written straight into it would derive no parents (configure a domain for it too)"
             )
+    ours = object_name(name, "backfill").encode("utf-8")
+    for (trigger,) in catalog.conn.execute(query("before_row_triggers"), {"oid": fact.oid}).fetchall():
+        # PostgreSQL fires a table's triggers in the byte order of their names
+        first = domain.trigger_mode == "row" and ours < trigger.encode("utf-8")
+        report.warnings.append(
+            f"domain {name}: BEFORE row trigger {ident(trigger)} on {fact.label} can change a row after refdata "
+            f"derived its parents from it (refdata load derives from the values loaded"
+            f"{'; the row trigger fires first, by name' if first else ''}): a key it changes names a parent "
+            f"nobody derived"
+        )
     if domain.trigger_mode == "statement" and fact.kind == "p":
         trigger = object_name(name, "backfill_insert")
         for (part,) in catalog.conn.execute(query("partitions_without_trigger"), {"oid": fact.oid, "trigger": trigger}):

@@ -255,3 +255,27 @@ def test_a_key_of_a_domain_over_a_domain_is_checked_by_its_base_type(cli, db, wr
     apply_config(cli, write_config, config(PLAN))
     db.execute("INSERT INTO f VALUES (7)")
     assert db.execute("SELECT code, _source FROM plan").fetchall() == [(7, "auto_derived")]
+
+
+# -- triggers of the fact table ------------------------------------------------
+
+
+def test_a_before_row_trigger_that_may_change_keys_is_a_warning(cli, db, write_config):
+    # It fires after refdata's row trigger (triggers fire in name order), and
+    # refdata load derives from the file's values before it runs: a key it
+    # rewrites names a parent nobody derived.
+    db.execute("""
+        CREATE TABLE plan (code text PRIMARY KEY);
+        CREATE TABLE f (code text);
+        CREATE FUNCTION norm() RETURNS trigger LANGUAGE plpgsql AS
+            'BEGIN NEW.code := upper(btrim(NEW.code)); RETURN NEW; END';
+        CREATE TRIGGER zz_norm BEFORE INSERT ON f FOR EACH ROW EXECUTE FUNCTION norm();
+        CREATE TRIGGER audit_after AFTER INSERT ON f FOR EACH ROW EXECUTE FUNCTION norm();
+    """)
+    path = apply_config(cli, write_config, config(PLAN))
+    result = cli("--config", str(path), "validate")
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == [
+        'warning: domain d: BEFORE row trigger "zz_norm" on "public"."f" can change a row after refdata derived '
+        "its parents from it (refdata load derives from the values loaded; the row trigger fires first, by name): "
+        "a key it changes names a parent nobody derived"]
