@@ -1,6 +1,6 @@
 """The direct way of a verified load: `refdata load` COPYs the file straight
 into the fact table under session_replication_role = replica, and the
-domain's two load triggers (ENABLE ALWAYS, fired only after the statement
+domain's two load triggers (ENABLE REPLICA, fired only after the statement
 D__load_ready named the domain for) derive the parents of that statement's
 rows, then lock and check every foreign key set-based. The same outcome as
 the staging path, the same locks, and nothing for any other writer."""
@@ -129,6 +129,24 @@ def test_other_writers_and_replication_apply_fire_nothing(sample_db, cli):
     # the row trigger derived the plan of the origin write; the replicated row brought its own
     assert sample_db.execute("""SELECT "年金计划号" FROM mapping."年金计划" WHERE "_source" = 'auto_derived'
                                 ORDER BY 1""").fetchall() == [("PORIGIN",)]
+
+
+def test_a_writer_naming_the_domain_itself_under_origin_fires_nothing(sample_db, cli):
+    """The load triggers are ENABLE REPLICA: an ordinary insert (origin) skips
+    them whatever refdata.load_direct says, and gets the row trigger."""
+    assert cli("apply").returncode == 0
+    assert sample_db.execute(f"""SELECT tgname, tgenabled FROM pg_trigger
+                                 WHERE tgrelid = '{FACT}'::regclass AND tgname LIKE '%%load%%'
+                                 ORDER BY 1""").fetchall() == [("annuity_performance__load_begin", "R"),
+                                                                ("annuity_performance__load_verify", "R")]
+    with sample_db.transaction():
+        sample_db.execute("SELECT set_config('refdata.load_direct', 'annuity_performance', true)")
+        sample_db.execute(f"""INSERT INTO {FACT} ("月度", "计划代码") VALUES ('2025-11-01', 'PSELF')""")
+        assert sample_db.execute("SELECT current_setting('refdata.load_direct', true)").fetchone() == (
+            "annuity_performance",)
+    assert _load_runs(sample_db) == []
+    assert sample_db.execute("""SELECT "_source" FROM mapping."年金计划" WHERE "年金计划号" = 'PSELF'""").fetchall() == [
+        ("auto_derived",)]
 
 
 def test_the_domain_is_named_for_one_statement_only(sample_db, cli):
