@@ -272,6 +272,12 @@ def cmd_render(args) -> int:
     return 0
 
 
+def _scratch_db(args) -> str | None:
+    from .db import checked_dsn
+
+    return checked_dsn(args.scratch_db, "--scratch-db") if args.scratch_db else None
+
+
 def cmd_plan(args) -> int:
     from .apply import plan
     from .db import connect, resolve_dsn
@@ -279,6 +285,7 @@ def cmd_plan(args) -> int:
 
     path, config = _config(args)
     _orders(path, config)
+    _scratch_db(args)
     with connect(resolve_dsn(args.db), autocommit=True) as conn:
         sync = _sync_config(args, path)
         the_plan, report = plan(conn, config, str(path), args.scratch_db, args.lock_timeout or "5s",
@@ -300,6 +307,7 @@ def cmd_apply(args) -> int:
 
     path, config = _config(args)
     _orders(path, config)
+    _scratch_db(args)
     owner = owner_role(args.owner)
     dsn = resolve_dsn(args.db)
     sync = _sync_config(args, path)

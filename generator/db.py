@@ -10,12 +10,30 @@ import os
 import psycopg
 
 from .cluster import Cluster
-from .errors import RefdataError
+from .errors import InputError, RefdataError
 
 
 def named_dsn(cli_value: str | None) -> str | None:
     """The database the user named, if any (never starts the embedded cluster)."""
-    return cli_value or os.environ.get("REFDATA_DB") or os.environ.get("DATABASE_URL") or None
+    for source, value in (("--db", cli_value), ("$REFDATA_DB", os.environ.get("REFDATA_DB")),
+                          ("$DATABASE_URL", os.environ.get("DATABASE_URL"))):
+        if value:
+            return checked_dsn(value, source)
+    return None
+
+
+def checked_dsn(value: str, source: str) -> str:
+    """`value` when libpq reads it, else InputError naming `source` but never
+    quoting the value: libpq's own message repeats it, password and all."""
+    try:
+        psycopg.conninfo.conninfo_to_dict(value)
+    except psycopg.ProgrammingError:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        hint = (f"; {scheme}:// is SQLAlchemy's form of a URL: drop the +{scheme.split('+', 1)[1]}"
+                if "+" in scheme else "")
+        raise InputError(f"{source}: not a connection string PostgreSQL reads (postgresql://USER@HOST:PORT/DBNAME, "
+                         f"or key=value pairs such as host=HOST dbname=DBNAME){hint}") from None
+    return value
 
 
 def resolve_dsn(cli_value: str | None) -> str:
@@ -41,7 +59,7 @@ def explicit_dsn(cli_value: str | None) -> str:
     """--db, else the embedded cluster: for commands that create and drop
     databases of their own (demo, bench), which must never follow the
     environment to a server the user did not name on the command line."""
-    return cli_value or embedded_dsn()
+    return checked_dsn(cli_value, "--db") if cli_value else embedded_dsn()
 
 
 def embedded_dsn() -> str:
@@ -56,6 +74,9 @@ def connect(dsn: str, **kwargs) -> psycopg.Connection:
     except psycopg.OperationalError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "connection failed"
         raise RefdataError(f"cannot connect to {redact(dsn)}: {first}") from None
+    except psycopg.ProgrammingError:  # libpq's message quotes the string, password and all
+        checked_dsn(dsn, "the database")
+        raise
 
 
 def redact(dsn: str) -> str:

@@ -143,6 +143,22 @@ def test_passwords_never_reach_the_output(cli, sample_db, dsn):
         assert "s3cret" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("db", ["postgresql+psycopg://app:s3cret@db.example/app",  # SQLAlchemy's URL form
+                                "host=db.example password=s3cret dbname",
+                                "password='s3cret dbname=app"])
+def test_a_malformed_database_string_is_refused_without_quoting_it(cli, db):
+    for where in ({"db": db}, {"db": None, "env": {"DATABASE_URL": db}}):
+        result = cli("--config", str(SAMPLE_CONFIG), "status", **where)
+        assert result.returncode == 2, result.stderr
+        assert "s3cret" not in result.stdout + result.stderr
+        assert result.stderr.startswith("refdata: error: ") and result.stderr.count("\n") == 1, result.stderr
+        assert ("--db" if where["db"] else "$DATABASE_URL") in result.stderr
+    for command in ("plan", "apply"):
+        result = cli("--config", str(SAMPLE_CONFIG), command, "--scratch-db", db)
+        assert result.returncode == 2 and "s3cret" not in result.stdout + result.stderr, result.stderr
+        assert result.stderr.startswith("refdata: error: --scratch-db: not a connection string")
+
+
 # -- a real process ----------------------------------------------------------------
 
 
