@@ -153,11 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         code = COMMANDS[args.command](args)
-        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        _write("")  # a closed pipe shows here, not at interpreter exit
         return code
     except BrokenPipeError:
-        # The reader stopped early (| head -1, less, grep -q): its choice, not a failure.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _reader_gone()
         return 0
     except RefdataError as e:
         if debug:
@@ -179,6 +178,22 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"refdata: error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _reader_gone() -> None:
+    """The reader stopped early (| head -1, less, grep -q): its choice, not a
+    failure; what is still to be written goes nowhere."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _write(text: str) -> None:
+    """Output of a command whose exit code answers a question (plan: changes
+    pending, check: a breach): a reader that stops early must not change it."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _reader_gone()
 
 
 # -- commands -----------------------------------------------------------------
@@ -294,7 +309,7 @@ def cmd_plan(args) -> int:
         print(f"warning: {w}", file=sys.stderr)
     for name in the_plan.destructive:
         print(f"warning: drops data (apply needs --allow-drop): {name}", file=sys.stderr)
-    sys.stdout.write(the_plan.script())
+    _write(the_plan.script())
     return 3 if the_plan.steps else 0
 
 
@@ -494,12 +509,12 @@ def cmd_check(args) -> int:
         rows = quality.quality(conn)
         orphans = quality.unreferenced(conn)
     found = quality.breaches(config, rows)
-    for b in found:
-        print(b.line())
-    for label, n in orphans:  # worth a look, not a breach
-        print(f"note: {label}: {n} row(s) awaiting review that no fact row names")
+    lines = [b.line() for b in found]
+    # worth a look, not a breach
+    lines += [f"note: {label}: {n} row(s) awaiting review that no fact row names" for label, n in orphans]
     if not found:
-        print(f"ok: {len(rows)} reference table(s) within their thresholds")
+        lines.append(f"ok: {len(rows)} reference table(s) within their thresholds")
+    _write("".join(f"{line}\n" for line in lines))
     return 1 if found else 0
 
 

@@ -144,6 +144,30 @@ def test_a_reader_that_stops_early_is_not_an_error(command):
     assert stderr == ""
 
 
+@pytest.mark.parametrize("command, code", [(["plan"], 3), (["check"], 1)])
+def test_a_reader_that_stops_early_keeps_the_exit_code_that_answers_the_question(cli, dsn, sample_db,
+                                                                                  write_config, command, code):
+    """`refdata plan | head -1` under `set -o pipefail`: 3 still says changes are
+    pending, and `refdata check | head -1` still says a threshold is breached."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import CLI_ENV, ROOT
+
+    config = write_config(CONFIG + "observability:\n  thresholds: {auto_derived_ratio: 0.0001}\n")
+    if command == ["check"]:
+        assert cli("--config", str(config), "apply").returncode == 0
+        sample_db.execute("""INSERT INTO business."规模明细" ("月度", "计划代码") VALUES ('2025-10-01', 'P7777')""")
+    env = {k: v for k, v in os.environ.items() if k not in CLI_ENV}
+    proc = subprocess.Popen([sys.executable, "-m", "generator.cli", "--config", str(config), "--db", dsn, *command],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait() == code, stderr
+    assert "Error" not in stderr
+
+
 # -- names ---------------------------------------------------------------------------
 
 LONG = "d" * 60  # domain names this long give hashed object names
