@@ -15,6 +15,8 @@ from pathlib import Path
 import psycopg
 
 from .config import Config, DatabaseSource, Domain, ForeignKey, SyncConfig
+from .db import describe
+from .errors import RefdataError
 from .names import ident, object_name, qualified
 from .order import processing_order
 
@@ -135,8 +137,18 @@ class Catalog:
             try:
                 self.conn.execute(sql, params)
             except psycopg.Error as e:
+                self._lacking_rights(e)
                 return (e.diag.message_primary or str(e)).strip()
         return None
+
+    def _lacking_rights(self, e: psycopg.Error) -> None:
+        """A probe the server refused for want of a right says nothing about
+        the config: the run fails (exit 1) saying whose right is missing."""
+        if e.sqlstate == "42501":
+            message = (e.diag.message_primary or str(e)).strip()
+            raise RefdataError(f"{message}: role {self.conn.info.user} lacks a right that checking the config "
+                               f"against the catalog needs; run as the tables' owner or a superuser "
+                               f"({describe(self.conn)})")
 
     def unchanged(self, source: dict, target: dict) -> bool:
         """Whether a fact key value is stored in the parent's key as the same value (sql/catalog/key_cast.sql)."""
@@ -168,6 +180,7 @@ class Catalog:
             try:
                 cur = self.conn.execute(f"SELECT ({expression}) FROM {fact.label} AS s WHERE false GROUP BY {group}")
             except psycopg.Error as e:
+                self._lacking_rights(e)
                 return None, (e.diag.message_primary or str(e)).strip(), e.sqlstate
             oid = cur.description[0].type_code
         cur = self.conn.cursor(row_factory=psycopg.rows.dict_row)

@@ -159,6 +159,17 @@ def test_a_malformed_database_string_is_refused_without_quoting_it(cli, db):
         assert result.stderr.startswith("refdata: error: --scratch-db: not a connection string")
 
 
+def test_a_role_without_rights_on_the_configured_tables_is_not_told_its_config_is_wrong(cli, sample_db, dsn, role):
+    """Missing rights are a failure of the run (exit 1), not invalid input (exit 2)."""
+    weak = role("rd_weak")
+    for command in ("validate", "plan", "apply"):
+        result = cli("--config", str(SAMPLE_CONFIG), command, db=make_conninfo(dsn, user=weak.info.user))
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "permission denied for schema mapping" in result.stderr, result.stderr
+        assert f"role {weak.info.user} lacks a right" in result.stderr and "defaults" not in result.stderr
+
+
 # -- a real process ----------------------------------------------------------------
 
 
