@@ -316,6 +316,11 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                 report.errors.append(f"{place}: target_key: {parent.missing(col)}")
             elif parent.columns[col]["generated"]:
                 report.errors.append(f'{place}: target_key: column "{col}" of {parent.label} is generated and cannot be set')
+            elif parent.columns[col]["numbered"]:
+                report.errors.append(
+                    f'{place}: target_key: column "{col}" of {parent.label} is numbered by a sequence: a derived '
+                    f"parent takes the number the fact names, and a row numbered later gets it too (and is promoted "
+                    f"into the derived one)")
         if len(report.errors) > errors_before:
             continue
 

@@ -4,13 +4,22 @@
 -- identity GENERATED ALWAYS), so that no INSERT may set it and a BEFORE row
 -- trigger sees it unset. A column of a domain is NOT NULL when the domain
 -- (or one it is based on) is, and has a default when one of them has.
+-- `numbered`: a sequence gives its values (identity, serial, a default
+-- calling nextval).
 SELECT a.attname AS name,
        pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
        d.base_type,
        bt.typcategory AS category,
        (a.attnotnull OR d.not_null) AS not_null,
        (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' OR d.has_default) AS has_default,
-       (a.attgenerated <> '' OR a.attidentity = 'a') AS generated
+       (a.attgenerated <> '' OR a.attidentity = 'a') AS generated,
+       (a.attidentity <> '' OR EXISTS (
+           SELECT FROM pg_catalog.pg_attrdef AS ad
+           JOIN pg_catalog.pg_depend AS dep
+             ON dep.classid = 'pg_catalog.pg_attrdef'::regclass AND dep.objid = ad.oid
+            AND dep.refclassid = 'pg_catalog.pg_class'::regclass
+           JOIN pg_catalog.pg_class AS s ON s.oid = dep.refobjid AND s.relkind = 'S'
+           WHERE ad.adrelid = a.attrelid AND ad.adnum = a.attnum)) AS numbered
 FROM pg_catalog.pg_attribute AS a
 CROSS JOIN LATERAL (
     WITH RECURSIVE chain AS (
