@@ -495,17 +495,26 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset(),
     return out
 
 
+def own_label(schema: str, table: str) -> str:
+    """A reference table as it names its own objects in schema refdata:
+    schema.table, or as SQL writes it when a dot in either name would make
+    two tables read alike ("x.y".z and x."y.z" would share one function)."""
+    if "." in schema or "." in table:
+        return qualified(schema, table)
+    return f"{schema}.{table}"
+
+
 def observed_table_statements(config: Config, schema: str, table: str, v: FkView,
                               owner: str = DEFAULT_OWNER) -> list[Statement]:
     """Index of derived rows, audit triggers and promotion on insert of one reference table."""
     label = f"{schema}.{table}"
-    promote = refdata_name(f"{schema}.{table}", "promote")
+    promote = refdata_name(own_label(schema, table), "promote")
     return [
         Statement("index", f"{label}.derived", sql_file(
             "indexes/derived.sql.j2", table=v.target, index_name=object_name(table, "derived"))),
         Statement("trigger", f"{label}.refdata_audit", sql_file(
             "triggers/audit.sql.j2", table=v.target, keys=list(v.fk.keys))),
-        Statement("function", f"refdata.{object_name(label, 'promote')}", sql_file(
+        Statement("function", f"refdata.{object_name(own_label(schema, table), 'promote')}", sql_file(
             "functions/promote.sql.j2", function=promote, table=v.target, keys=v.key_idents)),
         Statement("trigger", f"{label}.refdata_promote", sql_file(
             "triggers/promote.sql.j2", table=v.target, function=promote, owner_literal=literal(owner),

@@ -300,3 +300,29 @@ def test_a_parent_key_a_sequence_numbers_is_refused(cli, db, write_config, key):
             'domain d, foreign key fk_plan: target_key: column "id" of "public"."plan" is numbered by a sequence: '
             "a derived parent takes the number the fact names, and a row numbered later gets it too (and is "
             "promoted into the derived one)")
+
+
+# -- names ----------------------------------------------------------------------
+
+
+def test_tables_whose_dotted_names_read_alike_get_their_own_promotion(cli, db, write_config):
+    # "x.y".z and x."y.z" both read x.y.z: they shared one promotion function,
+    # the second table's, so an authoritative insert into the first looked
+    # for its key in the second (and promoted a row there, if it found one).
+    db.execute("""
+        CREATE SCHEMA "x.y"; CREATE SCHEMA x;
+        CREATE TABLE "x.y".z (code text PRIMARY KEY, name text);
+        CREATE TABLE x."y.z" (code text PRIMARY KEY, name text);
+        CREATE TABLE f (c1 text, c2 text);
+    """)
+    apply_config(cli, write_config, config("""\
+        - {name: fk1, source_column: c1, target_schema: x.y, target_table: z, target_key: code}
+        - {name: fk2, source_column: c2, target_schema: x, target_table: y.z, target_key: code}
+        """))
+    db.execute("INSERT INTO f VALUES ('b', NULL), ('a', 'a')")
+    db.execute("""INSERT INTO "x.y".z VALUES ('a', 'first')""")
+    assert db.execute('SELECT code, name, _source FROM "x.y".z ORDER BY code').fetchall() == [
+        ("a", "first", "authoritative"), ("b", None, "auto_derived")]
+    assert db.execute('SELECT code, name, _source FROM x."y.z"').fetchall() == [("a", None, "auto_derived")]
+    db.execute("""INSERT INTO x."y.z" VALUES ('a', 'second')""")
+    assert db.execute('SELECT code, name, _source FROM x."y.z"').fetchall() == [("a", "second", "authoritative")]
