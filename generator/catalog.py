@@ -387,6 +387,14 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                 report.errors.append(f'{place}: column "{m.target}" of {parent.label} is generated and cannot be set')
                 continue
             covered.add(m.target)
+            if (target["not_null"] and target["has_default"] and m.target not in fk.defaults
+                    and m.aggregation in ("first", "max_by", "min_by") and not fact.columns[m.source]["not_null"]):
+                # INSERT stores the NULL it is given; only a config default stands in for it
+                report.warnings.append(
+                    f'{place}: column "{m.target}" of {parent.label} is NOT NULL and filled from "{m.source}" of '
+                    f"{fact.label}, which can be NULL: its DEFAULT does not stand in for a NULL, so a fact naming a "
+                    f"new key with no value there fails; give it a value in defaults"
+                )
             # A value that may fall back to a default or to the parent's own
             # value is combined with COALESCE, which needs one type for both.
             value_type = {"concat_distinct": "text", "template": "text", "count_distinct": "bigint",

@@ -326,3 +326,26 @@ def test_tables_whose_dotted_names_read_alike_get_their_own_promotion(cli, db, w
     assert db.execute('SELECT code, name, _source FROM x."y.z"').fetchall() == [("a", None, "auto_derived")]
     db.execute("""INSERT INTO x."y.z" VALUES ('a', 'second')""")
     assert db.execute('SELECT code, name, _source FROM x."y.z"').fetchall() == [("a", "second", "authoritative")]
+
+
+def test_a_not_null_column_with_a_default_mapped_from_a_nullable_column_is_a_warning(cli, db, write_config):
+    # INSERT gives the column the NULL it is handed, not its DEFAULT: a fact
+    # naming a new plan with no status failed on the parent's NOT NULL.
+    db.execute("""
+        CREATE TABLE plan (code text PRIMARY KEY, status text NOT NULL DEFAULT 'new', kind text NOT NULL DEFAULT 'x');
+        CREATE TABLE f (code text, status text, kind text NOT NULL);
+    """)
+    path = apply_config(cli, write_config, config(
+        PLAN + "  backfill_columns: [{source: status, target: status}, {source: kind, target: kind}]\n"))
+    result = cli("--config", str(path), "validate")
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == [
+        'warning: domain d, foreign key fk_plan: column "status" of "public"."plan" is NOT NULL and filled from '
+        '"status" of "public"."f", which can be NULL: its DEFAULT does not stand in for a NULL, so a fact naming '
+        "a new key with no value there fails; give it a value in defaults"]
+    path.write_text(path.read_text(encoding="utf-8") + "        defaults: {status: new}\n", encoding="utf-8")
+    result = cli("--config", str(path), "apply")
+    assert result.returncode == 0, result.stderr
+    assert "warning:" not in result.stdout + result.stderr
+    db.execute("INSERT INTO f VALUES ('a', NULL, 'k')")
+    assert db.execute("SELECT code, status, kind FROM plan").fetchall() == [("a", "new", "k")]
