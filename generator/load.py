@@ -314,8 +314,9 @@ class Loader:
                 meter.done(result.rows)
                 self.file_record = json.dumps(self._file_record(parsed_by, started_at))
                 self._load_staged(columns, result)
-            if self.options.rejects:
-                self._write_rejects(self.rejects)
+                if self.options.rejects:
+                    # before the commit: the refused rows are nowhere else
+                    self._write_rejects(self.rejects)
         except BadRow as bad:
             raise InputError(self._where(bad)) from None
         except UsePythonPath:
@@ -506,10 +507,14 @@ class Loader:
     def _write_rejects(self, rejects: list[tuple]) -> None:
         """The rejects file: rows that failed while reading (format, types) and
         rows the fact table's constraints refused, together in file order."""
-        with open(self.options.rejects, "w", encoding="utf-8", newline="") as out:
-            writer = csv.writer(out)
-            writer.writerow(["line", "column", "reason", "record"])
-            writer.writerows(sorted(rejects, key=lambda r: r[0]))
+        try:
+            with open(self.options.rejects, "w", encoding="utf-8", newline="") as out:
+                writer = csv.writer(out)
+                writer.writerow(["line", "column", "reason", "record"])
+                writer.writerows(sorted(rejects, key=lambda r: r[0]))
+        except OSError as e:
+            raise InputError(f"--rejects {self.options.rejects}: cannot write: {e.strerror or e}; "
+                             "nothing was loaded") from None
 
     def _copy_with_rejects(self, copy_sql, rows, columns, result, meter) -> None:
         def reject(bad: BadRow, raw):

@@ -57,6 +57,22 @@ def test_with_rejects_every_refused_row_is_in_the_rejects_file_in_file_order(cli
     assert derived == ["PR1", "PR3", "PR8"]
 
 
+def test_a_rejects_file_that_cannot_be_written_loads_nothing(cli, sample_db, constrained, tmp_path):
+    """The refused rows are set aside only into the rejects file: when it
+    cannot be written, loading the rest would lose them without a word."""
+    rejects = tmp_path / "no such folder" / "rejects.csv"
+    result = cli("load", "annuity_performance", str(constrained), "--rejects", str(rejects))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"refdata: error: --rejects {rejects}: cannot write: No such file or directory; "
+                             "nothing was loaded\n")
+    assert plans(sample_db) == []
+    assert sample_db.execute("SELECT count(*) FROM refdata.load_run").fetchone() == (0,)
+    # and the same file loads once the rejects file can be written
+    rejects.parent.mkdir()
+    assert cli("load", "annuity_performance", str(constrained), "--rejects", str(rejects)).returncode == 0
+    assert plans(sample_db) == ["PR1", "PR3", "PR8"]
+
+
 def test_without_rejects_the_error_names_the_line_and_nothing_loads(cli, sample_db, constrained, tmp_path):
     path = tmp_path / "blank.csv"
     path.write_text("\n".join([LINES[0], LINES[1], LINES[2], LINES[3]]) + "\n", encoding="utf-8")
