@@ -280,7 +280,10 @@ def cmd_render(args) -> int:
         sys.stdout.write(grants(config, owner))
         return 0
     if args.output:
-        files = write_directory(statements, Path(args.output))
+        try:
+            files = write_directory(statements, Path(args.output))
+        except OSError as e:
+            raise InputError(f"{args.output}: cannot write: {e.strerror or e}") from None
         print(f"wrote {len(files)} files to {args.output}; apply with: psql -v ON_ERROR_STOP=1 -f {files[0]}")
     else:
         sys.stdout.write(script(statements))
@@ -429,7 +432,11 @@ def cmd_init(args) -> int:
     with connect(resolve_dsn(args.db)) as conn:
         text = scaffold(conn, args.fact, args.domain)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        try:
+            with Path(args.output).open("x", encoding="utf-8") as out:  # never overwrites
+                out.write(text)
+        except OSError as e:
+            raise InputError(f"{args.output}: cannot write: {e.strerror or e}") from None
         print(f"wrote {args.output}; next: bin/refdata --config {args.output} validate")
     else:
         sys.stdout.write(text)

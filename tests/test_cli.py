@@ -226,3 +226,15 @@ def test_status_loads_takes_a_count_or_refuses_it_as_an_argument(cli, value):
     result = cli("status", "--loads", value)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("refdata: error: status: argument --loads: ") and result.stderr.count("\n") == 1
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line_and_exit_2(cli, sample_db, tmp_path, write_config):
+    path = write_config(CONFIG)
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    for args in (["render", "-o", str(blocker / "sql")],
+                 ["init", "--fact", 'business."规模明细"', "-o", str(tmp_path / "missing" / "x.yml")]):
+        result = cli("--config", str(path), *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.count("\n") == 1 and ": cannot write: " in result.stderr, result.stderr
+        assert "Error:" not in result.stderr and "Errno" not in result.stderr, result.stderr
