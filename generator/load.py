@@ -191,6 +191,11 @@ class Loader:
         if domain not in config.domains:
             known = ", ".join(config.domains)
             raise InputError(f"domain {domain} is not in the config (known: {known})")
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory, not a file")
+        if path.exists() and not path.is_file():
+            raise InputError(f"{path}: not a regular file (a pipe or device cannot be read twice, as a load may "
+                             "need to): write it to a file first")
         if not path.is_file():
             raise InputError(f"{path}: file not found")
         try:

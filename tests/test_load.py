@@ -538,6 +538,19 @@ def test_documented_load_errors(sample, cli, tmp_path, content, args, expected):
     assert _fact_count(sample) == 0
 
 
+def test_load_of_a_path_that_is_not_a_regular_file_says_what_it_is(sample, cli, tmp_path):
+    assert cli("apply").returncode == 0
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    for path, expected in ((tmp_path, f"{tmp_path}: is a directory, not a file"),
+                           (fifo, f"{fifo}: not a regular file (a pipe or device cannot be read twice, as a load "
+                                  "may need to): write it to a file first"),
+                           (tmp_path / "none.csv", f"{tmp_path / 'none.csv'}: file not found")):
+        result = cli("load", "annuity_performance", str(path))
+        assert result.returncode == 2
+        assert result.stderr.splitlines() == ["refdata: error: " + expected]
+
+
 def test_load_of_an_unknown_domain(sample, cli, tmp_path):
     path = _csv(tmp_path, "f.csv", ["月度,计划代码", "2025-11-01,P1"])
     result = cli("load", "annuity_perf", str(path))
