@@ -182,6 +182,20 @@ def test_export_counts_rows_not_lines_and_keeps_a_line_break_in_a_value(derived,
         "第一行\n第二行\r\n第三行",)
 
 
+def test_import_of_a_file_excel_saved_in_gbk_names_the_line_and_how_to_convert_it(derived, cli, tmp_path):
+    """Excel on Chinese Windows saves "CSV" in GBK, not UTF-8."""
+    out = tmp_path / "pending.csv"
+    assert cli("export-pending", "--table", "mapping.年金计划", "-o", str(out), "--excel").returncode == 0
+    rows = read_csv(out, "utf-8-sig")
+    write_csv(out, rows, encoding="gbk")
+    result = cli("review", "import", str(out))
+    assert result.returncode == 2
+    first = next(b for b in out.read_bytes() if b > 127)  # in the header's Chinese column names
+    assert result.stderr == (f"refdata: error: {out}:1: not UTF-8 (byte 0x{first:02x}); it reads as GBK: "
+                             "convert it with iconv -f gbk -t utf-8\n")
+    assert derived.execute(f"""SELECT count(*) FROM {PLAN} WHERE "_needs_review" """).fetchone() == (2,)
+
+
 # -- approve and merge ---------------------------------------------------------
 
 

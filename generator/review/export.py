@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import re
 from pathlib import Path
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from ..config import read_utf8
 from ..errors import InputError
 from ..names import ident
 from .errors import translate
@@ -95,12 +97,9 @@ def _text(name: str) -> str:
 
 def read_reviewed(path: Path) -> list[dict]:
     """The rows of an edited export: line, table, values (empty cells are NULL)."""
-    try:
-        handle = path.open(encoding="utf-8-sig", newline="")
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror}") from None
+    text = read_utf8(path, str(path))  # Excel on Chinese Windows saves GBK: the line says so
     rows = []
-    with handle:
+    with io.StringIO(text, newline="") as handle:
         reader = csv.reader(handle)
         try:
             header = next(reader, None)
@@ -121,8 +120,6 @@ def read_reviewed(path: Path) -> list[dict]:
                 values = {k: (_uncell(v) if v != "" else None) for k, v in zip(header, record)}
                 rows.append({"line": line, "table": values.pop(TABLE_COLUMN), "values": values})
                 line = reader.line_num + 1
-        except UnicodeDecodeError as e:
-            raise InputError(f"{path}: not UTF-8: {e.reason}") from None
         except csv.Error as e:
             raise InputError(f"{path}:{reader.line_num}: {e}") from None
     return rows
