@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
-import jinja2
 from psycopg.types.json import Jsonb
 
 from .config import BackfillColumn, Config, Domain, ForeignKey, template_fields
@@ -21,21 +21,6 @@ from .names import DEFAULT_OWNER, dollar_quote, ident, literal, object_name, qua
 from .order import processing_order
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(SQL_DIR)),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
-_env.filters["ident"] = ident
-_env.filters["literal"] = literal
-_env.filters["dollar_quote"] = dollar_quote
-# Every path takes this one transaction-level lock before it creates or fills
-# a parent, and holds it until commit: writers that derive parents then wait
-# for each other instead of deadlocking on keys taken in different orders.
-# Two int4 keys ('refd', 1) so it never meets apply's single bigint key.
-_env.globals["derive_lock"] = "pg_catalog.pg_advisory_xact_lock(1919247972, 1)"
 
 
 @dataclass(frozen=True)
@@ -68,12 +53,33 @@ class KeySets:
         )
 
 
-_env.globals["key_sets"] = KeySets.build
+@cache
+def _templates():
+    """The templates' environment, built on first use: commands that render
+    nothing (sync, load) do not pay for importing jinja2."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(SQL_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["ident"] = ident
+    env.filters["literal"] = literal
+    env.filters["dollar_quote"] = dollar_quote
+    # Every path takes this one transaction-level lock before it creates or fills
+    # a parent, and holds it until commit: writers that derive parents then wait
+    # for each other instead of deadlocking on keys taken in different orders.
+    # Two int4 keys ('refd', 1) so it never meets apply's single bigint key.
+    env.globals["derive_lock"] = "pg_catalog.pg_advisory_xact_lock(1919247972, 1)"
+    env.globals["key_sets"] = KeySets.build
+    return env
 
 
 def sql_file(path: str, **context) -> str:
     """A static .sql file or a .sql.j2 template under sql/, rendered."""
-    return _env.get_template(path).render(**context).strip() + "\n"
+    return _templates().get_template(path).render(**context).strip() + "\n"
 
 
 @dataclass(frozen=True)
