@@ -344,6 +344,12 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                 problem = "cannot be compared with (no = operator without a cast)"
             elif not catalog.unchanged(src, tgt):
                 problem = "can change when stored in"
+            elif not same_equality(src, tgt):
+                report.errors.append(
+                    f'{place}: column "{s}" of {fact.label} compares under collation {src["collation_name"]}, key '
+                    f'column "{k}" of {parent.label} under {tgt["collation_name"]}: a key one calls equal to a '
+                    f"parent's the other may not; give both the same collation")
+                continue
             else:
                 continue
             report.errors.append(
@@ -482,6 +488,19 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                 f"{place}: {parent.label} references {qualified(*referenced)} "
                 f"(foreign key {other}); add depends_on: [{other}]"
             )
+
+
+DEFAULT_COLLATION = 100  # pg_collation oid of "default"
+
+
+def same_equality(source: dict, key: dict) -> bool:
+    """Whether a fact key and its parent key call the same values equal
+    where refdata compares and groups them. A nondeterministic collation
+    (case-insensitive, say) on either side makes them differ, unless the
+    fact column has the database's default one: then the key's collation
+    decides every comparison, as in PostgreSQL's own foreign key check."""
+    return (source["collation"] == key["collation"] or source["collation"] == DEFAULT_COLLATION
+            or (source["deterministic"] and key["deterministic"]))
 
 
 def computed(fact: Table, column: str) -> str:

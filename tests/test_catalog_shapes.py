@@ -349,3 +349,65 @@ def test_a_not_null_column_with_a_default_mapped_from_a_nullable_column_is_a_war
     assert "warning:" not in result.stdout + result.stderr
     db.execute("INSERT INTO f VALUES ('a', NULL, 'k')")
     assert db.execute("SELECT code, status, kind FROM plan").fetchall() == [("a", "new", "k")]
+
+
+# -- collations -----------------------------------------------------------------
+
+
+CASE_INSENSITIVE = "CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);"
+
+
+def test_a_fact_key_compared_under_another_nondeterministic_collation_is_refused(cli, db, write_config):
+    # Grouped and looked up case-insensitively, 'NEW2' and 'new2' derived one
+    # parent, and the other fact named a key the parent table does not have.
+    db.execute(CASE_INSENSITIVE + """
+        CREATE TABLE plan (code text PRIMARY KEY);
+        CREATE TABLE f (code text COLLATE ci);
+    """)
+    path = write_config(config(PLAN))
+    refused(cli, db, path,
+            'domain d, foreign key fk_plan: column "code" of "public"."f" compares under collation public.ci, key column '
+            '"code" of "public"."plan" under "default": a key one calls equal to a parent\'s the other may not; '
+            "give both the same collation")
+
+
+def test_a_parent_key_under_a_nondeterministic_collation_takes_fact_keys_of_the_default_one(cli, db, write_config,
+                                                                                           tmp_path):
+    db.execute(CASE_INSENSITIVE + """
+        CREATE TABLE plan (code text COLLATE ci PRIMARY KEY);
+        INSERT INTO plan VALUES ('ABC');
+        CREATE TABLE f (code text REFERENCES plan);
+    """)
+    path = apply_config(cli, write_config, config(PLAN))
+    db.execute("INSERT INTO f VALUES ('abc'), ('new')")
+    csv = tmp_path / "f.csv"
+    csv.write_text("code\nNEW\nnew2\nNEW2\n", encoding="utf-8")
+    result = cli("--config", str(path), "load", "d", str(csv))
+    assert result.returncode == 0, result.stderr
+    assert db.execute("SELECT code, _source FROM plan ORDER BY code COLLATE \"C\"").fetchall() == [
+        ("ABC", "authoritative"), ("NEW2", "auto_derived"), ("new", "auto_derived")]
+
+
+def test_a_load_checks_a_foreign_key_compared_under_another_collation_row_by_row(cli, db, write_config, tmp_path):
+    # A declared FK refdata does not derive for: the set-based check grouped
+    # the fact's keys case-insensitively and loaded 'new2', which the
+    # constraint itself refuses ('NEW2' is the parent).
+    db.execute(CASE_INSENSITIVE + """
+        CREATE TABLE plan (code text PRIMARY KEY);
+        INSERT INTO plan VALUES ('NEW2');
+        CREATE TABLE other (k text PRIMARY KEY);
+        CREATE TABLE f (code text COLLATE ci REFERENCES plan, k text);
+    """)
+    path = apply_config(cli, write_config, config(
+        "- {name: fk_other, source_column: k, target_table: other, target_key: k}\n"))
+    csv = tmp_path / "f.csv"
+    csv.write_text("code,k\nNEW2,a\nnew2,b\n", encoding="utf-8")
+    result = cli("--config", str(path), "load", "d", str(csv), "--verify", "set-based")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"refdata: error: load of {csv} failed: cannot verify foreign keys set-based: foreign key f_code_fkey: "
+        'column code compares under collation public.ci, the parent\'s code under "default"; nothing was loaded']
+    result = cli("--config", str(path), "load", "d", str(csv))
+    assert result.returncode == 2
+    assert 'violates foreign key constraint "f_code_fkey"' in result.stderr
+    assert db.execute("SELECT count(*) FROM f").fetchone() == (0,)

@@ -5,7 +5,8 @@
 -- trigger sees it unset. A column of a domain is NOT NULL when the domain
 -- (or one it is based on) is, and has a default when one of them has.
 -- `numbered`: a sequence gives its values (identity, serial, a default
--- calling nextval).
+-- calling nextval). `deterministic`: its collation (if any) calls only equal
+-- bytes equal.
 SELECT a.attname AS name,
        pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
        d.base_type,
@@ -13,6 +14,9 @@ SELECT a.attname AS name,
        (a.attnotnull OR d.not_null) AS not_null,
        (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' OR d.has_default) AS has_default,
        (a.attgenerated <> '' OR a.attidentity = 'a') AS generated,
+       a.attcollation AS collation,
+       a.attcollation::pg_catalog.regcollation::text AS collation_name,
+       coalesce(coll.collisdeterministic, true) AS deterministic,
        (a.attidentity <> '' OR EXISTS (
            SELECT FROM pg_catalog.pg_attrdef AS ad
            JOIN pg_catalog.pg_depend AS dep
@@ -36,6 +40,7 @@ CROSS JOIN LATERAL (
     FROM chain
 ) AS d
 JOIN pg_catalog.pg_type AS bt ON bt.oid = d.base_type
+LEFT JOIN pg_catalog.pg_collation AS coll ON coll.oid = a.attcollation
 WHERE a.attrelid = %(oid)s
   AND a.attnum > 0
   AND NOT a.attisdropped
