@@ -22,6 +22,8 @@ SHARED = [
     ("table", "refdata.sync_table", "tables/sync_table.sql"),
     ("table", "refdata.sync_run", "tables/sync_run.sql"),
     ("table", "refdata.sync_watermark", "tables/sync_watermark.sql"),
+    ("function", "refdata.sync_bit", "functions/sync_bit.sql"),
+    ("function", "refdata.sync_label", "functions/sync_label.sql"),
     ("function", "refdata.sync_merge", "functions/sync_merge.sql"),
     ("function", "refdata.sync_table", "functions/sync_table.sql"),
     ("function", "refdata.sync_failed", "functions/sync_failed.sql"),
@@ -165,8 +167,9 @@ def statements(sync: SyncConfig, config: Config | None, env=None,
                                        f"or {s.connection_env_prefix}_DATABASE")
                 out.append(Statement("foreign_table", f"refdata_stage.{source_name(t)}", (
                     "SELECT refdata.sync_foreign_table(%(server)s, %(owner)s, %(schema)s, %(table)s, %(local)s, "
-                    "%(columns)s, %(updated)s);\n"),
+                    "%(columns)s, %(updated)s, %(catalog)s);\n"),
                     {"server": server, "owner": owner, "schema": schema, "table": s.table, "local": source_name(t),
+                     "catalog": object_name(server, "columns"),
                      "columns": [c.source for c in s.columns] if s.columns else None,
                      "updated": s.incremental.column if s.incremental else None},
                     requires_env=host_var))

@@ -18,6 +18,9 @@ DECLARE
     pairs text[];          -- source, target, source, target, ...
     targets text[];
     exprs text[];          -- per pair: the source value as the target column takes it
+    bits text[] := '{}';   -- source columns (lower case) that are MySQL BIT
+    remote text[];         -- a MySQL foreign table's database and table
+    catalog regclass;
     tcols text;
     scols text;
     vals text[];
@@ -97,11 +100,39 @@ BEGIN
         END IF;
     END LOOP;
 
+    -- A MySQL foreign table reads bytea (see refdata.sync_foreign_table);
+    -- which of its columns are BIT, MySQL's own catalog says, at each sync.
+    SELECT ARRAY[(SELECT substr(o, 8) FROM unnest(ft.ftoptions) AS o WHERE o LIKE 'dbname=%'),
+                 (SELECT substr(o, 12) FROM unnest(ft.ftoptions) AS o WHERE o LIKE 'table\_name=%')],
+           (SELECT ct.ftrelid::regclass FROM pg_foreign_table AS ct
+             WHERE ct.ftserver = ft.ftserver AND ct.ftoptions @> ARRAY['dbname=information_schema', 'table_name=COLUMNS']
+             LIMIT 1)
+      INTO remote, catalog
+      FROM pg_foreign_table AS ft JOIN pg_foreign_server AS fs ON fs.oid = ft.ftserver
+      JOIN pg_foreign_data_wrapper AS w ON w.oid = fs.srvfdw
+     WHERE ft.ftrelid = source::regclass AND w.fdwname = 'mysql_fdw';
+    IF catalog IS NOT NULL THEN
+        EXECUTE format('SELECT coalesce(array_agg(lower(c.column_name)), ''{}'') FROM %s AS c '
+                       'WHERE c.table_schema = $1 AND c.table_name = $2 AND c.data_type = ''bit''', catalog)
+            INTO bits USING remote[1], remote[2];
+    END IF;
+
     -- A text source value (the client path stages text) becomes its target
     -- type through that type's input function; string types take it as it
-    -- is, so a value too long still fails instead of being cut.
+    -- is, so a value too long still fails instead of being cut. A MySQL
+    -- value's bytes are that text in UTF-8, checked (bad bytes fail naming
+    -- key and column), or into bytea the bytes themselves; a BIT is its
+    -- number, as the client path stages it.
     exprs := ARRAY(
-        SELECT CASE WHEN sa.atttypid = 'text'::regtype AND bt.typcategory <> 'S'
+        SELECT CASE WHEN lower(pairs[i]) = ANY (bits)
+                    THEN format('CAST(CAST(refdata.sync_bit(s.%I) AS text) AS %s)', pairs[i],
+                                format_type(ta.atttypid, ta.atttypmod))
+                    WHEN sa.atttypid = 'bytea'::regtype AND bt.oid <> 'bytea'::regtype AND bt.typcategory = 'S'
+                    THEN format('convert_from(s.%I, ''UTF8'')', pairs[i])
+                    WHEN sa.atttypid = 'bytea'::regtype AND bt.oid <> 'bytea'::regtype
+                    THEN format('CAST(convert_from(s.%I, ''UTF8'') AS %s)', pairs[i],
+                                format_type(ta.atttypid, ta.atttypmod))
+                    WHEN sa.atttypid = 'text'::regtype AND bt.typcategory <> 'S'
                     THEN format('CAST(s.%I AS %s)', pairs[i], format_type(ta.atttypid, ta.atttypmod))
                     ELSE format('s.%I', pairs[i]) END
           FROM generate_series(1, array_length(pairs, 1), 2) AS i
@@ -127,9 +158,13 @@ BEGIN
            string_agg(format('%L || ''='' || coalesce(n.%I::text, ''NULL'')', k2, k2), ' || '', '' || ')
       INTO keymatch, keylabel_n
       FROM unnest(p.keys) AS k2;
-    SELECT string_agg(format('%L || ''='' || coalesce(s.%I::text, ''NULL'')', pairs[i + 1], pairs[i]), ' || '', '' || ')
+    SELECT string_agg(format(CASE WHEN sa.atttypid = 'bytea'::regtype
+                                  THEN '%L || ''='' || coalesce(refdata.sync_label(s.%I), ''NULL'')'
+                                  ELSE '%L || ''='' || coalesce(s.%I::text, ''NULL'')' END,
+                             pairs[i + 1], pairs[i]), ' || '', '' || ')
       INTO keylabel_s
       FROM generate_series(1, array_length(pairs, 1), 2) AS i
+      JOIN pg_attribute AS sa ON sa.attrelid = source::regclass AND sa.attname = pairs[i] AND NOT sa.attisdropped
      WHERE pairs[i + 1] = ANY (p.keys);
 
     -- An index of the target's, checked at once, that keeps the keys unique.

@@ -37,15 +37,16 @@ BEGIN
              WHERE w.table_name = p_name AND p.updated_column IS NOT NULL;
             SELECT * INTO m FROM refdata.sync_merge(p_name, p_columns);
             -- mysql_fdw ends a scan, with no error, at a value it cannot read
-            -- as text (a YEAR column's): the rows it did not read would look
-            -- gone from the source. Its count, pushed down to MySQL, tells.
+            -- (a YEAR into a text column, as foreign tables of earlier
+            -- versions had): the rows it did not read would look gone from
+            -- the source. Its count, pushed down to MySQL, tells.
             IF wrapper = 'mysql_fdw' THEN
                 EXECUTE format('SELECT count(*) FROM %I.%I AS s%s', p.source_schema, p.source_table,
                                CASE WHEN since IS NOT NULL THEN format(' WHERE s.%I %s $1', p.updated_column,
                                    CASE p.updated_op WHEN '>' THEN '>' ELSE '>=' END) ELSE '' END)
                     INTO total USING since;
                 IF total > m.inserted + m.updated + m.promoted + m.unchanged THEN
-                    RAISE EXCEPTION 'mysql_fdw read % of the source''s % rows and stopped without an error, at a value it cannot read as text (a YEAR column''s?): read that column through a view that casts it to CHAR, or sync the table via: client',
+                    RAISE EXCEPTION 'mysql_fdw read % of the source''s % rows and stopped without an error, at a value it cannot read (a YEAR column read as text by a foreign table an earlier version set up?): run refdata apply, or sync the table via: client',
                         m.inserted + m.updated + m.promoted + m.unchanged, total USING ERRCODE = 'data_exception';
                 END IF;
             END IF;
