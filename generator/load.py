@@ -144,7 +144,7 @@ def records(path: Path, options: Options,
         bad, state["bad"] = state["bad"], None
         text, state["text"] = state["text"], []
         if options.null in fields:
-            fields = _quoted_kept(fields, "".join(text), options)
+            fields = quoted_kept(fields, "".join(text), options)
         if bad is not None:
             bad.raw = fields
         if fields or bad is not None:
@@ -156,7 +156,7 @@ class Quoted(str):
     """A field that was quoted in the file: never the NULL marker, as in COPY's CSV format."""
 
 
-def _quoted_kept(fields: list[str], text: str, options: Options) -> list[str]:
+def quoted_kept(fields: list[str], text: str, options: Options) -> list[str]:
     """`fields` with the quoted ones equal to the NULL marker made `Quoted`.
 
     Only called for records holding such a value, so the slow walk over the

@@ -196,6 +196,18 @@ def test_import_of_a_file_excel_saved_in_gbk_names_the_line_and_how_to_convert_i
     assert derived.execute(f"""SELECT count(*) FROM {PLAN} WHERE "_needs_review" """).fetchone() == (2,)
 
 
+def test_an_untouched_empty_text_stays_empty_text_and_an_empty_cell_is_null(derived, cli, tmp_path):
+    """COPY writes NULL as an empty cell and an empty text as "": the import
+    reads them back apart, so a row nobody edited keeps its values."""
+    derived.execute(f"""UPDATE {PLAN} SET "计划全称" = '', "客户名称" = NULL WHERE "年金计划号" = 'P90001'""")
+    out = tmp_path / "pending.csv"
+    assert cli("export-pending", "--table", "mapping.年金计划", "-o", str(out)).returncode == 0
+    result = cli("review", "import", str(out))
+    assert result.returncode == 0, result.stderr  # 计划全称 is NOT NULL: NULL would be refused
+    assert derived.execute(f"""SELECT "计划全称", "客户名称" FROM {PLAN} WHERE "年金计划号" = 'P90001'""").fetchone() == (
+        "", None)
+
+
 # -- approve and merge ---------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from psycopg.types.json import Jsonb
 
 from ..config import read_utf8
 from ..errors import InputError
+from ..load import Options, Quoted, quoted_kept
 from ..names import ident
 from .errors import translate
 
@@ -99,8 +100,15 @@ def read_reviewed(path: Path) -> list[dict]:
     """The rows of an edited export: line, table, values (empty cells are NULL)."""
     text = read_utf8(path, str(path))  # Excel on Chinese Windows saves GBK: the line says so
     rows = []
+    consumed: list[str] = []  # the lines of the record csv is reading
+
+    def lines(handle):
+        for line in handle:
+            consumed.append(line)
+            yield line
+
     with io.StringIO(text, newline="") as handle:
-        reader = csv.reader(handle)
+        reader = csv.reader(lines(handle))
         try:
             header = next(reader, None)
             if not header or TABLE_COLUMN not in header:
@@ -111,13 +119,19 @@ def read_reviewed(path: Path) -> list[dict]:
                     raise InputError(f"{path}:1: column {name!r} appears twice")
                 seen.add(name)
             line = reader.line_num + 1
+            consumed.clear()
             for record in reader:
-                if not any(record):
+                raw = "".join(consumed)
+                consumed.clear()
+                if not any(record) and '"' not in raw:
                     line = reader.line_num + 1
                     continue
                 if len(record) != len(header):
                     raise InputError(f"{path}:{line}: {len(record)} fields, the header has {len(header)}")
-                values = {k: (_uncell(v) if v != "" else None) for k, v in zip(header, record)}
+                # as COPY wrote them: an empty cell is NULL, a quoted one ("") empty text
+                record = quoted_kept(record, raw, Options()) if "" in record else record
+                values = {k: (_uncell(v) if v != "" or isinstance(v, Quoted) else None)
+                          for k, v in zip(header, record)}
                 rows.append({"line": line, "table": values.pop(TABLE_COLUMN), "values": values})
                 line = reader.line_num + 1
         except csv.Error as e:
