@@ -208,6 +208,13 @@ def test_an_untouched_empty_text_stays_empty_text_and_an_empty_cell_is_null(deri
         "", None)
 
 
+def test_export_of_a_table_name_that_does_not_parse_names_the_option(derived, cli, tmp_path):
+    result = cli("export-pending", "--table", 'mapping."年金计划', "-o", str(tmp_path / "x.csv"))
+    assert result.returncode == 2
+    assert result.stderr == ('refdata: error: --table mapping."年金计划: '
+                             'string is not a valid identifier: "mapping."年金计划"\n')
+
+
 # -- approve and merge ---------------------------------------------------------
 
 

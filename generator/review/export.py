@@ -36,7 +36,7 @@ def _tables(conn: psycopg.Connection, table: str | None) -> list[tuple[str, list
             [table, table],
         ).fetchall()
     except psycopg.Error as e:
-        raise translate(e) from None
+        raise translate(e, f"--table {table}" if table else None) from None
     if table and not rows:
         raise InputError(f"--table {table}: not a reference table of any configured foreign key")
     return rows
