@@ -185,3 +185,23 @@ def test_incremental_mysql_client_sync_reads_only_rows_changed_since_the_waterma
     second = cli("--config", str(config), "sync", env=env)
     assert "inserted 0, updated 1, promoted 0, unchanged 0" in second.stdout, second.stderr
     assert watermark() == ("2025-02-01 08:00:00",)
+
+
+def test_a_table_applied_as_client_synced_as_fdw_fails_recorded_saying_to_apply(sample_db, cli, write_config, legacy_pg):
+    """The config says via: fdw, the database still has the client settings of
+    the last apply (no foreign table): the run fails, recorded, saying to
+    apply, instead of aborting on the missing foreign table's NULL name."""
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LEG", "client"))
+    env = legacy_pg.env("LEG")
+    applied = cli("--config", str(config), "apply", env=env)
+    assert applied.returncode == 0, applied.stderr
+    sync_config(write_config, plan_table("LEG", "fdw"))
+
+    result = cli("--config", str(config), "sync", env=env)
+
+    assert result.returncode == 1
+    assert "年金计划: failed: table 年金计划: its source is not set up" in result.stderr, result.stderr
+    assert "run refdata apply" in result.stderr
+    run = last_run(sample_db)
+    assert (run["status"], run["via"]) == ("failed", "fdw")

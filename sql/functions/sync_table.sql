@@ -24,7 +24,9 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no synced table named %; run refdata apply', p_name USING ERRCODE = 'undefined_object';
     END IF;
-    IF p_columns IS NULL THEN
+    -- No foreign table (the last apply set the table up via: client): the
+    -- merge records the run as failed and says to apply.
+    IF p_columns IS NULL AND p.source_table IS NOT NULL THEN
         SELECT w.fdwname INTO wrapper
           FROM pg_foreign_table AS ft JOIN pg_foreign_server AS fs ON fs.oid = ft.ftserver
           JOIN pg_foreign_data_wrapper AS w ON w.oid = fs.srvfdw
