@@ -8,6 +8,8 @@ will fit before anything is applied.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import string
 from dataclasses import dataclass, field
 from functools import cache
@@ -437,7 +439,12 @@ def fact_key_index(domain: str, d: Domain, fk: ForeignKey) -> tuple[str, str, st
     """(schema, table, index) of the index apply makes on an FK's fact columns
     (observability.index_fact_keys), when no index leads with them already."""
     table = d.fact_table_for(domain)
-    return d.fact_schema, table, object_name(table, *fk.sources, "refdata")
+    parts = (table, *fk.sources)
+    if any("__" in part for part in parts):
+        # joined with "__", (a, b) and "a__b" would read alike: a digest of the parts keeps them apart
+        digest = hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()[:8]
+        return d.fact_schema, table, object_name(*parts, "refdata", digest)
+    return d.fact_schema, table, object_name(*parts, "refdata")
 
 
 def domain_views(domain: str, d: Domain, skip: frozenset = frozenset()) -> list[FkView]:

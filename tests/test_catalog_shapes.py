@@ -411,3 +411,25 @@ def test_a_load_checks_a_foreign_key_compared_under_another_collation_row_by_row
     assert result.returncode == 2
     assert 'violates foreign key constraint "f_code_fkey"' in result.stderr
     assert db.execute("SELECT count(*) FROM f").fetchone() == (0,)
+
+
+def test_fact_key_indexes_of_columns_whose_names_hold_the_separator_stay_apart(cli, db, write_config):
+    # (a, b) and "a__b" both named their index f__a__b__refdata: apply failed
+    # on the second ("already exists").
+    db.execute("""
+        CREATE TABLE p1 (a text, b text, PRIMARY KEY (a, b));
+        CREATE TABLE p2 (k text PRIMARY KEY);
+        CREATE TABLE f (a text, b text, "a__b" text);
+    """)
+    path = apply_config(cli, write_config, config("""\
+        - {name: fk1, source_column: [a, b], target_table: p1, target_key: [a, b]}
+        - {name: fk2, source_column: a__b, target_table: p2, target_key: k}
+        """))
+    indexes = """SELECT array_agg(a.attname::text ORDER BY k.n) FROM pg_index AS i
+                 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k (attnum, n)
+                 JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                 WHERE i.indrelid = 'f'::regclass GROUP BY i.indexrelid ORDER BY 1"""
+    assert db.execute(indexes).fetchall() == [(["a", "b"],), (["a__b"],)]
+    result = cli("--config", str(path), "uninstall")
+    assert result.returncode == 0, result.stderr
+    assert db.execute(indexes).fetchall() == []
