@@ -14,7 +14,7 @@ from .db import describe
 from .errors import InputError, RefdataError
 from .migrate.plan import SUMMARY_KINDS, Plan, destructive_steps, make_plan
 from .names import DEFAULT_OWNER, ident
-from .render import Statement, render
+from .render import SECRETS, Statement, render
 from .sync.render import statements as sync_statements
 
 # Serialises concurrent applies on one database (an arbitrary, fixed key).
@@ -124,6 +124,20 @@ def changes(before: dict, after: dict) -> dict[str, Counter]:
     return out
 
 
+def hand_over_secrets(conn: psycopg.Connection, s: Statement) -> None:
+    """A statement's secrets as COPY data into SECRETS (dropped at commit):
+    the server logs a statement's text and parameters, never COPY's rows."""
+    secrets = s.secrets()
+    if not secrets:
+        return
+    conn.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {SECRETS.split('.')[1]} (name text PRIMARY KEY, value text) "
+                 "ON COMMIT DROP")
+    conn.execute(f"TRUNCATE {SECRETS}")
+    with conn.cursor().copy(f"COPY {SECRETS} (name, value) FROM STDIN") as copy:
+        for row in secrets.items():
+            copy.write_row(row)
+
+
 def run(conn: psycopg.Connection, the_plan: Plan, configured: list[tuple[str, str]],
         allow_drop: bool = False, lock_timeout: str | None = None) -> Outcome:
     """All steps of a plan in one transaction, if the database is still the one it was made for."""
@@ -151,7 +165,8 @@ def run(conn: psycopg.Connection, the_plan: Plan, configured: list[tuple[str, st
         try:
             for n, s in enumerate(the_plan.steps, start=1):
                 try:
-                    conn.execute(s.sql, s.bound_params())
+                    hand_over_secrets(conn, s)
+                    conn.execute(s.bound_sql(), s.bound_params())
                 except psycopg.Error as e:
                     message = (e.diag.message_primary or str(e)).strip()
                     raise RefdataError(f"apply failed at {s.kind} {s.name}: {message} (step {n} of the plan); "

@@ -88,10 +88,31 @@ def sql_file(path: str, **context) -> str:
 class FromEnv:
     """A value taken from the environment when the statement runs (a
     password, say): apply binds it, a rendered script reads it with psql's
-    \\getenv. Never written out, never shown."""
+    \\getenv. Never written out, never shown. A `secret` (a password) is not
+    bound either: the server logs a statement's parameters (log_statement,
+    log_min_duration_statement), so apply hands it over as COPY data, which
+    no log setting records, into SECRETS, where the statement reads it."""
 
     var: str
     value: str | None = field(default=None, repr=False, compare=False)
+    secret: bool = False
+
+
+# The temporary table apply copies secrets into, for the statement that needs them.
+SECRETS = "pg_temp.refdata_secret"
+# Around a script's statement that carries a secret. A role that may not
+# change these settings is told so, and the script goes on.
+LOG_SETTINGS = ("log_statement", "log_min_duration_statement", "log_min_error_statement")
+QUIET_LOG = (
+    "DO $refdata$\nBEGIN\n    PERFORM "
+    + ", ".join(f"set_config('{n}', '{v}', false)" for n, v in zip(LOG_SETTINGS, ("none", "-1", "panic")))
+    + ";\nEXCEPTION WHEN insufficient_privilege THEN\n"
+    "    RAISE WARNING 'refdata: the next statement carries a password and this role may not keep it out of "
+    "the server log (log_statement, log_min_duration_statement, log_min_error_statement)';\nEND\n$refdata$;\n")
+LOUD_LOG = (
+    "DO $refdata$\nBEGIN\n"
+    + "".join(f"    RESET {n};\n" for n in LOG_SETTINGS)
+    + "EXCEPTION WHEN insufficient_privilege THEN\n    NULL;\nEND\n$refdata$;\n")
 
 
 @dataclass(frozen=True)
@@ -110,11 +131,22 @@ class Statement:
     owned: str | None = None
 
     def bound_params(self) -> dict | None:
-        """Parameters as apply binds them (JSON documents as jsonb)."""
+        """Parameters as apply binds them (JSON documents as jsonb); never a secret."""
         if not self.params:
             return None
         return {k: Jsonb(v) if isinstance(v, (dict, list)) else v.value if isinstance(v, FromEnv) else v
-                for k, v in self.params.items()}
+                for k, v in self.params.items() if k not in self.secrets()}
+
+    def secrets(self) -> dict[str, str | None]:
+        """The secret parameters, by name, for apply to COPY into SECRETS."""
+        return {k: v.value for k, v in (self.params or {}).items() if isinstance(v, FromEnv) and v.secret}
+
+    def bound_sql(self) -> str:
+        """The SQL apply runs: a secret read from SECRETS, not bound."""
+        sql = self.sql
+        for k in self.secrets():
+            sql = sql.replace(f"%({k})s", f"(SELECT s.value FROM {SECRETS} AS s WHERE s.name = {literal(k)})")
+        return sql
 
     def script(self) -> str:
         """The text a DBA runs with psql: parameters become quoted literals,
@@ -126,6 +158,10 @@ class Statement:
         getenv = "".join(f"\\getenv {var} {var}\n\\if :{{?{var}}}\n\\else\n\\set {var} ''\n\\endif\n"
                          for var in env)
         sql = self.sql % {k: f":'{v.var}'" if isinstance(v, FromEnv) else literal(v) for k, v in self.params.items()}
+        if self.secrets():
+            # psql sends the secret in the statement's text: kept out of the
+            # server log where the role may change what it logs.
+            sql = QUIET_LOG + sql + LOUD_LOG
         if self.requires_env:
             var = self.requires_env
             return (f"\\getenv {var} {var}\n\\if :{{?{var}}}\n{getenv}{sql}\\else\n"

@@ -3,7 +3,9 @@ mode, bad source data, secrets, enabled: false."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 
 import psycopg
 import pytest
@@ -485,3 +487,49 @@ def test_a_null_key_into_an_empty_table_whose_key_allows_null_fails_naming_it(sa
     assert ("plan_copy: failed: table plan_copy: key 年金计划号=NULL: column 年金计划号: the key is NULL in the source"
             in result.stderr), result.stderr
     assert sample_db.execute(f"SELECT count(*) FROM {COPY_TABLE}").fetchone() == (0,)
+
+
+def test_the_password_apply_sets_never_reaches_the_server_log(sample_db, dsn, cli, write_config):
+    """With every statement logged, with its parameters and duration: apply
+    and a rendered script run by psql set the user mapping's password, and
+    the server log never holds it."""
+    import uuid
+    from pathlib import Path
+
+    password = f"rdLog-{uuid.uuid4().hex}"
+    database = sample_db.info.dbname
+    for setting, value in (("log_statement", "'all'"), ("log_min_duration_statement", "0"),
+                           ("log_min_error_statement", "'debug5'")):
+        sample_db.execute(f'ALTER DATABASE "{database}" SET {setting} = {value}')
+    log = Path(os.environ["REFDATA_TEST_HOME"]) / "server.log"
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LOG", "fdw", "legacy_mysql", schema="legacy"))
+    env = mysql_env("LOG", "legacy") | {"LOG_PASSWORD": password}
+    mapping = "SELECT umoptions FROM pg_user_mappings WHERE srvname = 'refdata__log__mysql'"
+
+    def logged(run) -> str:
+        start = log.stat().st_size
+        run()
+        with log.open("rb") as f:
+            f.seek(start)
+            return f.read().decode("utf-8", "replace")
+
+    applied = []
+    text = logged(lambda: applied.append(cli("--config", str(config), "apply", env=env)))
+    assert applied[0].returncode == 0, applied[0].stderr
+    assert f"password={password}" in sample_db.execute(mapping).fetchone()[0]
+    assert "refdata.sync_user_mapping" in text and "parameters: $1 = " in text  # it logs what it is set to
+    assert password not in text
+
+    sample_db.execute("""SELECT refdata.sync_user_mapping('refdata__log__mysql', 'refdata_owner', '{"password": null}')""")
+    assert "password" not in str(sample_db.execute(mapping).fetchone()[0])
+    render = cli("--config", str(config), "render", env={})
+    assert render.returncode == 0, render.stderr
+    scripted = []
+    text = logged(lambda: scripted.append(subprocess.run(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", dsn], input=render.stdout, capture_output=True, text=True,
+        env={**os.environ, **env})))
+    assert scripted[0].returncode == 0, scripted[0].stderr
+    assert f"password={password}" in sample_db.execute(mapping).fetchone()[0]
+    assert "statement: SELECT refdata.sync_foreign_table(" in text  # the next statement is logged again
+    assert password not in text

@@ -53,7 +53,7 @@ class Connection:
         """One setting as a value apply binds and a rendered script reads with \\getenv."""
         value = {"host": self.host, "port": str(self.port), "database": self.database,
                  "user": self.user, "password": self.password}[what]
-        return FromEnv(f"{self.prefix}_{what.upper()}", value)
+        return FromEnv(f"{self.prefix}_{what.upper()}", value, secret=what == "password")
 
     def scrub(self, text: str) -> str:
         """A message fit to show: the password, should a driver echo it, masked."""
