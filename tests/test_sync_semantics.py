@@ -533,3 +533,34 @@ def test_the_password_apply_sets_never_reaches_the_server_log(sample_db, dsn, cl
     assert f"password={password}" in sample_db.execute(mapping).fetchone()[0]
     assert "statement: SELECT refdata.sync_foreign_table(" in text  # the next statement is logged again
     assert password not in text
+
+
+def test_a_script_role_that_may_not_quiet_the_server_log_is_warned_and_one_that_may_gets_it_back(postgresql, role):
+    """Around the statement with the password a rendered script turns the
+    server's statement logging off and back to what it was, where the role
+    may set those parameters; a role that may not is warned, and the script
+    goes on."""
+    from generator.render import LOUD_LOG, QUIET_LOG
+
+    plain = role("rd_nolog")
+    warned: list[str] = []
+    plain.add_notice_handler(lambda d: warned.append(d.message_primary))
+    plain.execute(QUIET_LOG)
+    plain.execute(LOUD_LOG)
+    assert warned == ["refdata: the next statement carries a password and this role may not keep it out of the "
+                      "server log (log_statement, log_min_duration_statement, log_min_error_statement)"]
+    settings = "log_statement, log_min_duration_statement, log_min_error_statement"
+    allowed = role("rd_log", [f"GRANT SET ON PARAMETER {settings} TO {{role}}",
+                              "ALTER ROLE {role} SET log_statement = 'ddl'"])
+    show = ("SELECT current_setting('log_statement'), current_setting('log_min_duration_statement'), "
+            "current_setting('log_min_error_statement')")
+    before = allowed.execute(show).fetchone()
+    assert before[0] == "ddl"
+    allowed.execute(QUIET_LOG)
+    assert allowed.execute(show).fetchone() == ("none", "-1", "panic")
+    allowed.execute(LOUD_LOG)
+    assert allowed.execute(show).fetchone() == before
+    name = allowed.info.user
+    allowed.close()
+    postgresql.execute(f'REVOKE SET ON PARAMETER {settings} FROM "{name}"')
+    postgresql.commit()
