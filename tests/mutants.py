@@ -55,9 +55,24 @@ class Mutant:
     seconds: float = 0.0
 
 
+class _Loader(yaml.SafeLoader):
+    """Refuses a key given twice in one entry: a merge that drops a `- file:`
+    line joins two mutants into one, and the first would silently vanish."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice in one entry", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_list(path: Path) -> list[Mutant]:
     try:
-        entries = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+        entries = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or []
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise SystemExit(f"{path}:{mark.line + 1 if mark else ''}: invalid YAML: {getattr(e, 'problem', e)}") from None
