@@ -433,3 +433,37 @@ def test_fact_key_indexes_of_columns_whose_names_hold_the_separator_stay_apart(c
     result = cli("--config", str(path), "uninstall")
     assert result.returncode == 0, result.stderr
     assert db.execute(indexes).fetchall() == []
+
+
+@pytest.mark.parametrize("domains", ["one", "two"])
+def test_two_foreign_keys_into_one_table_by_different_keys_are_refused(cli, db, write_config, domains):
+    # Promotion on insert and the audit log know a reference table by one
+    # key: with fk_name targeting "name", an authoritative plan added by its
+    # code was refused as a duplicate of the row derived from a name, and a
+    # row derived earlier had its key changed under the facts naming it.
+    db.execute("""
+        CREATE TABLE plan (code text PRIMARY KEY, name text UNIQUE);
+        CREATE TABLE f (code text, name text);
+    """)
+    by_name = ("- {name: fk_name, source_column: name, target_table: plan, target_key: name,\n"
+               "   backfill_columns: [{source: code, target: code}]}\n")
+    if domains == "one":
+        text, other = config(PLAN + by_name), "d"
+    else:
+        text = config(PLAN) + "  e:\n    fact_table: f\n    foreign_keys:\n" + textwrap.indent(by_name, "      ")
+        other = "e"
+    path = write_config(text)
+    refused(cli, db, path,
+            f'domain {other}, foreign key fk_name: target_key ("name") of "public"."plan" is not the key '
+            'domain d, foreign key fk_plan targets ("code"); promotion on insert and the audit log know a table '
+            "by one key: target it by the same key")
+
+
+def test_two_foreign_keys_into_one_table_by_the_same_key_derive(cli, db, write_config):
+    db.execute("CREATE TABLE plan (code text PRIMARY KEY, name text UNIQUE); CREATE TABLE f (code text, other text)")
+    apply_config(cli, write_config, config(
+        PLAN + "- {name: fk_other, source_column: other, target_table: plan, target_key: code}\n"))
+    db.execute("INSERT INTO f VALUES ('A', 'B')")
+    db.execute("INSERT INTO plan VALUES ('B', 'bee')")
+    assert db.execute("SELECT code, name, _source FROM plan ORDER BY code").fetchall() == [
+        ("A", None, "auto_derived"), ("B", "bee", "authoritative")]
