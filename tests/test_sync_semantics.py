@@ -526,12 +526,14 @@ def test_the_password_apply_sets_never_reaches_the_server_log(sample_db, dsn, cl
     render = cli("--config", str(config), "render", env={})
     assert render.returncode == 0, render.stderr
     scripted = []
+    marker = f"rd-after-{uuid.uuid4().hex}"  # the log is the cluster's: other tests write to it meanwhile
     text = logged(lambda: scripted.append(subprocess.run(
-        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", dsn], input=render.stdout, capture_output=True, text=True,
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", dsn], input=render.stdout + f"SELECT '{marker}';\n",
+        capture_output=True, text=True,
         env={**os.environ, **env})))
     assert scripted[0].returncode == 0, scripted[0].stderr
     assert f"password={password}" in sample_db.execute(mapping).fetchone()[0]
-    assert "statement: COMMIT" in text  # the statements after it are logged again, to the script's last
+    assert f"statement: SELECT '{marker}'" in text  # the session logs again after the script
     assert password not in text
 
 
