@@ -596,9 +596,10 @@ def observability_statements(config: Config, views: dict[str, list[FkView]]) -> 
             })
             if config.observability.index_fact_keys and (fact, v.fk.sources) not in indexed:
                 indexed.add((fact, v.fk.sources))
+                schema, _, index = fact_key_index(domain, d, v.fk)
                 out.append(Statement("index", f"{d.fact_schema}.{d.fact_table_for(domain)}.{v.name}", sql_file(
                     "indexes/fact_key.sql.j2", fact=fact, fact_literal=literal(fact), columns=list(v.fk.sources),
-                    index_name=fact_key_index(domain, d, v.fk)[2])))
+                    index_name=index, index=qualified(schema, index), index_literal=literal(qualified(schema, index)))))
     context = {"tables": list(tables.values()), "fks": fks}
     for view in ("reference_quality", "pending_review", "fk_coverage", "derivation_activity"):
         out.append(Statement("view", f"refdata.{view}", sql_file(f"views/{view}.sql.j2", **context)))

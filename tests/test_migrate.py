@@ -598,6 +598,65 @@ def test_uninstall_drops_the_fact_key_indexes_apply_made_and_no_other(sample_db,
     assert sorted(set(fact_indexes(sample_db)) - set(before)) == ["business.mine_on_plans"]
 
 
+def test_apply_drops_the_fact_key_index_of_a_key_no_longer_configured_and_no_other(sample_db, configure):
+    """An FK that leaves the config takes the index apply made on its fact
+    columns with it (each costs every insert); the user's own index on the
+    same columns stays, and so does the index of an FK that stays."""
+    config = sample_config()
+    before = fact_indexes(sample_db)
+    ok(configure(config, "apply"))
+    sample_db.execute(f'CREATE INDEX mine_on_organisations ON {FACT} ("机构代码")')
+    config["domains"]["annuity_performance"]["foreign_keys"] = [
+        f for f in config["domains"]["annuity_performance"]["foreign_keys"] if f["name"] != "fk_organization"]
+    plan = ok(configure(config, "plan"), 3)
+    assert 'drop index if exists "business"."规模明细__机构代码__refdata"' in plan, plan
+    ok(configure(config, "apply"))
+    converged(configure, config)
+    assert sorted(set(fact_indexes(sample_db)) - set(before)) == sorted([
+        'business."规模明细__计划代码__refdata"', 'business."规模明细__组合代码__refdata"',
+        'business."规模明细__产品线代码__refdata"', "business.mine_on_organisations"])
+    # with the indexes off, they all go
+    config["observability"] = {"index_fact_keys": False}
+    ok(configure(config, "apply"))
+    converged(configure, config)
+    assert sorted(set(fact_indexes(sample_db)) - set(before)) == ["business.mine_on_organisations"]
+
+
+def test_uninstall_drops_every_fact_key_index_refdata_made_also_of_keys_the_config_no_longer_names(
+        sample_db, configure):
+    config = sample_config()
+    before = fact_indexes(sample_db)
+    ok(configure(config, "apply"))
+    sample_db.execute(f'CREATE INDEX mine_on_plans ON {FACT} ("计划代码")')
+    # an index by refdata's naming that refdata did not make is the user's
+    sample_db.execute(f'CREATE INDEX "规模明细__月度__refdata" ON {FACT} ("月度")')
+    config["domains"]["annuity_performance"]["foreign_keys"] = [
+        f for f in config["domains"]["annuity_performance"]["foreign_keys"] if f["name"] == "fk_plan"]
+    out = ok(configure(config, "uninstall"))
+    assert "dropped index business.规模明细__组合代码__refdata" in out
+    assert sorted(set(fact_indexes(sample_db)) - set(before)) == [
+        'business."规模明细__月度__refdata"', "business.mine_on_plans"]
+
+
+def test_a_fact_key_index_made_before_refdata_marked_its_indexes_is_marked_by_the_next_apply(sample_db, configure):
+    config = sample_config()
+    ok(configure(config, "apply"))
+    sample_db.execute(f'COMMENT ON INDEX business."规模明细__产品线代码__refdata" IS NULL')
+    plan = ok(configure(config, "plan"), 3)
+    assert 'COMMENT ON INDEX "business"."规模明细__产品线代码__refdata" IS' in plan, plan
+    ok(configure(config, "apply"))
+    converged(configure, config)
+    config["domains"]["annuity_performance"]["foreign_keys"] = [
+        f for f in config["domains"]["annuity_performance"]["foreign_keys"] if f["name"] != "fk_product_line"]
+    ok(configure(config, "apply"))
+    assert 'business."规模明细__产品线代码__refdata"' not in fact_indexes(sample_db)
+    # made again by a plan (migra's CREATE INDEX), it is marked again
+    ok(configure(sample_config(), "apply"))
+    converged(configure, sample_config())
+    assert sample_db.execute("""SELECT obj_description('business."规模明细__产品线代码__refdata"'::regclass, 'pg_class')
+                             """).fetchone()[0].startswith("refdata: fact key index ")
+
+
 # -- statement mode on a partitioned fact table ---------------------------------------
 
 

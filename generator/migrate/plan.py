@@ -90,6 +90,7 @@ def make_plan(conn: psycopg.Connection, statements: list[Statement], configured:
         steps = roles + _schema_steps(conn, scratch, existing)
         steps += _deferral_steps(conn, scratch, existing)
         steps += _own_object_steps(conn, scratch)
+        steps += _index_comment_steps(conn, scratch)
         steps += _data_steps(conn, scratch, statements)
     steps += _fdw_steps(conn, statements)
     steps += _guard_steps(conn, statements)
@@ -138,6 +139,10 @@ def _guard_steps(live: psycopg.Connection, statements: list[Statement]) -> list[
 def _build_desired(scratch: psycopg.Connection, statements: list[Statement]) -> None:
     """In the scratch copy: remove refdata's objects, then run the rendered SQL."""
     with scratch.transaction():
+        # The fact key indexes refdata made: the rendered SQL makes again those
+        # still needed, so migra drops the others from the live database.
+        for schema, _, index, _ in scratch.execute(query("fact_key_indexes")).fetchall():
+            scratch.execute(f"DROP INDEX {qualified(schema, index)}")
         for (sql,) in scratch.execute(
             """SELECT format('DROP TRIGGER %I ON %I.%I', t.tgname, n.nspname, c.relname)
                FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
@@ -276,6 +281,17 @@ def _own_object_steps(live, scratch) -> list[Statement]:
         if sql:
             steps.append(Statement("ddl", f"privileges of {target}", "\n".join(sql) + "\n"))
     return steps
+
+
+def _index_comment_steps(live, scratch) -> list[Statement]:
+    """The comment that marks a fact key index as refdata's (migra compares
+    no comments, and creates an index without its comment): on each one
+    the desired state has and the live database lacks or has unmarked."""
+    have = {(r[0], r[2]) for r in live.execute(query("fact_key_indexes"))}
+    return [Statement("ddl", f"comment of index {schema}.{index}",
+                      f"COMMENT ON INDEX {qualified(schema, index)} IS {literal(comment)};\n")
+            for schema, _, index, comment in scratch.execute(query("fact_key_indexes")).fetchall()
+            if (schema, index) not in have]
 
 
 def _data_steps(live, scratch, statements: list[Statement]) -> list[Statement]:

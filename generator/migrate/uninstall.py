@@ -13,6 +13,7 @@ from __future__ import annotations
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from ..catalog import query
 from ..config import Config, SyncConfig
 from ..db import connect
 from ..errors import InputError, RefdataError
@@ -41,7 +42,7 @@ def uninstall(conn: psycopg.Connection, config: Config, domains: list[str], drop
             lines += _drop_fact_key_indexes(conn, config, domains)
         else:
             lines += _remove_all(conn)
-            lines += _drop_fact_key_indexes(conn, config, list(config.domains))
+            lines += _drop_fact_key_indexes(conn, config, None)
             tables = None
         if drop_tracking:
             lines += _drop_tracking(conn, tables)
@@ -129,31 +130,22 @@ def _remove_domain(conn, domain: str) -> list[str]:
     return lines
 
 
-def _drop_fact_key_indexes(conn, config: Config, domains: list[str]) -> list[str]:
-    """The indexes apply made on the fact columns of the domains' FKs, unless
-    a domain that stays uses them. An index of that name is refdata's only
-    when it is what apply makes: a plain btree on exactly those columns."""
+def _drop_fact_key_indexes(conn, config: Config, domains: list[str] | None) -> list[str]:
+    """The indexes apply made on fact columns (their comment marks them,
+    sql/catalog/fact_key_indexes.sql): all of them (`domains` None), or
+    those of the domains' FKs that no domain staying uses. A user's index
+    on the same columns is never marked, and stays."""
     def indexes(names):
-        return {(*fact_key_index(n, config.domains[n], fk), fk.sources)
+        return {fact_key_index(n, config.domains[n], fk)
                 for n in names if n in config.domains for fk in config.domains[n].foreign_keys}
 
-    lines = []
-    for schema, table, index, columns in sorted(indexes(domains) - indexes(set(config.domains) - set(domains))):
-        found = conn.execute(
-            """SELECT i.indexrelid::regclass::text FROM pg_catalog.pg_index AS i
-               JOIN pg_catalog.pg_class AS c ON c.oid = i.indexrelid
-               JOIN pg_catalog.pg_am AS am ON am.oid = c.relam
-               WHERE i.indexrelid = to_regclass(%s) AND i.indrelid = to_regclass(%s)
-                 AND am.amname = 'btree' AND NOT i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
-                 AND (SELECT array_agg(a.attname::text ORDER BY k.n)
-                      FROM unnest(i.indkey) WITH ORDINALITY AS k (attnum, n)
-                      JOIN pg_catalog.pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)
-                     = %s::text[]""",
-            [qualified(schema, index), qualified(schema, table), list(columns)]).fetchone()
-        if found:
-            conn.execute(f"DROP INDEX {qualified(schema, index)}")
-            lines.append(f"dropped index {schema}.{index}")
-    return lines
+    marked = [(schema, table, index) for schema, table, index, _ in conn.execute(query("fact_key_indexes"))]
+    if domains is not None:
+        wanted = indexes(domains) - indexes(set(config.domains) - set(domains))
+        marked = [m for m in marked if m in wanted]
+    for schema, _, index in marked:
+        conn.execute(f"DROP INDEX {qualified(schema, index)}")
+    return [f"dropped index {schema}.{index}" for schema, _, index in marked]
 
 
 def _drop_tracking(conn, tables: list[tuple[str, str]] | None) -> list[str]:
