@@ -200,28 +200,8 @@ def check(conn: psycopg.Connection, config: Config) -> Report:
     facts = {(d.fact_schema, d.fact_table_for(n)) for n, d in config.domains.items()}
     for name, domain in config.domains.items():
         _check_domain(catalog, report, name, domain, facts)
-    _check_one_key_per_table(report, config)
     _check_declared(catalog, report, config)
     return report
-
-
-def _check_one_key_per_table(report: Report, config: Config) -> None:
-    """Foreign keys into one reference table, in any domain, target it by one
-    key: its promotion on insert and its audit log are rendered once per
-    table with one key, so a row derived by another key would be promoted
-    (its key changed) or refused as a duplicate by the wrong one."""
-    first: dict[tuple[str, str], tuple[str, ForeignKey]] = {}
-    for name, domain in config.domains.items():
-        for fk in domain.foreign_keys:
-            table = (fk.target_schema, fk.target_table)
-            other, ofk = first.setdefault(table, (name, fk))
-            if set(fk.keys) != set(ofk.keys):
-                keys = ", ".join(f'"{k}"' for k in fk.keys)
-                theirs = ", ".join(f'"{k}"' for k in ofk.keys)
-                report.errors.append(
-                    f"domain {name}, foreign key {fk.name}: target_key ({keys}) of {qualified(*table)} is not the "
-                    f"key domain {other}, foreign key {ofk.name} targets ({theirs}); promotion on insert and the "
-                    f"audit log know a table by one key: target it by the same key")
 
 
 def declared_match(declared: dict, fk: ForeignKey) -> bool:

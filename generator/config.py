@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from .errors import InputError
-from .names import CONFIG_NAME, MAX_IDENTIFIER_BYTES, control_character, printable
+from .names import CONFIG_NAME, MAX_IDENTIFIER_BYTES, control_character, printable, qualified
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = Path("config/data_sources.yml")
@@ -430,6 +430,26 @@ class Config(Model):
         return v
 
     @model_validator(mode="after")
+    def _one_key_per_table(self):
+        """Foreign keys into one reference table, in any domain, target it by
+        one key: its promotion on insert and its audit log are rendered once
+        per table with one key, so a row derived by another key would be
+        promoted (its key changed) or refused as a duplicate by the wrong one."""
+        first: dict[tuple[str, str], tuple[str, ForeignKey]] = {}
+        for name, domain in self.domains.items():
+            for i, fk in enumerate(domain.foreign_keys):
+                table = (fk.target_schema, fk.target_table)
+                other, ofk = first.setdefault(table, (name, fk))
+                if set(fk.keys) != set(ofk.keys):
+                    keys = ", ".join(f'"{k}"' for k in fk.keys)
+                    theirs = ", ".join(f'"{k}"' for k in ofk.keys)
+                    raise PlaceError(
+                        f"target_key ({keys}) of {qualified(*table)} is not the key domain {other}, foreign key "
+                        f"{ofk.name} targets ({theirs}); promotion on insert and the audit log know a table by "
+                        "one key: target it by the same key", ("domains", name, "foreign_keys", i, "target_key"))
+        return self
+
+    @model_validator(mode="after")
     def _observed_tables(self):
         targets = {f"{fk.target_schema}.{fk.target_table}" for d in self.domains.values() for fk in d.foreign_keys}
         for name in self.observability.tables:
@@ -606,8 +626,8 @@ def build_config(sources: Document | None, fks: Document | None) -> Config:
         config = Config.model_validate({**settings, "domains": domains})
     except ValidationError as e:
         first = _first(e.errors())
-        loc = list(first["loc"])
-        doc = fks if fks and loc[0] in fks.data else sources or fks
+        loc = _placed(first, first["loc"])[0]
+        doc = fks if fks and loc[:1] and loc[0] in fks.data else sources or fks
         if loc[:1] == ["domains"] and len(loc) > 1 and loc[1] in origin:
             settings, rules = origin[loc[1]]
             doc = rules if loc[2:3] == ["foreign_keys"] else settings
@@ -782,14 +802,19 @@ def _duplicate_key(node) -> str | None:
     return None
 
 
-def _describe(err: dict, data, node, source: str) -> str:
-    """One line: file:line: domain D, foreign key F: field: message."""
-    loc = list(err["loc"])
-    msg = _plain(err)
+def _placed(err: dict, loc) -> tuple[list, PlaceError | None]:
+    """An error's path, continued by the field a model check named
+    (PlaceError.loc), and that check's error (None for pydantic's own)."""
     placed = (err.get("ctx") or {}).get("error")
     if isinstance(placed, PlaceError):
-        loc += list(placed.loc)
-    loc = [p for p in loc if not _is_tag(p)]
+        return [*loc, *placed.loc], placed
+    return list(loc), None
+
+
+def _describe(err: dict, data, node, source: str) -> str:
+    """One line: file:line: domain D, foreign key F: field: message."""
+    msg = _plain(err)
+    loc = [p for p in _placed(err, err["loc"])[0] if not _is_tag(p)]
     line = _line_of(node, loc)
     if err["loc"][-1:] == ("[key]",):
         loc = loc[:-1]  # the mapping the key is in is the field
@@ -968,10 +993,7 @@ class SyncTable(Model):
             keys = list(self.source_config)
             err = min(e.errors(), key=lambda r: keys.index(r["loc"][0]) if r["loc"] and r["loc"][0] in keys
                       else len(keys))
-            loc = ("source_config", *(p for p in err["loc"] if not (isinstance(p, str) and "[" in p)))
-            placed = (err.get("ctx") or {}).get("error")
-            if isinstance(placed, PlaceError):
-                loc += placed.loc
+            loc, _ = _placed(err, ("source_config", *(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))))
             msg = _sync_message(err, loc)
             if err["type"] not in ("extra_forbidden", "missing"):
                 field = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
@@ -1102,11 +1124,8 @@ def _sync_message(err: dict, loc) -> str:
 
 def _describe_sync(err: dict, data, node, source: str) -> str:
     """One line: file:line: table T: field: message."""
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "int", "float", "bool")))]
-    placed = (err.get("ctx") or {}).get("error")
-    if isinstance(placed, PlaceError):
-        loc += list(placed.loc)
-    msg = str(placed) if isinstance(placed, PlaceError) else _sync_message(err, loc)
+    loc, placed = _placed(err, [p for p in err["loc"] if not _is_tag(p)])
+    msg = str(placed) if placed else _sync_message(err, loc)
     place = []
     rest = loc
     if loc[:1] == ["tables"] and len(loc) > 1 and isinstance(loc[1], int):
@@ -1118,7 +1137,7 @@ def _describe_sync(err: dict, data, node, source: str) -> str:
     field = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in rest).replace(".[", "[")
     line = _line_of(node, loc)
     parts = [f"{source}:{line}" if line else source] + place
-    if field and err["type"] != "extra_forbidden" and not isinstance(placed, PlaceError) and not msg.startswith(field):
+    if field and err["type"] != "extra_forbidden" and not placed and not msg.startswith(field):
         parts.append(f"field {field}")
     return ": ".join(parts + [msg])
 

@@ -453,10 +453,15 @@ def test_two_foreign_keys_into_one_table_by_different_keys_are_refused(cli, db, 
         text = config(PLAN) + "  e:\n    fact_table: f\n    foreign_keys:\n" + textwrap.indent(by_name, "      ")
         other = "e"
     path = write_config(text)
-    refused(cli, db, path,
-            f'domain {other}, foreign key fk_name: target_key ("name") of "public"."plan" is not the key '
-            'domain d, foreign key fk_plan targets ("code"); promotion on insert and the audit log know a table '
-            "by one key: target it by the same key")
+    line = text.splitlines().index(next(x for x in text.splitlines() if "fk_name" in x)) + 1
+    for command in ("validate", "apply"):  # a config error: found before the database is asked
+        result = cli("--config", str(path), command)
+        assert (result.returncode, result.stdout) == (2, ""), (command, result.stderr)
+        assert result.stderr == (
+            f'refdata: error: {path}:{line}: domain {other}, foreign key fk_name: target_key ("name") of '
+            '"public"."plan" is not the key domain d, foreign key fk_plan targets ("code"); promotion on insert '
+            "and the audit log know a table by one key: target it by the same key\n")
+    assert db.execute("SELECT to_regnamespace('refdata')").fetchone() == (None,)
 
 
 def test_two_foreign_keys_into_one_table_by_the_same_key_derive(cli, db, write_config):

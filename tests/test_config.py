@@ -460,6 +460,47 @@ def test_invalid_yaml_names_the_line():
     assert message.startswith("cfg.yml:6: invalid YAML: ")
 
 
+def test_two_foreign_keys_into_one_table_by_different_keys_name_the_second_ones_line():
+    # promotion on insert and the audit log know a reference table by one key
+    message = error_of(
+        """\
+        domains:
+          d:
+            foreign_keys:
+              - {name: fk_plan, source_column: code, target_table: plan, target_key: code}
+          e:
+            foreign_keys:
+              - name: fk_name
+                source_column: name
+                target_table: plan
+                target_key: name
+        """
+    )
+    assert message == (
+        'cfg.yml:10: domain e, foreign key fk_name: target_key ("name") of "public"."plan" is not the key '
+        'domain d, foreign key fk_plan targets ("code"); promotion on insert and the audit log know a table '
+        "by one key: target it by the same key")
+
+
+def test_cli_validate_two_keys_into_one_table_in_foreign_keys_yml_exit_2_without_a_database(cli, tmp_path):
+    (tmp_path / "data_sources.yml").write_text("domains:\n  d:\n    output: {table: f}\n", encoding="utf-8")
+    rules = tmp_path / "foreign_keys.yml"
+    rules.write_text(textwrap.dedent("""\
+        schema_version: "1.2"
+        domains:
+          d:
+            foreign_keys:
+              - {name: fk_plan, source_column: code, target_table: plan, target_key: code}
+              - {name: fk_name, source_column: name, target_table: plan, target_key: [name]}
+        """), encoding="utf-8")
+    result = cli("--config", str(rules), "validate", db=None)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f'refdata: error: {rules}:6: domain d, foreign key fk_name: target_key ("name") of "public"."plan" is not '
+        'the key domain d, foreign key fk_plan targets ("code"); promotion on insert and the audit log know a '
+        "table by one key: target it by the same key\n")
+
+
 # -- the CLI: exit code 2 and one line on stderr ------------------------------
 
 
