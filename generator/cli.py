@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 
 from . import __doc__ as package_doc
-from .errors import InputError, RefdataError
+from .errors import InputError, RefdataError, cannot_write
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -283,7 +283,7 @@ def cmd_render(args) -> int:
         try:
             files = write_directory(statements, Path(args.output))
         except OSError as e:
-            raise InputError(f"{args.output}: cannot write: {e.strerror or e}") from None
+            raise cannot_write(args.output, e) from None
         print(f"wrote {len(files)} files to {args.output}; apply with: psql -v ON_ERROR_STOP=1 -f {files[0]}")
     else:
         sys.stdout.write(script(statements))
@@ -436,7 +436,7 @@ def cmd_init(args) -> int:
             with Path(args.output).open("x", encoding="utf-8") as out:  # never overwrites
                 out.write(text)
         except OSError as e:
-            raise InputError(f"{args.output}: cannot write: {e.strerror or e}") from None
+            raise cannot_write(args.output, e) from None
         print(f"wrote {args.output}; next: bin/refdata --config {args.output} validate")
     else:
         sys.stdout.write(text)

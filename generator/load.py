@@ -28,7 +28,7 @@ import psycopg
 
 from .catalog import Catalog
 from .config import Config, chinese_encoding
-from .errors import InputError, RefdataError
+from .errors import InputError, RefdataError, cannot_write
 from .names import ident, object_name, qualified
 from .render import refdata_name, stage_table
 
@@ -518,8 +518,7 @@ class Loader:
                 writer.writerow(["line", "column", "reason", "record"])
                 writer.writerows(sorted(rejects, key=lambda r: r[0]))
         except OSError as e:
-            raise InputError(f"--rejects {self.options.rejects}: cannot write: {e.strerror or e}; "
-                             "nothing was loaded") from None
+            raise cannot_write(f"--rejects {self.options.rejects}", e, "nothing was loaded") from None
 
     def _copy_with_rejects(self, copy_sql, rows, columns, result, meter) -> None:
         def reject(bad: BadRow, raw):

@@ -11,7 +11,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ..config import read_utf8
-from ..errors import InputError
+from ..errors import InputError, cannot_write
 from ..load import Options, Quoted, quoted_kept
 from ..names import ident
 from .errors import translate
@@ -67,7 +67,7 @@ def export_pending(conn: psycopg.Connection, path: Path, table: str | None = Non
     except psycopg.Error as e:
         raise translate(e) from None
     except OSError as e:
-        raise InputError(f"{path}: cannot write: {e.strerror}") from None
+        raise cannot_write(str(path), e) from None
 
 
 # Text a spreadsheet would run as a formula when the file is opened (= + - @,

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 
 from ..config import Config
-from ..errors import InputError
+from ..errors import cannot_write
 from . import quality
 
 AUTHORITATIVE = "#2e7d32"
@@ -150,5 +150,5 @@ def write(conn: psycopg.Connection, config: Config, path: Path) -> Path:
     try:
         path.write_text(render_html(config, q, c, a, database), encoding="utf-8")
     except OSError as e:
-        raise InputError(f"{path}: cannot write: {e.strerror}") from None
+        raise cannot_write(str(path), e) from None
     return path
