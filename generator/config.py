@@ -15,6 +15,7 @@ reads whichever of them are there; everything else calls it.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
@@ -551,14 +552,7 @@ def chinese_encoding(raw: bytes) -> str | None:
 
 
 def parse_document(text: str, source: str) -> Document:
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        problem = getattr(e, "problem", None) or str(e)
-        raise InputError(f"{where}: invalid YAML: {problem}") from None
+    node, data = _yaml(text, source)
     duplicate = _duplicate_key(node)
     if duplicate:
         raise InputError(f"{source}:{duplicate}")
@@ -855,6 +849,8 @@ def _line_of(node, loc: list) -> int | None:
     """Line (1-based) of the deepest YAML node the error path reaches."""
     line = node.start_mark.line + 1 if node is not None else None
     for p in loc:
+        if getattr(node, "alias", False):
+            return line  # deeper lines are the anchor's, shared by every use of it
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 if k.value == p or (not isinstance(p, str) and _scalar(k) == p):
@@ -1142,9 +1138,29 @@ def _describe_sync(err: dict, data, node, source: str) -> str:
     return ": ".join(parts + [msg])
 
 
+class _Composer(yaml.SafeLoader):
+    """Composes an alias as a copy of its anchor's node that starts at the
+    alias (`alias` set): an error in what an alias brings in names the line
+    of the alias, where that use of it is, not the anchor's."""
+
+    def compose_node(self, parent, index):
+        if not self.check_event(yaml.AliasEvent):
+            return super().compose_node(parent, index)
+        mark = self.peek_event().start_mark
+        node = copy.copy(super().compose_node(parent, index))
+        node.start_mark, node.alias = mark, True
+        return node
+
+
 def _yaml(text: str, source: str):
+    """(node tree, data) of a YAML text; one line naming the place when it is not YAML."""
     try:
-        return yaml.compose(text), yaml.safe_load(text)
+        composer = _Composer(text)
+        try:
+            node = composer.get_single_node()
+        finally:
+            composer.dispose()
+        return node, yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source

@@ -501,6 +501,28 @@ def test_cli_validate_two_keys_into_one_table_in_foreign_keys_yml_exit_2_without
         "table by one key: target it by the same key\n")
 
 
+def test_an_error_in_what_an_alias_brings_in_names_the_line_of_the_alias():
+    # the anchor's line is shared by every use of it: the alias says which use
+    text = """\
+        columns: &columns
+          - {source: a, target: b, aggregaton: first}
+        fk: &fk {name: fk_b, source_column: b, target_table: u, target_key: b, derive_colums: [b]}
+        domains:
+          d:
+            foreign_keys:
+              - name: fk_a
+                source_column: a
+                target_table: t
+                target_key: a
+                backfill_columns: *columns
+        """
+    assert error_of(text) == ("cfg.yml:11: domain d, foreign key fk_a: unknown field 'aggregaton' "
+                              "(did you mean 'aggregation'?)")
+    text = text.replace("backfill_columns: *columns", "derive_columns: [a]\n              - *fk")
+    assert error_of(text) == ("cfg.yml:12: domain d, foreign key fk_b: unknown field 'derive_colums' "
+                              "(did you mean 'derive_columns'?)")
+
+
 # -- the CLI: exit code 2 and one line on stderr ------------------------------
 
 
