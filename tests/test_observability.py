@@ -87,6 +87,18 @@ def test_views_against_known_data(applied):
         """SELECT count(*) FROM refdata.pending_review WHERE reference_table = 'mapping."组织架构"'::regclass""").fetchone() == (0,)
 
 
+def test_pending_review_keys_of_a_composite_key_stay_apart_when_a_value_holds_the_separator(db, cli, write_config):
+    # joined by ", ", ("x, y", "z") and ("x", "y, z") both read "x, y, z"
+    db.execute("""CREATE TABLE ref (a text, b text, PRIMARY KEY (a, b));
+                  CREATE TABLE f (a text, b text, n int)""")
+    apply_ok(cli, write_config(
+        "domains:\n  d:\n    fact_table: f\n    foreign_keys:\n"
+        "      - {name: fk_ref, source_column: [a, b], target_table: ref, target_key: [a, b]}\n"))
+    db.execute("INSERT INTO f VALUES ('x, y', 'z', 1), ('x', 'y, z', 2), ('x', 'y, z', 3)")
+    assert db.execute("SELECT key, key_json, fact_rows FROM refdata.pending_review ORDER BY fact_rows").fetchall() == [
+        ('["x, y", "z"]', {"a": "x, y", "b": "z"}, 1), ('["x", "y, z"]', {"a": "x", "b": "y, z"}, 2)]
+
+
 def test_fk_coverage_reads_keys_through_the_fact_index(applied):
     plan = "\n".join(r[0] for r in applied.execute(
         "EXPLAIN SELECT * FROM refdata.fk_coverage WHERE foreign_key = 'fk_plan'").fetchall())
