@@ -44,7 +44,7 @@ def checked(conn: psycopg.Connection, config: Config, source: str,
             f"(--owner ROLE or $REFDATA_OWNER; apply creates it NOLOGIN when missing), or run "
             f"ALTER ROLE {ident(owner)} NOSUPERUSER")
     report = check(conn, config)
-    errors = [f"{source}: {e}" for e in report.errors]
+    errors = [f"{getattr(e, 'where', None) or source}: {e}" for e in report.errors]
     extra: list[Statement] = []
     if sync:
         sync_source, sync_config = sync

@@ -62,6 +62,19 @@ class Table:
         return f'column "{column}" does not exist in {self.label}{suggestion}'
 
 
+class Located(str):
+    """An error line that names its place in the config (`where`: file:line),
+    which then stands for the config's path."""
+
+    where: str | None = None
+
+    @classmethod
+    def at(cls, where: str | None, text: str) -> "Located":
+        line = cls(text)
+        line.where = where
+        return line
+
+
 class Catalog:
     def __init__(self, conn: psycopg.Connection):
         self.conn = conn
@@ -192,6 +205,46 @@ class Catalog:
             f"SELECT jsonb_populate_record(NULL::{t.label}, %s::jsonb)", [json.dumps(defaults, ensure_ascii=False)]
         )
 
+    def refusing_checks(self, t: Table, defaults: dict) -> list[tuple[str, str, list[str]]] | None:
+        """(name, definition, columns read) of each CHECK constraint of `t`
+        that the defaults decide alone (it reads no other column) and refuse.
+        The server judges them itself, on an empty temporary copy of the
+        table that keeps just those constraints: no definition is pasted.
+        None when the database is read-only (no temporary table)."""
+        checks = self.conn.execute(query("default_checks"), {"oid": t.oid, "columns": list(defaults)}).fetchall()
+        decided = {name: (definition, reads) for name, is_decided, definition, reads in checks if is_decided}
+        if not decided:
+            return []
+        probe = "pg_temp.refdata_default_probe"
+        refused = []
+        with self.conn.transaction(force_rollback=True):
+            try:
+                self.conn.execute(f"CREATE TEMPORARY TABLE refdata_default_probe (LIKE {t.label} INCLUDING CONSTRAINTS)")
+                for name, is_decided, _, _ in checks:
+                    if not is_decided:
+                        self.conn.execute(f"ALTER TABLE {probe} DROP CONSTRAINT {ident(name)}")
+                for column, info in t.columns.items():
+                    if info["not_null"]:
+                        self.conn.execute(f"ALTER TABLE {probe} ALTER COLUMN {ident(column)} DROP NOT NULL")
+                while True:
+                    try:
+                        with self.conn.transaction():
+                            self.conn.execute(f"INSERT INTO {probe} SELECT * FROM jsonb_populate_record(NULL::{probe}, "
+                                              "%s::jsonb)", [json.dumps(defaults, ensure_ascii=False)])
+                        break
+                    except psycopg.errors.CheckViolation as e:
+                        name = e.diag.constraint_name
+                        if name not in decided or name in refused:
+                            raise
+                        refused.append(name)
+                        self.conn.execute(f"ALTER TABLE {probe} DROP CONSTRAINT {ident(name)}")
+            except psycopg.errors.ReadOnlySqlTransaction:
+                return None
+            except psycopg.Error as e:
+                self._lacking_rights(e)
+                raise
+        return [(name, *decided[name]) for name in sorted(refused)]
+
 
 def check(conn: psycopg.Connection, config: Config) -> Report:
     """All catalog problems of the config; nothing is changed in the database."""
@@ -199,7 +252,7 @@ def check(conn: psycopg.Connection, config: Config) -> Report:
     catalog = Catalog(conn)
     facts = {(d.fact_schema, d.fact_table_for(n)) for n, d in config.domains.items()}
     for name, domain in config.domains.items():
-        _check_domain(catalog, report, name, domain, facts)
+        _check_domain(catalog, report, name, domain, facts, config.where)
     _check_declared(catalog, report, config)
     return report
 
@@ -242,8 +295,9 @@ def _check_declared(catalog: Catalog, report: Report, config: Config) -> None:
 
 
 def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
-                  facts: set[tuple[str, str]] = frozenset()) -> None:
-    """The checks of one domain; `facts` are the fact tables of every domain."""
+                  facts: set[tuple[str, str]] = frozenset(), where=lambda *loc: None) -> None:
+    """The checks of one domain; `facts` are the fact tables of every domain,
+    `where` is Config.where (file:line of a field)."""
     fact = catalog.table(domain.fact_schema, domain.fact_table_for(name))
     if fact.oid is None or fact.kind not in ("r", "p"):
         what = "does not exist" if fact.oid is None else "is not a table"
@@ -455,6 +509,16 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
             problem = catalog.default_error(parent, dict(fk.defaults))
             if problem:
                 report.errors.append(f"{place}: defaults: {problem}")
+            refusing = None if problem else catalog.refusing_checks(parent, dict(fk.defaults))
+            if refusing is None and not problem:
+                report.warnings.append(f"{place}: defaults: not checked against the CHECK constraints of "
+                                       f"{parent.label} (the database is read-only)")
+            for check, definition, reads in refusing or []:
+                column = next(c for c in fk.defaults if c in reads) if reads else next(iter(fk.defaults))
+                report.errors.append(Located.at(
+                    where(name, "foreign_keys", domain.foreign_keys.index(fk), "defaults", column),
+                    f'{place}: defaults: a derived row of {parent.label} would break its check constraint '
+                    f'"{check}" ({definition}); give defaults it takes'))
 
         for col, info in parent.columns.items():
             if col in TRACKING_TYPES:

@@ -410,11 +410,31 @@ class Observability(Model):
         )
 
 
+class Origin(dict):
+    """Per domain, the Documents its settings and its FK rules were read
+    from. Where a config was read from is no part of what it says: two
+    configs read from different files compare equal when they say the same."""
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Origin)
+
+
 class Config(Model):
     domains: dict[str, Domain]
     observability: Observability = Observability()
     # Lines for the user about what the files say but refdata leaves out (set by the loader).
     _warnings: list[str] = PrivateAttr(default_factory=list)
+    # domain: (the file of its settings, the file of its FK rules), as read (set by the loader)
+    _origin: "Origin" = PrivateAttr(default_factory=lambda: Origin())
+
+    def where(self, domain: str, *loc) -> str | None:
+        """file:line of a domain's field (`loc` below the domain: "foreign_keys",
+        0, "defaults", ...) in the file it was read from; None for a config
+        not read from files."""
+        docs = self._origin.get(domain)
+        if not docs:
+            return None
+        return docs[1 if loc[:1] == ("foreign_keys",) else 0].line(["domains", domain, *loc])
 
     @property
     def warnings(self) -> list[str]:
@@ -634,6 +654,7 @@ def build_config(sources: Document | None, fks: Document | None) -> Config:
                 warnings.append(f"{where}: domain {name}, foreign key {fk.name}: optional column "
                                 f"\"{m.target}\" left out: {m.python_code_problem()}")
     config._warnings = warnings
+    config._origin = Origin(origin)
     return config
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from generator.config import PROJECT_ROOT
 
@@ -48,10 +49,11 @@ def triggers(db) -> list[tuple]:
     return db.execute("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal").fetchall()
 
 
-def refused(cli, db, path, *problems: str) -> None:
-    """validate and apply both exit 2 with exactly these lines; nothing is applied."""
+def refused(cli, db, path, *problems: str, line: int | None = None) -> None:
+    """validate and apply both exit 2 with exactly these lines (naming the
+    config's `line` when given); nothing is applied."""
     where = f"database {db.info.dbname} on {db.info.host}"  # every catalog error names the database
-    expected = [f"refdata: error: {path}: {p} ({where})" for p in problems]
+    expected = [f"refdata: error: {path}{f':{line}' if line else ''}: {p} ({where})" for p in problems]
     for command in ("validate", "apply"):
         result = cli("--config", str(path), command)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
@@ -389,6 +391,32 @@ def test_bad_default_value(cli, db, write_config):
         cli, db, path,
         'domain annuity_performance, foreign key fk_product_line: defaults: invalid input syntax for type integer: "abc"',
     )
+
+
+def test_a_default_a_check_constraint_of_the_parent_refuses_is_named_at_its_line(cli, sample_db, dsn, write_config):
+    # a derived row would fail at insert time, in the middle of someone's load
+    sample_db.execute("""ALTER TABLE mapping."年金计划" ADD CONSTRAINT "计划状态_known"
+                             CHECK ("计划状态" IN ('正常', '待审核')) NOT VALID;
+                         -- reads a mapped column too: the default alone does not decide it
+                         ALTER TABLE mapping."年金计划" ADD CONSTRAINT named_or_normal
+                             CHECK ("计划全称" IS NOT NULL OR "计划状态" = '正常') NOT VALID""")
+    definition = sample_db.execute("""SELECT pg_get_constraintdef(oid) FROM pg_constraint
+                                      WHERE conname = '计划状态_known'""").fetchone()[0]
+    text = fk_config(PLAN_OK.replace("defaults: {计划状态: 待审核}", "defaults: {计划状态: 待批准}"))
+    path = write_config(text)
+    line = next(n for n, t in enumerate(text.splitlines(), start=1) if "待批准" in t)
+    refused(cli, sample_db, path,
+            'domain annuity_performance, foreign key fk_plan: defaults: a derived row of "mapping"."年金计划" '
+            f'would break its check constraint "计划状态_known" ({definition}); give defaults it takes', line=line)
+    # a read-only database (a standby) cannot judge them: validate says so and goes on
+    read_only = make_conninfo(dsn, options="-c default_transaction_read_only=on")
+    result = cli("--config", str(path), "validate", db=read_only)
+    assert result.returncode == 0, result.stderr
+    assert ('warning: domain annuity_performance, foreign key fk_plan: defaults: not checked against the CHECK '
+            'constraints of "mapping"."年金计划" (the database is read-only)') in result.stdout.splitlines()
+    path.write_text(fk_config(PLAN_OK), encoding="utf-8")
+    result = cli("--config", str(path), "validate")
+    assert result.returncode == 0, result.stderr
 
 
 def test_default_for_a_missing_column(cli, sample_db, write_config):
