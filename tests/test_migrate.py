@@ -477,6 +477,51 @@ def test_without_createdb_plan_names_scratch_db(sample_db, configure, role, dsn)
         sample_db.execute(f'DROP DATABASE "{scratch}" WITH (FORCE)')
 
 
+
+def test_a_dba_who_is_no_superuser_applies_the_rendered_script_twice_and_plans_nothing(
+        sample_db, configure, role, dsn, tmp_path):
+    # Objects handed to another owner need CREATE for it on their schema, which
+    # only a superuser does without: a DBA owning the tables names itself
+    # owner. Its rights on its own schemas must survive the rights statement
+    # (it revoked them, and the second run failed on "permission denied for
+    # schema business"), and its plan must not hold the DDL guard, which only
+    # a superuser can create (the plan never came to nothing).
+    config = sample_config()
+    name = role("dba", [f"GRANT CREATE ON DATABASE {sample_db.info.dbname} TO {{role}}"]).info.user
+    sample_db.execute(f"""DO $$ DECLARE t regclass; BEGIN
+        ALTER SCHEMA business OWNER TO "{name}"; ALTER SCHEMA mapping OWNER TO "{name}";
+        FOR t IN SELECT c.oid FROM pg_class c WHERE c.relnamespace IN ('business'::regnamespace, 'mapping'::regnamespace)
+                   AND c.relkind IN ('r', 'p') LOOP
+            EXECUTE format('ALTER TABLE %s OWNER TO "{name}"', t);
+        END LOOP; END $$""")
+    script = tmp_path / "refdata.sql"
+    script.write_text(ok(configure(config, "render", "--owner", name, db="")))
+    own_dsn = psycopg.conninfo.make_conninfo(dsn, user=name)
+    for run in (1, 2):
+        applied = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script), own_dsn],
+                                 capture_output=True, text=True)
+        assert applied.returncode == 0, (run, applied.stderr)
+    # what the DBA holds on its own schema and tables is still all of it
+    assert sample_db.execute(f"""SELECT has_schema_privilege('{name}', 'business', 'CREATE'),
+                                        has_table_privilege('{name}', 'business."规模明细"', 'TRUNCATE'),
+                                        has_table_privilege('{name}', 'mapping."年金计划"', 'TRIGGER')""").fetchone() \
+        == (True, True, True)
+    scratch = f"refdata_scratch_{uuid.uuid4().hex[:8]}"
+    sample_db.execute(f'CREATE DATABASE "{scratch}" OWNER "{name}"')
+    try:
+        scratch_dsn = psycopg.conninfo.make_conninfo(dsn, user=name, dbname=scratch)
+        plan = configure(config, "plan", "--scratch-db", scratch_dsn, "--owner", name, db=own_dsn)
+        assert (plan.returncode, plan.stdout) == (0, ""), plan.stdout + plan.stderr
+    finally:
+        sample_db.execute(f'DROP DATABASE "{scratch}" WITH (FORCE)')
+    # the trigger works for the DBA's own insert
+    with psycopg.connect(own_dsn, autocommit=True) as conn:
+        conn.execute("""INSERT INTO business."规模明细" ("月度", "计划代码", "计划名称", "组合代码", "组合名称", "期末资产规模")
+                        VALUES ('2025-01-01', 'DBA-NEW', 'n', 'DBA-P', 'p', 1)""")
+    assert sample_db.execute("""SELECT _source FROM mapping."年金计划" WHERE "年金计划号" = 'DBA-NEW'""").fetchone() \
+        == ("auto_derived",)
+
+
 # -- identifiers -----------------------------------------------------------------
 
 
