@@ -27,6 +27,7 @@ from typing import Iterator
 import psycopg
 
 from .catalog import Catalog
+from .cells import cell
 from .config import Config, chinese_encoding
 from .errors import InputError, RefdataError, cannot_write
 from .names import ident, object_name, qualified
@@ -511,12 +512,16 @@ class Loader:
 
     def _write_rejects(self, rejects: list[tuple]) -> None:
         """The rejects file: rows that failed while reading (format, types) and
-        rows the fact table's constraints refused, together in file order."""
+        rows the fact table's constraints refused, together in file order.
+        People open it in a spreadsheet: its text cells are written as
+        export-pending writes them (cells.cell), so a record from a fact file
+        starting with = or @ is never run as a formula."""
         try:
             with open(self.options.rejects, "w", encoding="utf-8", newline="") as out:
                 writer = csv.writer(out)
                 writer.writerow(["line", "column", "reason", "record"])
-                writer.writerows(sorted(rejects, key=lambda r: r[0]))
+                writer.writerows((line, cell(column), cell(reason), cell(record))
+                                 for line, column, reason, record in sorted(rejects, key=lambda r: r[0]))
         except OSError as e:
             raise cannot_write(f"--rejects {self.options.rejects}", e, "nothing was loaded") from None
 

@@ -3,6 +3,7 @@ the statement-level trigger mode, and agreement between all paths."""
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import re
@@ -16,8 +17,11 @@ import pytest
 
 from helpers import apply_config, shipped_single_file, stage_and_load
 
+from generator.cells import cell
 from generator.config import load_config
 from generator.load import Loader, Options
+
+ROOT = Path(__file__).resolve().parent.parent
 
 AGG_SCHEMA = """
 CREATE TABLE parent (
@@ -215,6 +219,41 @@ def test_rejects_file_takes_bad_rows_and_the_rest_loads(sample, cli, tmp_path):
     # parents only for rows that loaded
     assert sample.execute('SELECT count(*) FROM mapping."年金计划" WHERE "年金计划号" IN (%s, %s)', ["PR2", "PR4"]).fetchone()[0] == 0
 
+
+def test_rejects_file_runs_no_formula_in_a_spreadsheet_and_loads_again_as_the_readme_says(sample, cli, tmp_path):
+    # The rejects file is opened in Excel like export-pending's: a record from
+    # a fact file starting with = + - @ (or an apostrophe before one) is
+    # written with a leading apostrophe, numbers stay; the README's recipe
+    # gives the refused lines back byte for byte.
+    assert cli("apply").returncode == 0
+    bad = ["=1+2,PX1,n,QX1,n,PL201,G000,1",
+           "@SUM(A1),PX2,n,QX2,n,PL201,G000,1",
+           "-x,PX3,n,QX3,n,PL201,G000,1",
+           "+1,PX4,n,QX4,n,PL201,G000",
+           "'=1,PX5,n,QX5,n,PL201,G000,1",
+           "2025-11-01,PX6,n,QX6,n,PL201,G000,=cmd|' /C calc'!A0"]
+    path = _csv(tmp_path, "facts.csv", [HEADER, "2025-11-01,PX0,n,QX0,n,PL201,G000,1"] + bad)
+    rejects = tmp_path / "rejects.csv"
+    result = cli("load", "annuity_performance", str(path), "--rejects", str(rejects))
+    assert result.returncode == 0, result.stderr
+    assert "loaded 1 fact rows" in result.stdout and "rejected: 6" in result.stdout
+    with rejects.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["record"] for r in rows] == ["'" + line for line in bad[:5]] + [bad[5]]
+    # the last refusal's reason names the value: it starts with a word, never a formula
+    assert all(not re.match(r"[=+@\t\r-]", r[k]) for r in rows for k in ("column", "reason", "record"))
+    # numbers stay as they are
+    assert (cell("-5"), cell("+3.2e1"), cell("-5\n")) == ("-5", "+3.2e1", "'-5\n")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```sh\n(\{ head -n 1 facts.csv.*?\} > again.csv\n)", readme, re.S).group(1)
+    subprocess.run(["bash", "-c", block], cwd=tmp_path, check=True)
+    assert (tmp_path / "again.csv").read_text(encoding="utf-8").splitlines() == [HEADER] + bad
+    # fixed (a date where it was wrong, the missing field, a number), they load
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text("\n".join([HEADER] + [",".join(["2025-11-01"] + line.split(",")[1:7] + ["1"]) for line in bad]) + "\n",
+                     encoding="utf-8")
+    assert cli("load", "annuity_performance", str(fixed)).returncode == 0
+    assert _fact_count(sample) == 7
 
 def test_gbk_input(sample, cli, tmp_path):
     assert cli("apply").returncode == 0

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from pathlib import Path
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from ..cells import FORMULA_SQL, NUMBER_SQL, uncell
 from ..config import read_utf8
 from ..errors import InputError, cannot_write
 from ..load import Options, Quoted, quoted_kept
@@ -70,25 +70,10 @@ def export_pending(conn: psycopg.Connection, path: Path, table: str | None = Non
         raise cannot_write(str(path), e) from None
 
 
-# Text a spreadsheet would run as a formula when the file is opened (= + - @,
-# a tab or CR first): the keys and names in these rows come from fact files,
-# which anyone may have written. Such a cell is written with a leading
-# apostrophe, as is one that starts with apostrophes before such a character,
-# so the import takes exactly one off again; numbers (-5, +3.2) stay as they are.
-FORMULA_SQL = r"^'*[=+@\t\r-]"
-NUMBER_SQL = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
-QUOTED_FORMULA = re.compile(r"'+[=+@\t\r-]")
-
-
 def _cell(value: str) -> str:
-    """The SQL of a text value as export-pending writes it into a cell."""
+    """The SQL of a text value as export-pending writes it into a cell (cells.cell in SQL)."""
     return (f"CASE WHEN {value} ~ {_text(FORMULA_SQL)} AND {value} !~ {_text(NUMBER_SQL)} "
             f"THEN '''' || {value} ELSE {value} END")
-
-
-def _uncell(value: str) -> str:
-    """A cell's text as the export read it (see _cell)."""
-    return value[1:] if QUOTED_FORMULA.match(value) else value
 
 
 def _text(name: str) -> str:
@@ -130,7 +115,7 @@ def read_reviewed(path: Path) -> list[dict]:
                     raise InputError(f"{path}:{line}: {len(record)} fields, the header has {len(header)}")
                 # as COPY wrote them: an empty cell is NULL, a quoted one ("") empty text
                 record = quoted_kept(record, raw, Options()) if "" in record else record
-                values = {k: (_uncell(v) if v != "" or isinstance(v, Quoted) else None)
+                values = {k: (uncell(v) if v != "" or isinstance(v, Quoted) else None)
                           for k, v in zip(header, record)}
                 rows.append({"line": line, "table": values.pop(TABLE_COLUMN), "values": values})
                 line = reader.line_num + 1
