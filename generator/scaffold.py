@@ -18,7 +18,7 @@ import psycopg
 
 from .catalog import TRACKING_TYPES, Catalog, Table
 from .errors import InputError
-from .names import CONFIG_NAME, qualified
+from .names import CONFIG_NAME, printable, qualified
 
 # A placeholder per type category that converts to the column's type;
 # validate's own conversion check confirms it before it is written.
@@ -40,6 +40,13 @@ def fact_table(conn: psycopg.Connection, catalog: Catalog, name: str) -> Table:
 def _yaml(value) -> str:
     """A YAML scalar: JSON's double-quoted strings are YAML too."""
     return json.dumps(value, ensure_ascii=False)
+
+
+def _comment(text: str) -> str:
+    """Catalog text for a YAML comment: a line break in a name (YAML ends a
+    comment at CR, LF, NEL, U+2028 and U+2029) would make the rest of the
+    name config, so control characters are shown escaped."""
+    return printable(text)
 
 
 def _fk_name(table: str, taken: set[str]) -> str:
@@ -71,7 +78,7 @@ def scaffold(conn: psycopg.Connection, fact_name: str, domain: str | None = None
                     "parent": catalog.table(d["referenced_schema"], d["referenced_table"])})
     by_parent = {(f["d"]["referenced_schema"], f["d"]["referenced_table"]): f for f in fks}
 
-    out = [f"# refdata config for {fact.label}, written by refdata init from its FOREIGN KEYs.",
+    out = [f"# refdata config for {_comment(fact.label)}, written by refdata init from its FOREIGN KEYs.",
            "# Check it with: bin/refdata validate; apply it with: bin/refdata apply",
            "domains:", f"  {domain}:", f"    fact_schema: {_yaml(fact.schema)}",
            f"    fact_table: {_yaml(fact.name)}", "    foreign_keys:"]
@@ -103,7 +110,7 @@ def scaffold(conn: psycopg.Connection, fact_name: str, domain: str | None = None
             if info["not_null"] and not info["has_default"]:
                 defaults.append((col, _placeholder(catalog, parent, col, info), info["type"]))
         single = len(keys) == 1
-        out += [f"      - name: {f['name']}  # {d['name']}",
+        out += [f"      - name: {f['name']}  # {_comment(d['name'])}",
                 f"        source_column: {_yaml(d['columns'][0]) if single else _yaml(list(d['columns']))}",
                 f"        target_schema: {_yaml(d['referenced_schema'])}",
                 f"        target_table: {_yaml(d['referenced_table'])}",
@@ -116,7 +123,7 @@ def scaffold(conn: psycopg.Connection, fact_name: str, domain: str | None = None
         if defaults:
             out.append("        defaults:")
             for col, value, type_ in defaults:
-                out.append(f"          {_yaml(col)}: {_yaml(value)}  # NOT NULL ({type_}), no fact column "
+                out.append(f"          {_yaml(col)}: {_yaml(value)}  # NOT NULL ({_comment(type_)}), no fact column "
                            "of this name: decide what an auto-derived row holds")
     return "\n".join(out) + "\n"
 

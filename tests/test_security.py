@@ -884,3 +884,34 @@ def test_operators_planted_in_the_scratch_database_never_run(db, dsn, cli, write
         assert not is_superuser(db, planter)
     finally:
         db.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(scratch)))
+
+
+# -- names read from the catalog into files ------------------------------------------------
+
+@pytest.mark.parametrize("end", ["\n", "\r", "\u2028", "\x85"], ids=["lf", "cr", "u2028", "nel"])
+def test_init_writes_catalog_names_into_its_comments_as_text_never_as_config(db, cli, tmp_path, end):
+    """`refdata init` names each FOREIGN KEY constraint and each placeholder's
+    type in a YAML comment. A constraint or a type whose name holds a line
+    break (anyone who may create a table or a type can name one so) used to
+    end that comment, and the rest of the name became config the DBA then
+    applied: here `mode: fill_null_only`, which lets every writer of facts
+    fill NULL columns of authoritative parents, and a default of the
+    writer's choosing. The comment shows the break escaped."""
+    evil = f"c{end}        mode: fill_null_only"
+    evil_type = f"t{end}          note: planted #"
+    db.execute(sql.SQL("""
+        CREATE DOMAIN {} AS int;
+        CREATE TABLE parent (k text PRIMARY KEY, note text, size {} NOT NULL);
+        CREATE TABLE fact (k text, v text, CONSTRAINT {} FOREIGN KEY (k) REFERENCES parent);
+        """).format(sql.Identifier(evil_type), sql.Identifier(evil_type), sql.Identifier(evil)))
+    out = tmp_path / "init.yml"
+    result = cli("init", "--fact", "public.fact", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    text = out.read_text(encoding="utf-8")
+    import yaml
+
+    fk = yaml.safe_load(text)["domains"]["fact"]["foreign_keys"][0]
+    assert sorted(fk) == ["defaults", "name", "source_column", "target_key", "target_schema", "target_table"], text
+    assert fk["defaults"] == {"size": 0}, text
+    assert f"# c{repr(end)[1:-1]}        mode" in text  # the name is still shown, its break escaped
+    assert len(text.splitlines()) == len(text.split("\n")) - 1, "only the file's own line breaks"
