@@ -385,3 +385,37 @@ def test_a_configured_reviewer_role_is_made_whatever_its_name(sample_db, cli, wr
             if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone():
                 admin.execute(f'DROP OWNED BY "{name}"')
                 admin.execute(f'DROP ROLE "{name}"')
+
+
+PUBLIC_TABLES = """
+CREATE TABLE plans (code text PRIMARY KEY, name text);
+CREATE TABLE facts (code text, amount numeric);
+"""
+PUBLIC_CONFIG = """
+domains:
+  facts:
+    fact_schema: public
+    fact_table: facts
+    foreign_keys:
+      - {name: fk_plan, source_column: code, target_schema: public, target_table: plans, target_key: code}
+"""
+
+
+def test_a_reference_table_on_the_reviewers_search_path_round_trips(db, cli, write_config, role, tmp_path):
+    """A table in a schema on the session's search_path (public, say) is
+    written unqualified by the export, as regclass prints it there; the
+    import, which resolves names as the owner with search_path pg_catalog,
+    pg_temp, found no such table and refused the file."""
+    db.execute(PUBLIC_TABLES)
+    assert cli("--config", str(write_config(PUBLIC_CONFIG)), "apply").returncode == 0
+    db.execute("INSERT INTO facts VALUES ('N1', 1)")
+    out = tmp_path / "pending.csv"
+    result = cli("export-pending", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(out)
+    assert rows[1][:2] == ["public.plans", "N1"], rows
+    rows[1][rows[0].index("name")] = "reviewed name"
+    write_csv(out, rows)
+    result = cli("review", "import", str(out))
+    assert result.returncode == 0, result.stderr
+    assert db.execute("SELECT name, _needs_review FROM plans").fetchall() == [("reviewed name", False)]

@@ -53,7 +53,12 @@ def export_pending(conn: psycopg.Connection, path: Path, table: str | None = Non
         columns += [c for c in cols if c not in columns and c != TABLE_COLUMN]
     select = ", ".join(f"{_cell('(p.row_values ->> ' + _text(c) + ')')} AS {ident(c)}" for c in columns)
     conn.execute("SELECT set_config('refdata.export_table', coalesce(%s, ''), false)", [table])
-    query = (f"COPY (SELECT p.table_name::text AS {ident(TABLE_COLUMN)}, {select} "
+    # The table's name always with its schema: regclass would leave out one on
+    # the session's search_path, which the import (resolving as the owner,
+    # search_path pg_catalog, pg_temp) would then not find.
+    table_name = ("(SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class AS c "
+                  "JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace WHERE c.oid = p.table_name)")
+    query = (f"COPY (SELECT {table_name} AS {ident(TABLE_COLUMN)}, {select} "
              "FROM refdata.pending_rows(nullif(current_setting('refdata.export_table'), '')) AS p) "
              "TO STDOUT WITH (FORMAT csv, HEADER)")
     try:
