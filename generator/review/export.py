@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ..cells import FORMULA_SQL, NUMBER_SQL, uncell
+from ..cells import FORMULA_SQL, NUMBER_SQL, cell, uncell
 from ..config import read_utf8
 from ..errors import InputError, cannot_write
 from ..load import Options, Quoted, quoted_kept
@@ -60,12 +60,16 @@ def export_pending(conn: psycopg.Connection, path: Path, table: str | None = Non
                   "JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace WHERE c.oid = p.table_name)")
     query = (f"COPY (SELECT {table_name} AS {ident(TABLE_COLUMN)}, {select} "
              "FROM refdata.pending_rows(nullif(current_setting('refdata.export_table'), '')) AS p) "
-             "TO STDOUT WITH (FORMAT csv, HEADER)")
+             "TO STDOUT WITH (FORMAT csv)")
+    # The header is written here: column names are cells a spreadsheet runs too.
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\n").writerow([TABLE_COLUMN] + [cell(c) for c in columns])
     try:
         with path.open("wb") as out, conn.cursor() as cur:
             with cur.copy(query) as copy:
                 if excel:
                     out.write(BOM)
+                out.write(header.getvalue().encode("utf-8"))
                 for chunk in copy:
                     out.write(chunk)
             return cur.rowcount  # the server's count: a value may hold line breaks
@@ -103,6 +107,7 @@ def read_reviewed(path: Path) -> list[dict]:
             header = next(reader, None)
             if not header or TABLE_COLUMN not in header:
                 raise InputError(f"{path}:1: the header names no {TABLE_COLUMN} column (import a file written by export-pending)")
+            header = [uncell(name) for name in header]
             seen = set()
             for name in header:
                 if name in seen:
