@@ -17,6 +17,7 @@ import psycopg
 
 from . import __doc__ as package_doc
 from .errors import InputError, RefdataError, cannot_write
+from .names import printable
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except RefdataError as e:
         if debug:
             raise
-        print(f"refdata: error: {e}".replace("\n", "\nrefdata: error: "), file=sys.stderr)
+        _error(str(e))
         return e.exit_code
     except KeyboardInterrupt:
         print("refdata: interrupted", file=sys.stderr)
@@ -171,13 +172,22 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from .db import database_error
 
-        print(f"refdata: error: {database_error(e)}", file=sys.stderr)
+        _error(database_error(e))
         return 1
     except Exception as e:  # anything unexpected is still one line without --debug
         if debug:
             raise
-        print(f"refdata: error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        _error(f"{type(e).__name__}: {e} (run with --debug for the traceback)")
         return 1
+
+
+def _error(message: str) -> None:
+    """Each line of an error as `refdata: error: ...`. Errors quote values of
+    files and tables that anyone may have written: their control characters
+    (an escape sequence would drive the reader's terminal, a carriage return
+    overwrite the line) are shown escaped."""
+    for line in message.split("\n"):
+        print(f"refdata: error: {printable(line)}", file=sys.stderr)
 
 
 def _reader_gone() -> None:
@@ -237,7 +247,7 @@ def cmd_validate(args) -> int:
     count = sum(len(o) for o in orders.values())
     print(f"{path}: {len(orders)} domain(s), {count} foreign key(s)")
     for w in config.warnings:
-        print(f"warning: {w}")
+        print(f"warning: {printable(w)}")
     for name, order in orders.items():
         d = config.domains[name]
         print(f"domain {name} (fact table {qualified(d.fact_schema, d.fact_table_for(name))}), processing order:")
@@ -253,7 +263,7 @@ def cmd_validate(args) -> int:
         _, report = checked(conn, config, str(path), (str(sync[0]), sync[1]) if sync else None)
         conn.rollback()
     for w in report.warnings:
-        print(f"warning: {w}")
+        print(f"warning: {printable(w)}")
     print(f"catalog: ok ({redact(dsn)})")
     return 0
 
@@ -273,7 +283,7 @@ def cmd_render(args) -> int:
         extra = sync_statements(sync[1], config, for_script=True, owner=owner)[0]
     statements = render(config, sync=extra, owner=owner)
     for w in config.warnings:
-        print(f"refdata: warning: {w}", file=sys.stderr)
+        print(f"refdata: warning: {printable(w)}", file=sys.stderr)
     if args.grants:
         if args.output:
             raise InputError("render: --grants prints the role model to stdout; leave out -o")
@@ -309,7 +319,7 @@ def cmd_plan(args) -> int:
         the_plan, report = plan(conn, config, str(path), args.scratch_db, args.lock_timeout or "5s",
                                 sync=(str(sync[0]), sync[1]) if sync else None, owner=owner_role(args.owner))
     for w in config.warnings + report.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"warning: {printable(w)}", file=sys.stderr)
     for name in the_plan.destructive:
         print(f"warning: drops data (apply needs --allow-drop): {name}", file=sys.stderr)
     _write(the_plan.script())
@@ -341,12 +351,12 @@ def cmd_apply(args) -> int:
             outcome = apply(conn, config, str(path), args.scratch_db, args.lock_timeout or "5s", args.allow_drop,
                             sync=(str(sync[0]), sync[1]) if sync else None, owner=owner)
     for w in config.warnings + (outcome.report.warnings if outcome.report else []) + outcome.warnings:
-        print(f"warning: {w}")
+        print(f"warning: {printable(w)}")
     for n, s in enumerate(outcome.steps, start=1):
         print(f"  {n}. {s.kind} {s.name}")
     print(f"{outcome.summary()} ({redact(dsn)})")
     for w in outcome.report.unconnected if outcome.report else []:
-        print(f"note: {w}")
+        print(f"note: {printable(w)}")
     return 0
 
 
@@ -393,7 +403,8 @@ def cmd_sync(args) -> int:
         return 0
     outcomes = sync(resolve_dsn(args.db), sync_config, Path.cwd(), args.tables, args.via)
     for o in outcomes:
-        print(o.line(), file=sys.stdout if o.status == "succeeded" else sys.stderr)
+        # a failed table's line quotes the source's values: escaped, like an error's
+        print(printable(o.line()), file=sys.stdout if o.status == "succeeded" else sys.stderr)
     failed = [o for o in outcomes if o.status != "succeeded"]
     if failed:
         print(f"refdata: error: {len(failed)} of {len(outcomes)} table(s) failed; the others are synced",

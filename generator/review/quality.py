@@ -11,6 +11,7 @@ import psycopg
 
 from ..config import Config
 from ..errors import RefdataError
+from ..names import printable
 
 COVERAGE_GOAL = 0.9
 
@@ -113,15 +114,18 @@ def table(headers: list[str], rows: list[list], right: set[int] = frozenset()) -
 
 
 def _cell(v) -> str:
+    """A value as its cell shows it; text (names, a load's file name as its
+    client gave it) with its control characters escaped, so that it can
+    neither break the table nor drive the reader's terminal."""
     if v is None:
         return ""
     if isinstance(v, (Decimal, float)):
         return f"{float(v):.1%}"
     if isinstance(v, list):
-        return ", ".join(str(x) for x in v)
+        return printable(", ".join(str(x) for x in v))
     if hasattr(v, "strftime"):
         return v.strftime("%Y-%m-%d %H:%M")
-    return str(v)
+    return printable(str(v))
 
 
 def status_text(conn: psycopg.Connection) -> str:
