@@ -1182,6 +1182,12 @@ def _yaml(text: str, source: str):
         finally:
             composer.dispose()
         return node, yaml.safe_load(text)
+    except yaml.reader.ReaderError as e:
+        # a character YAML allows nowhere (NUL, a raw control character): PyYAML
+        # says where only as a position, on a line of its own
+        line = text.count("\n", 0, e.position) + 1
+        raise InputError(f"{source}:{line}: invalid YAML: the character U+{e.character:04X} is not allowed "
+                         "in YAML") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source

@@ -121,6 +121,28 @@ def test_a_config_that_is_no_known_encoding_says_not_utf8(cli, tmp_path):
     assert result.stderr == f"refdata: error: {path}:2: config is not UTF-8 (byte 0xff)\n"
 
 
+@pytest.mark.parametrize("character, shown", [("\x00", "U+0000"), ("\x1b", "U+001B"), ("\ufffe", "U+FFFE")])
+@pytest.mark.parametrize("sync", [False, True], ids=["config", "sync-config"])
+def test_a_config_holding_a_character_yaml_refuses_is_one_line_naming_its_line(cli, tmp_path, character, shown, sync):
+    """YAML allows no NUL, no raw control character besides tab and line
+    breaks: PyYAML's message for them was two lines with a position and no
+    line number."""
+    path = tmp_path / "cfg.yml"
+    text = f"domains:\n  d:\n    fact_table: f{character}\n"
+    if sync:
+        path.write_text(one_fk(""), encoding="utf-8")
+        sync_path = tmp_path / "reference_sync.yml"
+        sync_path.write_text(f'schema_version: "1.0"\nenabled: true\ntables: []  # {character}\n', encoding="utf-8")
+        result = cli("--config", str(path), "validate", "--sync-config", str(sync_path), db=None)
+        path = sync_path
+    else:
+        path.write_text(text, encoding="utf-8")
+        result = cli("--config", str(path), "validate", db=None)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"refdata: error: {path}:3: invalid YAML: the character {shown} is not allowed "
+                             "in YAML\n"), result.stderr
+
+
 def test_a_csv_in_gbk_loaded_as_utf8_suggests_the_encoding(sample, cli, tmp_path):
     assert cli("apply").returncode == 0
     path = tmp_path / "gbk.csv"

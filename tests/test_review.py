@@ -440,3 +440,28 @@ def test_a_column_name_a_spreadsheet_would_run_is_quoted_in_the_header_and_read_
     result = cli("review", "import", str(out))
     assert result.returncode == 0, result.stderr
     assert db.execute(f'SELECT "{formula.replace(chr(34), chr(34) * 2)}", "@x" FROM plans').fetchall() == [("a", "b")]
+
+
+@pytest.mark.parametrize("where", ["cell", "header"])
+def test_a_nul_byte_in_an_edited_file_is_refused_naming_line_and_column(db, cli, write_config, tmp_path, where):
+    """PostgreSQL text holds no NUL: the server's message was 'unsupported
+    Unicode escape sequence', naming neither line nor column."""
+    db.execute(PUBLIC_TABLES)
+    assert cli("--config", str(write_config(PUBLIC_CONFIG)), "apply").returncode == 0
+    db.execute("INSERT INTO facts VALUES ('N1', 1)")
+    out = tmp_path / "pending.csv"
+    assert cli("export-pending", "-o", str(out)).returncode == 0
+    rows = read_csv(out)
+    column = rows[0].index("name")
+    if where == "cell":
+        rows[1][column] = "a\x00b"
+    else:
+        rows[0][column] = "na\x00me"
+    write_csv(out, rows, encoding="utf-8")
+    result = cli("review", "import", str(out))
+    line = 2 if where == "cell" else 1
+    assert (result.returncode, result.stderr) == (
+        2, f'refdata: error: {out}:{line}: column "na\\x00me" holds a NUL byte, which PostgreSQL text cannot hold\n'
+        if where == "header" else
+        f'refdata: error: {out}:{line}: column "name" holds a NUL byte, which PostgreSQL text cannot hold\n')
+    assert db.execute("SELECT name, _needs_review FROM plans").fetchall() == [(None, True)]

@@ -90,6 +90,10 @@ def _text(name: str) -> str:
     return "'" + name.replace("'", "''") + "'"
 
 
+NUL = "\x00"
+NUL_HELD = "holds a NUL byte, which PostgreSQL text cannot hold"
+
+
 def read_reviewed(path: Path) -> list[dict]:
     """The rows of an edited export: line, table, values (empty cells are NULL)."""
     text = read_utf8(path, str(path))  # Excel on Chinese Windows saves GBK: the line says so
@@ -110,6 +114,8 @@ def read_reviewed(path: Path) -> list[dict]:
             header = [uncell(name) for name in header]
             seen = set()
             for name in header:
+                if NUL in name:
+                    raise InputError(f'{path}:1: column "{name}" {NUL_HELD}')
                 if name in seen:
                     raise InputError(f"{path}:1: column {name!r} appears twice")
                 seen.add(name)
@@ -123,6 +129,9 @@ def read_reviewed(path: Path) -> list[dict]:
                     continue
                 if len(record) != len(header):
                     raise InputError(f"{path}:{line}: {len(record)} fields, the header has {len(header)}")
+                held = next((k for k, v in zip(header, record) if NUL in v), None)
+                if held is not None:
+                    raise InputError(f'{path}:{line}: column "{held}" {NUL_HELD}')
                 # as COPY wrote them: an empty cell is NULL, a quoted one ("") empty text
                 record = quoted_kept(record, raw, Options()) if "" in record else record
                 values = {k: (uncell(v) if v != "" or isinstance(v, Quoted) else None)
