@@ -199,6 +199,9 @@ class Loader:
                              "need to): write it to a file first")
         if not path.is_file():
             raise InputError(f"{path}: file not found")
+        if options.rejects is not None and options.rejects.exists() and options.rejects.samefile(path):
+            # written before the commit, it would replace the loaded rows' only copy by the refused ones
+            raise InputError(f"--rejects {options.rejects}: is the file being loaded; name another file")
         try:
             codecs.lookup(options.encoding)
         except LookupError:

@@ -83,3 +83,22 @@ def test_without_rejects_the_error_names_the_line_and_nothing_loads(cli, sample_
     assert result.stderr.rstrip().endswith("; nothing was loaded")
     assert len(result.stderr.splitlines()) == 1
     assert plans(sample_db) == []
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink", "hard link"])
+def test_a_rejects_file_that_is_the_file_being_loaded_is_refused_and_the_file_kept(cli, sample_db, constrained,
+                                                                                   tmp_path, how):
+    """`--rejects` naming the file being loaded (by its own path, a symbolic
+    or a hard link) truncated it to its refused rows: the loaded rows' only
+    copy was gone. Refused before anything is read; the file is as it was."""
+    before = constrained.read_bytes()
+    rejects = {"same path": constrained, "symlink": tmp_path / "link.csv", "hard link": tmp_path / "hard.csv"}[how]
+    if how == "symlink":
+        rejects.symlink_to(constrained)
+    elif how == "hard link":
+        rejects.hardlink_to(constrained)
+    result = cli("load", "annuity_performance", str(constrained), "--rejects", str(rejects))
+    assert (result.returncode, result.stderr) == (
+        2, f"refdata: error: --rejects {rejects}: is the file being loaded; name another file\n")
+    assert constrained.read_bytes() == before
+    assert plans(sample_db) == []
