@@ -1173,6 +1173,14 @@ class _Composer(yaml.SafeLoader):
         return node
 
 
+def _nul_line(node) -> int | None:
+    """The line of the first scalar holding a NUL character (YAML's "\\0")."""
+    if isinstance(node, yaml.ScalarNode):
+        return node.start_mark.line + 1 if "\x00" in node.value else None
+    children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+    return next((line for line in map(_nul_line, children) if line), None)
+
+
 def _yaml(text: str, source: str):
     """(node tree, data) of a YAML text; one line naming the place when it is not YAML."""
     try:
@@ -1181,6 +1189,8 @@ def _yaml(text: str, source: str):
             node = composer.get_single_node()
         finally:
             composer.dispose()
+        if node is not None and (line := _nul_line(node)):
+            raise InputError(f"{source}:{line}: a NUL character (\\0), which PostgreSQL text cannot hold")
         return node, yaml.safe_load(text)
     except yaml.reader.ReaderError as e:
         # a character YAML allows nowhere (NUL, a raw control character): PyYAML

@@ -143,6 +143,17 @@ def test_a_config_holding_a_character_yaml_refuses_is_one_line_naming_its_line(c
                              "in YAML\n"), result.stderr
 
 
+@pytest.mark.parametrize("extra", [', defaults: {x: "a\\0b"}', ', blank_values: ["\\0"]',
+                                   ', backfill_columns: [{source: a, target: b, aggregation: concat_distinct, separator: "\\0"}]',
+                                   ', backfill_columns: [{target: b, aggregation: template, template: "x\\0{a}"}]'],
+                         ids=["default", "blank value", "separator", "template"])
+def test_a_nul_character_in_a_config_value_is_refused_at_its_line(extra):
+    """YAML's "\\0" is a NUL character, which no PostgreSQL text holds: the
+    apply failed at the parameters' step with 'unsupported Unicode escape
+    sequence' (exit 1), and render wrote it into the script."""
+    assert error_of(one_fk(extra)) == "cfg.yml:4: a NUL character (\\0), which PostgreSQL text cannot hold"
+
+
 def test_a_csv_in_gbk_loaded_as_utf8_suggests_the_encoding(sample, cli, tmp_path):
     assert cli("apply").returncode == 0
     path = tmp_path / "gbk.csv"

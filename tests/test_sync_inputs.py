@@ -164,6 +164,10 @@ def test_a_quoted_csv_value_keeps_its_line_break(sample_db, cli, write_config):
     ("lines.csv", "产品线代码,产品线\nPL1,甲\n".encode("gbk"), "{path}:1: not UTF-8 (byte 0xb2); it reads as GBK: convert it with iconv -f gbk -t utf-8"),
     ("lines.csv", "产品线代码,产品线\n".encode() + "PL1,甲\n".encode("gbk"),
      "{path}:2: not UTF-8 (byte 0xbc)"),
+    ("lines.csv", "产品线代码,产品线\nPL1,甲\nPL2,a\x00b\n",
+     "{path}:3: column '产品线' holds a NUL character, which PostgreSQL text cannot hold"),
+    ("lines.yml", 'schema_version: "1.0"\ndata:\n  - {产品线代码: PL1, 产品线: "a\\0b"}\n',
+     "{path}:3: column '产品线' holds a NUL character, which PostgreSQL text cannot hold"),
 ])
 def test_a_bad_config_file_fails_its_table_naming_the_place_and_changes_nothing(
         name, content, message, sample_db, cli, write_config):
@@ -398,3 +402,4 @@ def test_a_sync_config_saved_as_gbk_names_the_line_and_how_to_convert(sample_db,
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr == (f"refdata: error: {path}:3: sync config is not UTF-8 (byte 0xc4); "
                              "it reads as GBK: convert it with iconv -f gbk -t utf-8\n"), result.stderr
+

@@ -200,6 +200,10 @@ def file_rows(t: SyncTable, base: Path, batch_size: int, target_columns: list[st
     yield header, _chunks(records, batch_size), "text"
 
 
+NUL = "\x00"
+NUL_HELD = "holds a NUL character, which PostgreSQL text cannot hold"
+
+
 def _csv(place: str, text: str) -> tuple[list[str], list[tuple], dict]:
     # newline="": a quoted value keeps its line breaks
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -216,6 +220,9 @@ def _csv(place: str, text: str) -> tuple[list[str], list[tuple], dict]:
     for row in reader:
         if len(row) != len(header):
             raise InputError(f"{place}:{start}: {len(row)} fields, the header has {len(header)}")
+        held = next((c for c, v in zip(header, row) if NUL in v), None)
+        if held is not None:
+            raise InputError(f"{place}:{start}: column {held!r} {NUL_HELD}")
         records.append(tuple(v if v != "" else None for v in row))
         start = reader.line_num + 1
     return header, records, {c: 1 for c in header}
@@ -269,6 +276,8 @@ def _yaml_data(place: str, text: str, s: FileSource) -> tuple[list[str], list[tu
         if not isinstance(item, dict):
             raise InputError(f"{place}:{line}: data item {n} is not a mapping of column: value")
         for column, value in item.items():
+            if isinstance(value, str) and NUL in value:
+                raise InputError(f"{place}:{line}: column {column!r} {NUL_HELD}")
             if isinstance(value, (dict, list)):
                 raise InputError(f"{place}:{line}: data item {n}: column {column!r}: a "
                                  f"{'mapping' if isinstance(value, dict) else 'list'} is not one value; "
