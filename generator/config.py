@@ -1173,12 +1173,23 @@ class _Composer(yaml.SafeLoader):
         return node
 
 
-def _nul_line(node) -> int | None:
-    """The line of the first scalar holding a NUL character (YAML's "\\0")."""
-    if isinstance(node, yaml.ScalarNode):
-        return node.start_mark.line + 1 if "\x00" in node.value else None
-    children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
-    return next((line for line in map(_nul_line, children) if line), None)
+def _nul_line(root) -> int | None:
+    """The line of the first scalar holding a NUL character (YAML's "\\0").
+    Each node once: aliases share nodes, and may refer to their own anchor."""
+    seen, todo = set(), [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            if "\x00" in node.value:
+                return node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            todo += reversed(node.value)
+        else:
+            todo += reversed([n for pair in node.value for n in pair])
+    return None
 
 
 def _yaml(text: str, source: str):
@@ -1192,6 +1203,8 @@ def _yaml(text: str, source: str):
         if node is not None and (line := _nul_line(node)):
             raise InputError(f"{source}:{line}: a NUL character (\\0), which PostgreSQL text cannot hold")
         return node, yaml.safe_load(text)
+    except RecursionError:
+        raise InputError(f"{source}: invalid YAML: nested deeper than a config can be") from None
     except yaml.reader.ReaderError as e:
         # a character YAML allows nowhere (NUL, a raw control character): PyYAML
         # says where only as a position, on a line of its own

@@ -154,6 +154,19 @@ def test_a_nul_character_in_a_config_value_is_refused_at_its_line(extra):
     assert error_of(one_fk(extra)) == "cfg.yml:4: a NUL character (\\0), which PostgreSQL text cannot hold"
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("loop: &a [*a]\n" + one_fk(""), None),
+    ("domains: " + "[" * 3000 + "]" * 3000 + "\n", "cfg.yml: invalid YAML: nested deeper than a config can be"),
+], ids=["alias of itself", "nested 3000 deep"])
+def test_a_config_whose_structure_has_no_end_is_one_line(text, expected):
+    """An alias may name the node it is part of, and lists may nest without
+    end: a walk that followed them never finished (RecursionError, exit 1)."""
+    if expected is None:
+        assert parse_config(text, "cfg.yml").domains
+    else:
+        assert error_of(text) == expected
+
+
 def test_a_csv_in_gbk_loaded_as_utf8_suggests_the_encoding(sample, cli, tmp_path):
     assert cli("apply").returncode == 0
     path = tmp_path / "gbk.csv"
