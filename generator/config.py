@@ -16,6 +16,7 @@ reads whichever of them are there; everything else calls it.
 from __future__ import annotations
 
 import copy
+import csv
 import difflib
 import os
 import re
@@ -533,6 +534,12 @@ def load_config(path: Path) -> Config:
 
 def _read(path: Path) -> Document:
     return parse_document(read_utf8(path, str(path), "config"), str(path))
+
+
+# Python's csv module refuses fields over 131,072 characters by default;
+# PostgreSQL takes fields up to 1 GB, and so does every CSV file refdata
+# reads (loads, review import, config files a sync reads).
+csv.field_size_limit(1 << 30)
 
 
 def read_utf8(path: Path, place: str, kind: str = "") -> str:

@@ -33,10 +33,6 @@ from .errors import InputError, RefdataError, cannot_write
 from .names import ident, object_name, qualified
 from .render import refdata_name, stage_table
 
-# Python's csv module refuses fields over 131,072 characters by default;
-# PostgreSQL takes fields up to 1 GB, and so do both load paths.
-csv.field_size_limit(1 << 30)
-
 RETRIES = 3
 NUL = b"\x00"
 CHUNK_ROWS = 5_000  # rows buffered per COPY attempt with --rejects

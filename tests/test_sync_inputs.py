@@ -150,6 +150,16 @@ def test_a_quoted_csv_value_keeps_its_line_break(sample_db, cli, write_config):
     assert product_line_rows(sample_db)["PL601"] == ("两行\r\n的名称", "a,b", "authoritative")
 
 
+def test_a_csv_value_longer_than_pythons_csv_limit_is_synced_whole(sample_db, cli, write_config):
+    """Python's csv module refuses fields over 131,072 characters unless told
+    otherwise; refdata load was told, a sync of a config file was not and
+    failed its table."""
+    long = "长" * 200_000
+    data, result = sync_file(cli, write_config, "lines.csv", f"产品线代码,产品线\nPL1,{long}\n")
+    assert result.returncode == 0, result.stderr
+    assert product_line_rows(sample_db)["PL1"][0] == long
+
+
 @pytest.mark.parametrize("name,content,message", [
     ("lines.yml", 'schema_version: "1.0"\ndata: []\n', "{path}: no data rows; nothing synced"),
     ("lines.csv", "产品线代码,产品线\n", "{path}: no data rows; nothing synced"),
