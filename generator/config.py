@@ -62,6 +62,14 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _config_name(value: str) -> str:
+    """A name the config gives its own things (foreign keys, sync tables): part
+    of object names and of lines a rendered script echoes, so matched in full."""
+    if not CONFIG_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid name (letters, digits, underscore; not starting with a digit)")
+    return value
+
+
 def _identifier(value: str) -> str:
     # PostgreSQL cuts longer names to 63 bytes, so such a name can never match.
     if not value:
@@ -260,9 +268,7 @@ class ForeignKey(Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not CONFIG_NAME.fullmatch(v):
-            raise ValueError(f"{v!r} is not a valid name (letters, digits, underscore; not starting with a digit)")
-        return v
+        return _config_name(v)
 
     @model_validator(mode="after")
     def _check(self):
@@ -1003,9 +1009,7 @@ class SyncTable(Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not CONFIG_NAME.match(v):
-            raise ValueError(f"{v!r} is not a valid name (letters, digits, underscore; not starting with a digit)")
-        return v
+        return _config_name(v)
 
     @model_validator(mode="after")
     def _check(self):
@@ -1163,7 +1167,7 @@ def _describe_sync(err: dict, data, node, source: str) -> str:
     parts = [f"{source}:{line}" if line else source] + place
     if field and err["type"] != "extra_forbidden" and not placed and not msg.startswith(field):
         parts.append(f"field {field}")
-    return ": ".join(parts + [msg])
+    return printable(": ".join(parts + [msg]))
 
 
 class _Composer(yaml.SafeLoader):

@@ -983,3 +983,29 @@ domains:
     assert result.returncode == 0, result.stderr
     assert "x\\x1b]0;owned\\x07\\r.csv" in result.stdout, result.stdout
     assert not [ch for ch in result.stdout.replace("\n", "") if not ch.isprintable()], repr(result.stdout)
+
+
+@pytest.mark.parametrize("name", ["年金计划\n\\! touch /tmp/refdata_pwned\n\\echo '", "年金计划'; --", "年金计划 x"],
+                         ids=["psql meta-command", "quote", "space"])
+def test_a_sync_table_name_is_matched_in_full(cli, write_config, name, tmp_path):
+    """A sync table's name becomes part of object names and of the line a
+    rendered script echoes when its source's environment is not set
+    (`\\echo '... foreign_table refdata_stage.sync__NAME__source ...'`):
+    matched only at its start, a name could go on with a quote and a line
+    break, and psql ran the next line (`\\! touch ...`) as a shell command."""
+    from sync_helpers import plan_table, project_config, sync_config
+
+    config = project_config(write_config)
+    table = plan_table("LEG", "fdw").replace("  - name: 年金计划\n", f"  - name: {json_quoted(name)}\n", 1)
+    path = sync_config(write_config, table)
+    for command in (["validate"], ["render"]):
+        result = cli("--config", str(config), *command, "--sync-config", str(path), db=None)
+        assert result.returncode == 2, (command, result.stdout)
+        assert result.stderr.startswith(f"refdata: error: {path}:3: "), result.stderr
+        assert "is not a valid name" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def json_quoted(text: str) -> str:
+    import json
+
+    return json.dumps(text, ensure_ascii=False)
