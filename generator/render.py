@@ -566,7 +566,8 @@ def observed_table_statements(config: Config, schema: str, table: str, v: FkView
         Statement("function", f"refdata.{object_name(own_label(schema, table), 'promote')}", sql_file(
             "functions/promote.sql.j2", function=promote, table=v.target, keys=v.key_idents)),
         Statement("trigger", f"{label}.refdata_promote", sql_file(
-            "triggers/promote.sql.j2", table=v.target, function=promote, owner_literal=literal(owner),
+            "triggers/promote.sql.j2", table=v.target, table_literal=literal(v.target), function=promote,
+            owner_literal=literal(owner),
             enabled=config.observability.table(schema, table).promote_on_insert)),
     ]
 

@@ -1009,3 +1009,38 @@ def json_quoted(text: str) -> str:
     import json
 
     return json.dumps(text, ensure_ascii=False)
+
+
+def test_promotion_on_insert_never_writes_a_row_row_level_security_hides_from_the_inserter(db, cli, write_config, role):
+    """Promotion turns an INSERT of an auto-derived key into an UPDATE that
+    the owner role makes. A clerk whose policy lets it see and insert only
+    tenant A's rows inserted tenant B's derived key and overwrote that row
+    (the INSERT's WITH CHECK never ran: the trigger skipped the insert).
+    Promotion is for inserters row-level security does not restrict on the
+    table; the clerk's INSERT fails on the key, as without refdata."""
+    db.execute("CREATE TABLE parent (k text PRIMARY KEY, tenant text, name text); CREATE TABLE fact (k text, v text)")
+    config = write_config("""
+domains:
+  d:
+    fact_table: fact
+    foreign_keys:
+      - {name: fk, source_column: k, target_table: parent, target_key: k, defaults: {tenant: B}}
+""")
+    assert cli("--config", str(config), "apply").returncode == 0
+    db.execute("ALTER TABLE parent ENABLE ROW LEVEL SECURITY; "
+               "CREATE POLICY refdata ON parent TO refdata_owner USING (true) WITH CHECK (true)")
+    db.execute("INSERT INTO fact VALUES ('K1', 'x'), ('K2', 'y')")  # derives K1 and K2 of tenant B
+    clerk = role("clerk", ["GRANT SELECT, INSERT ON parent TO {role}"])
+    db.execute(sql.SQL("CREATE POLICY clerk ON parent TO {} USING (tenant = 'A') WITH CHECK (tenant = 'A')").format(
+        sql.Identifier(clerk.info.user)))
+    assert clerk.execute("SELECT count(*) FROM parent").fetchone() == (0,)
+    for tenant in ("B", "A"):
+        with pytest.raises(psycopg.Error) as refused:
+            clerk.execute("INSERT INTO parent (k, tenant, name) VALUES ('K1', %s, 'mine now')", [tenant])
+        assert isinstance(refused.value, (psycopg.errors.UniqueViolation, psycopg.errors.InsufficientPrivilege))
+    assert db.execute("SELECT k, tenant, name, _source FROM parent ORDER BY k").fetchall() == [
+        ("K1", "B", None, "auto_derived"), ("K2", "B", None, "auto_derived")]
+    # a role row-level security does not restrict still promotes
+    db.execute("INSERT INTO parent (k, tenant, name) VALUES ('K2', 'B', 'authoritative now')")
+    assert db.execute("SELECT name, _source FROM parent WHERE k = 'K2'").fetchone() == ("authoritative now",
+                                                                                       "authoritative")
