@@ -198,6 +198,8 @@ class FkView:
     domain: str
     skip: frozenset = frozenset()
     mappings: list[BackfillColumn] = field(default_factory=list)
+    # the parent table is the fact table itself: a batch's own rows are parents too
+    self_referencing: bool = False
 
     def __post_init__(self):
         self.mappings = [m for m in self.fk.mappings() if (self.domain, self.fk.name, m.target) not in self.skip]
@@ -484,7 +486,9 @@ def fact_key_index(domain: str, d: Domain, fk: ForeignKey) -> tuple[str, str, st
 
 
 def domain_views(domain: str, d: Domain, skip: frozenset = frozenset()) -> list[FkView]:
-    return [FkView(fk, i, domain, skip) for i, fk in enumerate(processing_order(domain, d), start=1)]
+    fact = (d.fact_schema, d.fact_table_for(domain))
+    return [FkView(fk, i, domain, skip, self_referencing=(fk.target_schema, fk.target_table) == fact)
+            for i, fk in enumerate(processing_order(domain, d), start=1)]
 
 
 def render(config: Config, skip: set[tuple[str, str, str]] = frozenset(),

@@ -255,6 +255,45 @@ def test_rejects_file_runs_no_formula_in_a_spreadsheet_and_loads_again_as_the_re
     assert cli("load", "annuity_performance", str(fixed)).returncode == 0
     assert _fact_count(sample) == 7
 
+SELF_CONFIG = """
+domains:
+  orgs:
+    fact_schema: public
+    fact_table: org
+    foreign_keys:
+      - name: fk_parent
+        source_column: parent
+        target_schema: public
+        target_table: org
+        target_key: code
+"""
+
+
+@pytest.mark.parametrize("rejects", [False, True], ids=["server-parsed", "python-rejects"])
+def test_a_self_referencing_fact_table_load_counts_every_fact_and_only_the_parents_it_derived(
+        db, cli, write_config, tmp_path, rejects):
+    # D's parent A comes in the same file: A is a fact, not a derived parent
+    # (it was derived, then promoted by its own row, so the summary said 3
+    # facts and 3 parents for 4 facts and 2 parents); a later fact row for a
+    # derived key promotes it and is counted as loaded (it said 1 for 2).
+    db.execute("CREATE TABLE org (code text PRIMARY KEY, name text, parent text REFERENCES org(code));"
+               "INSERT INTO org VALUES ('ROOT', 'root', NULL)")
+    config = str(apply_config(cli, write_config, SELF_CONFIG))
+    extra = ["--rejects", str(tmp_path / "rejects.csv")] if rejects else []
+    first = _csv(tmp_path, "orgs.csv", ["code,name,parent", "D,d,A", "A,a,ROOT", "B,b,NEWP", "C,c,NEWQ"])
+    result = cli("--config", config, "load", "orgs", str(first), *extra)
+    assert result.returncode == 0, result.stderr
+    assert "loaded 4 fact rows" in result.stdout and "parents derived: public.org 2;" in result.stdout, result.stdout
+    assert db.execute("SELECT code, _source FROM org ORDER BY 1").fetchall() == [
+        ("A", "authoritative"), ("B", "authoritative"), ("C", "authoritative"), ("D", "authoritative"),
+        ("NEWP", "auto_derived"), ("NEWQ", "auto_derived"), ("ROOT", "authoritative")]
+    assert db.execute("SELECT array_agg(operation) FROM refdata.audit_log WHERE key ->> 'code' = 'A'").fetchone() == (["INSERT"],)
+    second = _csv(tmp_path, "more.csv", ["code,name,parent", "NEWP,p,ROOT", "E,e,ROOT"])
+    result = cli("--config", config, "load", "orgs", str(second), *extra)
+    assert result.returncode == 0, result.stderr
+    assert "loaded 2 fact rows" in result.stdout and "parents derived: public.org 0;" in result.stdout, result.stdout
+    assert db.execute("SELECT name, _source FROM org WHERE code = 'NEWP'").fetchone() == ("p", "authoritative")
+
 def test_gbk_input(sample, cli, tmp_path):
     assert cli("apply").returncode == 0
     path = _csv(tmp_path, "gbk.csv", [HEADER, "2025-11-01,PG1,国企年金计划,QG1,稳健组合,PL201,G000,1"], encoding="gbk")
