@@ -34,6 +34,43 @@ def query(name: str) -> str:
     return (CATALOG_SQL / f"{name}.sql").read_text(encoding="utf-8")
 
 
+
+# Types whose modifier a stored value is rounded or cut to, by base type oid.
+NUMERIC, VARCHAR, BPCHAR, BIT, VARBIT = 1700, 1043, 1042, 1560, 1562
+TIME_TYPES = {1083, 1266, 1114, 1184}  # time, timetz, timestamp, timestamptz: (precision), 6 without
+
+
+def holds_every_value(source: dict, target: dict) -> bool:
+    """Whether the parent key's modifier keeps every fact key value as it is.
+    Assignment rounds to a numeric's scale and to a time's precision without a
+    word (1.25 stored in numeric(10,1) is 1.3, 10:00:00.7 in timestamp(0) is
+    10:00:01), so the derived parent is another key than the fact names. A
+    numeric's precision or a string's length too small fails instead (a text
+    fact column into varchar(n) is allowed: a longer value fails the insert),
+    but still not in words naming the foreign key. Unknown modifiers must match."""
+    s, t = source.get("typmod", -1), target.get("typmod", -1)
+    base = target["base_type"]
+    if base in TIME_TYPES:  # a date has no fraction to lose
+        return source["base_type"] not in TIME_TYPES or (6 if s < 0 else s) <= (6 if t < 0 else t)
+    if t < 0 or s == t:
+        return True
+    if base == NUMERIC:
+        if s < 0 or source["base_type"] != NUMERIC:
+            return False
+        (sp, ss), (tp, ts) = _numeric(s), _numeric(t)
+        return ts >= ss and tp - ts >= sp - ss
+    if target["category"] == "S":
+        return s < 0 or (s - 4) <= (t - 4) if base in (VARCHAR, BPCHAR) else True
+    if base in (BIT, VARBIT):
+        return 0 <= s <= t
+    return False
+
+
+def _numeric(typmod: int) -> tuple[int, int]:
+    """(precision, scale) of a numeric modifier; PostgreSQL 15 keeps a negative scale in 11 bits."""
+    precision, scale = (typmod - 4) >> 16, (typmod - 4) & 0x7FF
+    return precision, scale - 0x800 if scale & 0x400 else scale
+
 @dataclass
 class Report:
     errors: list[str] = field(default_factory=list)
@@ -164,11 +201,12 @@ class Catalog:
                                f"({describe(self.conn)})")
 
     def unchanged(self, source: dict, target: dict) -> bool:
-        """Whether a fact key value is stored in the parent's key as the same value (sql/catalog/key_cast.sql)."""
+        """Whether a fact key value is stored in the parent's key as the same value (sql/catalog/key_cast.sql),
+        also under the parent column's modifier (holds_every_value)."""
         row = self.conn.execute(
             query("key_cast"), {"source": source["base_type"], "target": target["base_type"]}
         ).fetchone()
-        return bool(row and row[0])
+        return bool(row and row[0]) and holds_every_value(source, target)
 
     def comparable(self, source: dict, target: dict) -> bool:
         """Whether `target = source` resolves to an operator without casts (key look-ups)."""

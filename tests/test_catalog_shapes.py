@@ -111,8 +111,19 @@ def test_identity_by_default_and_computed_parent_columns_are_left_to_postgresql(
     ("double precision", "integer"),
     ("timestamp without time zone", "date"),    # 10:00 on a day would derive the day
     ("timestamp with time zone", "timestamp without time zone"),  # by the session's time zone
+    # the same type, a smaller modifier: stored, the value is rounded or cut
+    ("numeric(10,2)", "numeric(10,1)"),     # 1.25 would derive parent 1.3
+    ("numeric", "numeric(12,2)"),
+    ("numeric(10,2)", "public.one_place"),  # a domain's modifier counts as the column's
+    ("numeric(12,2)", "numeric(10,2)"),     # 1e10 fails, not naming the foreign key
+    ("character varying(6)", "character varying(3)"),
+    ("timestamp(3) without time zone", "timestamp(0) without time zone"),  # 10:00:00.7 would derive 10:00:01
+    ("timestamp without time zone", "timestamp(0) without time zone"),
+    ("time(6) without time zone", "time(2) without time zone"),
+    ("interval", "interval(0)"),
 ])
 def test_a_key_that_changes_on_its_way_into_the_parent_is_refused(cli, db, write_config, fact_type, key_type):
+    db.execute("CREATE DOMAIN one_place AS numeric(10,1)")
     db.execute(f"CREATE TABLE plan (code {key_type} PRIMARY KEY); CREATE TABLE f (code {fact_type})")
     path = write_config(config(PLAN))
     refused(cli, db, path,
@@ -128,6 +139,12 @@ def test_a_key_that_changes_on_its_way_into_the_parent_is_refused(cli, db, write
     ("text", "varchar(8)", "'k'"),
     ("varchar(8)", "text", "'k'"),
     ("date", "timestamp without time zone", "'2024-05-01'"),
+    ("date", "timestamp(0) without time zone", "'2024-05-01'"),
+    ("numeric(10,1)", "numeric(12,2)", "123456789.5"),
+    ("numeric(10,2)", "numeric", "1.25"),
+    ("character varying(3)", "character varying(6)", "'abc'"),
+    ("timestamp(0) without time zone", "timestamp without time zone", "'2024-05-01 10:00:01'"),
+    ("timestamp(3) without time zone", "timestamp(3) without time zone", "'2024-05-01 10:00:00.7'"),
 ])
 def test_keys_that_reach_the_parent_unchanged_are_taken(cli, db, write_config, fact_type, key_type, value):
     db.execute(f"CREATE TABLE plan (code {key_type} PRIMARY KEY); CREATE TABLE f (code {fact_type})")

@@ -1,5 +1,6 @@
 -- Columns of one relation with what the checks need: type (domains, also
--- domains over domains, resolved to their base type), NULL-ability, whether
+-- domains over domains, resolved to their base type, and the modifier of
+-- the column or its domain: precision, scale, length), NULL-ability, whether
 -- the server fills a value and whether it always does (stored generated,
 -- identity GENERATED ALWAYS), so that no INSERT may set it and a BEFORE row
 -- trigger sees it unset. A column of a domain is NOT NULL when the domain
@@ -10,6 +11,7 @@
 SELECT a.attname AS name,
        pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
        d.base_type,
+       CASE WHEN a.atttypmod >= 0 THEN a.atttypmod ELSE d.typmod END AS typmod,
        bt.typcategory AS category,
        (a.attnotnull OR d.not_null) AS not_null,
        (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' OR d.has_default) AS has_default,
@@ -27,14 +29,16 @@ SELECT a.attname AS name,
 FROM pg_catalog.pg_attribute AS a
 CROSS JOIN LATERAL (
     WITH RECURSIVE chain AS (
-        SELECT t.oid, t.typtype, t.typbasetype, t.typnotnull, t.typdefaultbin IS NOT NULL AS has_default
+        SELECT t.oid, t.typtype, t.typbasetype, t.typtypmod, t.typnotnull, t.typdefaultbin IS NOT NULL AS has_default
         FROM pg_catalog.pg_type AS t WHERE t.oid = a.atttypid
         UNION ALL
-        SELECT b.oid, b.typtype, b.typbasetype, b.typnotnull, b.typdefaultbin IS NOT NULL
+        SELECT b.oid, b.typtype, b.typbasetype, b.typtypmod, b.typnotnull, b.typdefaultbin IS NOT NULL
         FROM chain AS c JOIN pg_catalog.pg_type AS b ON b.oid = c.typbasetype
         WHERE c.typtype = 'd'
     )
     SELECT max(chain.oid) FILTER (WHERE chain.typtype <> 'd') AS base_type,
+           -- a domain's own modifier: numeric(10, 1), varchar(3) (-1: none)
+           coalesce(max(chain.typtypmod) FILTER (WHERE chain.typtype = 'd'), -1) AS typmod,
            coalesce(bool_or(chain.typnotnull) FILTER (WHERE chain.typtype = 'd'), false) AS not_null,
            coalesce(bool_or(chain.has_default) FILTER (WHERE chain.typtype = 'd'), false) AS has_default
     FROM chain
