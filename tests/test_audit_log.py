@@ -4,6 +4,8 @@ as jsonb, whatever the values and the writer's session settings."""
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 
@@ -125,41 +127,88 @@ def test_the_storage_refuses_lines_that_cannot_be_read_back(ref):
 def test_fields_are_their_types_output_as_the_row_prints_them(ref):
     """Each field is kept as its type's output function writes it, also where
     a cast to text would write something else (char(n) keeps its padding,
-    inet its address as written, a boolean its t or f)."""
-    ref.execute("ALTER TABLE ref ADD COLUMN c char(5), ADD COLUMN ip inet, ADD COLUMN ch \"char\"")
+    inet its address as written, a boolean its t or f), in a statement of a
+    few rows and in one of many; and the table's columns as they are when
+    it is written, also after ALTER TABLE in the same session."""
+    ref.execute("INSERT INTO ref (k, t) VALUES ('before', 'x')")
+    ref.execute("ALTER TABLE ref ADD COLUMN c char(5), ADD COLUMN ip inet, ADD COLUMN ch \"char\", DROP COLUMN t")
     ref.execute("INSERT INTO ref (k, c, ip, ch, b) VALUES ('x', 'ab', '10.0.0.1', 'q', false)")
-    [(_, key, _, new)] = lines(ref, "operation = 'INSERT'")
-    expected = ref.execute("SELECT to_jsonb(r) FROM ref AS r").fetchone()[0]
-    assert (key, new) == ({"k": "x"}, expected)
-    assert [new[c] for c in ("c", "ip", "ch", "b")] == ["ab   ", "10.0.0.1", "q", False]
+    ref.execute("""INSERT INTO ref (k, c, ip, ch, b)
+                   SELECT 'x' || g, 'ab', ('10.0.0.' || g)::inet, 'q', g % 2 = 0 FROM generate_series(1, 40) AS g""")
+    got = {key["k"]: new for _, key, _, new in lines(ref, "operation = 'INSERT'")}
+    expected = {r[0]: r[1] for r in ref.execute("SELECT k, to_jsonb(r) FROM ref AS r").fetchall()}
+    assert got.pop("before")["t"] == "x" and "t" not in expected.pop("before")
+    assert got == expected
+    assert [got["x"][c] for c in ("c", "ip", "ch", "b")] == ["ab   ", "10.0.0.1", "q", False]
+    assert [got["x40"][c] for c in ("c", "ip", "ch", "b")] == ["ab   ", "10.0.0.40", "q", True]
 
 
-def test_lines_stored_as_record_literals_read_back_the_same(ref):
-    """Lines written before each field was kept apart hold each row's record
-    literal (row::text, under the audit's settings): the log reads them back
-    as it reads the lines written now, an UPDATE's rows paired by position."""
-    ref.execute("SET datestyle = 'ISO, YMD'; SET intervalstyle = 'postgres'; SET extra_float_digits = 1; "
-                "SET bytea_output = 'hex'")
-    for n, text in enumerate(AWKWARD):
-        ref.execute("INSERT INTO ref (k, t) VALUES (%s, %s)", [f"k{n}", text])
-    ref.execute("""INSERT INTO ref (k, t, n, i, f, b, j, ts, tsl, d, arr, bin, iv, p) VALUES
+def test_a_few_rows_and_many_are_kept_alike(ref, dsn):
+    """A statement of a few rows and one of many keep each row's fields the
+    same, whatever the writer's settings: rows inserted one by one, then
+    updated and deleted in one statement each, read back as the table had
+    them; an UPDATE pairs each row's old and new fields; a statement that
+    writes nothing leaves no line."""
+    writer = psycopg.connect(dsn, autocommit=True)
+    writer.execute("SET datestyle = 'German, DMY'; SET extra_float_digits = -3; SET bytea_output = 'escape'; "
+                   "SET intervalstyle = 'sql_standard'")
+    table = "SELECT k, to_jsonb(r) FROM ref AS r"
+    for n, text in enumerate(AWKWARD + [f"pad{n}" for n in range(20)]):
+        writer.execute("INSERT INTO ref (k, t, i) VALUES (%s, %s, %s)", [f"k{n}", text, n])
+    writer.execute("""INSERT INTO ref (k, t, n, i, f, b, j, ts, tsl, d, arr, bin, iv, p) VALUES
                    ('all', NULL, 12.50, -7, 1.0 / 3, true, '{"a": [1, "x,y"], "b": null}',
                     '2024-03-01 08:30:00.123456+08', '2024-03-01 08:30:00', '2024-12-31',
                     ARRAY['a', 'b c', NULL], '\\x00ff', '1 day 02:00:00', 5)""")
-    literals = "SELECT array_agg(r::text ORDER BY r.k) FROM ref AS r"
-    before = ref.execute(literals).fetchone()[0]
-    ref.execute("""UPDATE ref SET t = coalesce(t, '') || ',"x"', i = coalesce(i, 0) + 1""")
-    after = ref.execute(literals).fetchone()[0]
-    [(last,)] = ref.execute("SELECT max(id) FROM refdata.audit_batch").fetchall()
-    ref.execute("""INSERT INTO refdata.audit_batch (table_name, operation, key_columns, columns, types, old_rows, new_rows)
-                   SELECT b.table_name, v.op, b.key_columns, b.columns, b.types, v.o, v.n
-                   FROM (SELECT * FROM refdata.audit_batch WHERE id = %s) AS b,
-                        (VALUES ('INSERT', NULL, %s::text[]), ('UPDATE', %s::text[], %s::text[])) AS v(op, o, n)""",
-                [last, before, before, after])
+    before = dict(ref.execute(table).fetchall())
+    writer.execute("UPDATE ref SET i = 0 WHERE false")
+    writer.execute("DELETE FROM ref WHERE false")
+    writer.execute("""UPDATE ref SET i = i + 1, t = t || ',"'""")
+    after = dict(ref.execute(table).fetchall())
+    writer.execute("DELETE FROM ref")
+    assert ref.execute("""SELECT operation, count(*), max(array_length(coalesce(new_rows, old_rows), 1))
+                          FROM refdata.audit_batch GROUP BY 1 ORDER BY 1""").fetchall() == [
+        ("DELETE", 1, 38), ("INSERT", 38, 1), ("UPDATE", 1, 38)]
+    as_text = {"arr", "bin", "iv"}
 
-    def lines_of(where: str) -> list:
-        return sorted((op, key["k"], old, new) for op, key, old, new in lines(ref, where))
+    def comparable(rows: dict) -> dict:
+        return {k: {c: v for c, v in row.items() if c not in as_text} for k, row in rows.items()}
 
-    now = lines_of(f"id < {last + 1} * 100000")
-    assert len(now) == 2 * (len(AWKWARD) + 1)
-    assert lines_of(f"id > {last + 1} * 100000") == now
+    inserted = {key["k"]: new for _, key, _, new in lines(ref, "operation = 'INSERT'")}
+    deleted = {key["k"]: old for _, key, old, _ in lines(ref, "operation = 'DELETE'")}
+    assert comparable(inserted) == comparable(before) and comparable(deleted) == comparable(after)
+    assert [inserted["all"][c] for c in sorted(as_text)] == [deleted["all"][c] for c in sorted(as_text)] == [
+        '{a,"b c",NULL}', "\\x00ff", "1 day 02:00:00"]
+    updated = {key["k"]: (old, new) for _, key, old, new in lines(ref, "operation = 'UPDATE'")}
+    assert updated["k3"] == ({"i": 3, "t": 'say "hi"'}, {"i": 4, "t": 'say "hi",\"'})
+    assert updated["all"] == ({"i": -7}, {"i": -6})
+    assert len(updated) == 38
+
+
+def test_every_auto_derived_row_is_announced(ref, dsn, cli, write_config, tmp_path):
+    """One notification per auto-derived row a statement inserts, whether it
+    inserts one row or many, with the table, the key and the domain; a load
+    deriving many parents in one statement announces each, and its lines
+    name the domain."""
+    csv = tmp_path / "facts.csv"
+    csv.write_text("k,t\n" + "".join(f"load{g},x\n" for g in range(1, 41)), encoding="utf-8")
+    listener = psycopg.connect(dsn, autocommit=True)
+    try:
+        listener.execute("LISTEN refdata_auto_derived")
+        ref.execute("""INSERT INTO ref (k, "_source", "_needs_review", "_derived_from_domain")
+                       VALUES ('one', 'auto_derived', true, 'd'), ('mine', 'authoritative', false, NULL)""")
+        ref.execute("""INSERT INTO ref (k, "_source", "_needs_review", "_derived_from_domain")
+                       SELECT 'many' || g, 'auto_derived', true, 'd' || g FROM generate_series(1, 40) AS g""")
+        result = cli("--config", str(write_config(CONFIG)), "load", "d", str(csv))
+        assert result.returncode == 0, result.stderr
+        payloads = [json.loads(n.payload) for n in listener.notifies(timeout=2, stop_after=81)]
+        payloads += [json.loads(n.payload) for n in listener.notifies(timeout=0.3)]
+    finally:
+        listener.close()
+    assert sorted(payloads, key=lambda p: p["key"]["k"]) == sorted(
+        [{"table": "public.ref", "key": {"k": "one"}, "domain": "d"}]
+        + [{"table": "public.ref", "key": {"k": f"many{g}"}, "domain": f"d{g}"} for g in range(1, 41)]
+        + [{"table": "public.ref", "key": {"k": f"load{g}"}, "domain": "d"} for g in range(1, 41)],
+        key=lambda p: p["key"]["k"])
+    assert ref.execute("""SELECT action, domain, array_length(new_rows, 1) FROM refdata.audit_batch
+                          WHERE operation = 'INSERT' ORDER BY id""").fetchall() == [
+        (None, None, 2), (None, None, 40), ("derive", "d", 40)]

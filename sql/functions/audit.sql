@@ -16,6 +16,14 @@
 -- settings. No JIT: the transition tables' unknown size makes it compile
 -- for seconds. The work_mem keeps the arrays of a statement of a million
 -- rows in memory while they are grouped.
+-- A statement of a few rows (a row trigger's derived parent, a promotion,
+-- a single-row write) is written by static statements, whose plans
+-- PL/pgSQL keeps for the session (per trigger, so per table): planning the
+-- dynamic ones cost such a statement several times what it writes. They
+-- take each row's fields from its record literal (row::text: the same
+-- output functions, quoted where needed, unquoted here), which is slower
+-- per row but names no column, so it follows the table through ALTER TABLE
+-- as the catalog query does.
 CREATE OR REPLACE FUNCTION refdata.audit()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -35,6 +43,9 @@ DECLARE
     _rd_columns text[];
     _rd_types regtype[];
     _rd_fields text;
+    _rd_count bigint := 0;
+    _rd_old_rows text[];
+    _rd_new_rows text[];
     -- the rows of one transition table, numbered in its order, in arrays of 10,000
     _rd_chunks constant text := 'SELECT (s.n - 1) / 10000 AS chunk, array_agg(s.t%2$s) AS rows '
                                 'FROM (SELECT row_number() OVER () AS n, ARRAY[%3$s] AS t FROM %1$I AS r) AS s GROUP BY 1';
@@ -53,15 +64,60 @@ BEGIN
         _rd_detail := nullif(current_setting('refdata.audit_detail', true), '')::jsonb;
     END IF;
     -- How to read the fields back: the columns, in the table's order, and
-    -- their types (a domain's base type). Each field is the column's output
-    -- function's text, called by name where a cast to text would differ
-    -- (boolean, char(n), inet, ...); text and varchar are their text already.
-    SELECT array_agg(a.attname::text ORDER BY a.attnum),
-           array_agg(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END::regtype ORDER BY a.attnum),
-           string_agg(CASE WHEN t.typoutput IN ('textout'::regproc, 'varcharout'::regproc)
+    -- their types (a domain's base type). In the order of the index on
+    -- (attrelid, attnum), so nothing is sorted; a type below 10000 is one
+    -- of PostgreSQL's own (FirstGenbkiObjectId), none of them a domain, so
+    -- only other types are looked up (each look-up costs more than the rest).
+    _rd_columns := ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute AS a
+                          WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum);
+    _rd_types := ARRAY(SELECT CASE WHEN a.atttypid < 10000 THEN a.atttypid
+                                   ELSE (SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+                                           FROM pg_catalog.pg_type AS t WHERE t.oid = a.atttypid) END::regtype
+                         FROM pg_catalog.pg_attribute AS a
+                        WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum);
+    -- Up to 32 rows: each row's fields from its record literal, in the
+    -- transition table's order (an UPDATE's old and new rows pair up).
+    IF TG_OP <> 'INSERT' THEN
+        SELECT count(*), array_agg(f.v) INTO _rd_count, _rd_old_rows
+          FROM (SELECT r::text AS t FROM "_rd_old" AS r LIMIT 33) AS s
+         CROSS JOIN LATERAL (
+               SELECT ARRAY(SELECT CASE WHEN m.f[1] LIKE '"%' THEN regexp_replace(substr(m.f[1], 2, length(m.f[1]) - 2), '(["\\])\1', '\1', 'g')
+                                        ELSE nullif(m.f[1], '') END
+                              FROM regexp_matches(',' || substr(s.t, 2, length(s.t) - 2), ',("(?:[^"]|"")*"|[^,"]*)', 'g') AS m(f)) AS v) AS f;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        SELECT count(*), array_agg(f.v) INTO _rd_count, _rd_new_rows
+          FROM (SELECT r::text AS t FROM "_rd_new" AS r LIMIT 33) AS s
+         CROSS JOIN LATERAL (
+               SELECT ARRAY(SELECT CASE WHEN m.f[1] LIKE '"%' THEN regexp_replace(substr(m.f[1], 2, length(m.f[1]) - 2), '(["\\])\1', '\1', 'g')
+                                        ELSE nullif(m.f[1], '') END
+                              FROM regexp_matches(',' || substr(s.t, 2, length(s.t) - 2), ',("(?:[^"]|"")*"|[^,"]*)', 'g') AS m(f)) AS v) AS f;
+    END IF;
+    IF _rd_count = 0 THEN
+        RETURN NULL;
+    END IF;
+    IF _rd_count <= 32 THEN
+        INSERT INTO refdata.audit_batch (application_name, table_name, operation, action, domain,
+                                         key_columns, columns, types, old_rows, new_rows, detail)
+        VALUES (current_setting('application_name'), TG_RELID::regclass, TG_OP, _rd_action, _rd_domain,
+                TG_ARGV[1:TG_NARGS - 1], _rd_columns, _rd_types, _rd_old_rows, _rd_new_rows, _rd_detail);
+        IF _rd_action IS DISTINCT FROM 'sync' AND TG_OP = 'INSERT' THEN
+            PERFORM pg_notify('refdata_auto_derived', jsonb_build_object(
+                        'table', TG_RELID::regclass::text,
+                        'key', (SELECT jsonb_object_agg(k, j.j -> k) FROM unnest(TG_ARGV[1:TG_NARGS - 1]) AS k),
+                        'domain', r."_derived_from_domain")::text)
+              FROM "_rd_new" AS r CROSS JOIN LATERAL (SELECT to_jsonb(r) AS j) AS j
+             WHERE r."_source" = 'auto_derived';
+        END IF;
+        RETURN NULL;
+    END IF;
+    -- Each field is the column's output function's text, called by name
+    -- where a cast to text would differ (boolean, char(n), inet, ...); text
+    -- and varchar are their text already.
+    SELECT string_agg(CASE WHEN t.typoutput IN ('textout'::regproc, 'varcharout'::regproc)
                            THEN format('r.%I::text', a.attname)
                            ELSE format('%s(r.%I)::text', t.typoutput, a.attname) END, ', ' ORDER BY a.attnum)
-      INTO _rd_columns, _rd_types, _rd_fields
+      INTO _rd_fields
       FROM pg_catalog.pg_attribute AS a JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
      WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped;
     EXECUTE format($q$
