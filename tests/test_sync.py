@@ -79,6 +79,39 @@ def test_sync_merges_inserts_updates_promotes_and_leaves_unchanged_rows_alone(
     assert audit() == logged  # unchanged rows leave no trace
 
 
+@pytest.mark.parametrize("source_type,listed", [("postgres", True), ("postgres", False), ("legacy_mysql", True)])
+def test_fdw_tables_fetch_batch_size_rows_per_round_trip(source_type, listed, sample_db, cli, write_config, request):
+    """Either wrapper fetched 100 rows per round trip, each waiting for the
+    source's process to be scheduled: a 1,000,000-row sync on a busy machine
+    spent more time waiting than reading. batch_size sets it (an imported
+    foreign table too), and a source of more rows than one fetch arrives whole."""
+    legacy = request.getfixturevalue("legacy_pg" if source_type == "postgres" else "legacy_mysql")
+    config = project_config(write_config)
+    rows = [(f"P9000{i}", f"计划{i}", "正常") for i in range(5)]
+    if listed:
+        table = plan_table("LEG", "fdw", source_type, schema=legacy.name if source_type != "postgres" else "enterprise")
+        legacy.rows(rows)
+    else:  # columns by name, the foreign table imported
+        legacy.conn.execute('CREATE TABLE enterprise.plans ("年金计划号" text, "计划全称" text, "计划状态" text)')
+        legacy.conn.cursor().executemany("INSERT INTO enterprise.plans VALUES (%s, %s, %s)", rows)
+        table = ("  - name: 年金计划\n    target_table: 年金计划\n    target_schema: mapping\n"
+                 "    source_type: postgres\n    via: fdw\n"
+                 "    source_config: {connection_env_prefix: LEG, schema: enterprise, table: plans}\n"
+                 "    primary_key: 年金计划号\n")
+    sync_config(write_config, table, batch_size=2)
+    env = legacy.env("LEG")
+    applied = cli("--config", str(config), "apply", env=env)
+    assert applied.returncode == 0, applied.stderr
+    options = sample_db.execute("SELECT ftoptions FROM pg_foreign_table WHERE ftrelid = "
+                                "'refdata_stage.\"sync__年金计划__source\"'::regclass").fetchone()[0]
+    assert "fetch_size=2" in options, options
+
+    result = cli("--config", str(config), "sync", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert sample_db.execute(f'SELECT count(*) FROM {PLAN} WHERE "年金计划号" LIKE %s', ["P9000_"]).fetchone()[0] == 5
+
+
 def test_sync_inserts_skip_the_per_row_promotion_call(sample_db, cli, write_config, legacy_pg):
     """The sync inserts only keys it found absent (and promotes set-based), so
     its inserts make no call to the promotion trigger's function; an insert

@@ -167,11 +167,12 @@ def statements(sync: SyncConfig, config: Config | None, env=None,
                                        f"or {s.connection_env_prefix}_DATABASE")
                 out.append(Statement("foreign_table", f"refdata_stage.{source_name(t)}", (
                     "SELECT refdata.sync_foreign_table(%(server)s, %(owner)s, %(schema)s, %(table)s, %(local)s, "
-                    "%(columns)s, %(updated)s, %(catalog)s);\n"),
+                    "%(columns)s, %(updated)s, %(catalog)s, %(fetch_size)s);\n"),
                     {"server": server, "owner": owner, "schema": schema, "table": s.table, "local": source_name(t),
                      "catalog": object_name(server, "columns"),
                      "columns": [c.source for c in s.columns] if s.columns else None,
-                     "updated": s.incremental.column if s.incremental else None},
+                     "updated": s.incremental.column if s.incremental else None,
+                     "fetch_size": sync.batch_size},
                     requires_env=host_var))
         params = {
             "name": t.name,

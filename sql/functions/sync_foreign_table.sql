@@ -22,12 +22,18 @@
 -- loses nothing. The import reads the remote catalog as the applier: without
 -- credentials of its own on that server, it borrows the sync role's (p_role)
 -- for this one statement (never committed).
+-- The foreign table fetches p_fetch_size rows per round trip (the sync
+-- config's batch_size; either wrapper's own default is 100): each round trip
+-- waits for the source's process to be scheduled, which on a busy machine
+-- took longer than reading the rows, and the rows of one fetch are what a
+-- scan holds in memory at once.
 DROP FUNCTION IF EXISTS refdata.sync_import(text, text, text, text);
 DROP FUNCTION IF EXISTS refdata.sync_import(text, text, text, text, text);
 DROP FUNCTION IF EXISTS refdata.sync_foreign_table(text, text, text, text, text, jsonb, text);
+DROP FUNCTION IF EXISTS refdata.sync_foreign_table(text, text, text, text, text, jsonb, text, text);
 CREATE OR REPLACE FUNCTION refdata.sync_foreign_table(
     p_server text, p_role text, p_remote_schema text, p_remote_table text, p_local text,
-    p_columns jsonb, p_updated text, p_catalog text)
+    p_columns jsonb, p_updated text, p_catalog text, p_fetch_size integer)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -99,6 +105,7 @@ BEGIN
         IF wrapper = 'postgres_fdw' THEN
             EXECUTE format('DROP FOREIGN TABLE IF EXISTS refdata_stage.%I', p_local);
             EXECUTE format('ALTER FOREIGN TABLE refdata_stage.%I RENAME TO %I', p_remote_table, p_local);
+            EXECUTE format('ALTER FOREIGN TABLE refdata_stage.%I OPTIONS (ADD fetch_size %L)', p_local, p_fetch_size);
             EXECUTE format('REVOKE ALL ON refdata_stage.%I FROM PUBLIC', p_local);
             EXECUTE format('GRANT SELECT ON refdata_stage.%I TO %I', p_local, p_role);
             RETURN;
@@ -113,13 +120,13 @@ BEGIN
       FROM unnest(names || ARRAY(SELECT p_updated WHERE p_updated IS NOT NULL AND NOT p_updated = ANY (names)))
            WITH ORDINALITY AS x(c, o);
     EXECUTE format('DROP FOREIGN TABLE IF EXISTS refdata_stage.%I', p_local);
-    EXECUTE format('CREATE FOREIGN TABLE refdata_stage.%I (%s) SERVER %I OPTIONS (%s %L, table_name %L)',
+    EXECUTE format('CREATE FOREIGN TABLE refdata_stage.%I (%s) SERVER %I OPTIONS (%s %L, table_name %L, fetch_size %L)',
                    p_local, cols, p_server, CASE wrapper WHEN 'postgres_fdw' THEN 'schema_name' ELSE 'dbname' END,
-                   p_remote_schema, p_remote_table);
+                   p_remote_schema, p_remote_table, p_fetch_size);
     EXECUTE format('REVOKE ALL ON refdata_stage.%I FROM PUBLIC', p_local);
     -- the sync functions read it as their owner
     EXECUTE format('GRANT SELECT ON refdata_stage.%I TO %I', p_local, p_role);
 END
 $refdata$;
-COMMENT ON FUNCTION refdata.sync_foreign_table(text, text, text, text, text, jsonb, text, text) IS 'refdata: creates the foreign table a synced table reads';
-REVOKE ALL ON FUNCTION refdata.sync_foreign_table(text, text, text, text, text, jsonb, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION refdata.sync_foreign_table(text, text, text, text, text, jsonb, text, text, integer) IS 'refdata: creates the foreign table a synced table reads';
+REVOKE ALL ON FUNCTION refdata.sync_foreign_table(text, text, text, text, text, jsonb, text, text, integer) FROM PUBLIC;
