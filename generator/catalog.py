@@ -36,7 +36,7 @@ def query(name: str) -> str:
 
 
 # Types whose modifier a stored value is rounded or cut to, by base type oid.
-NUMERIC, VARCHAR, BPCHAR, BIT, VARBIT = 1700, 1043, 1042, 1560, 1562
+NUMERIC, INTEGERS, BIT, VARBIT = 1700, {21, 23, 20}, 1560, 1562  # integers: int2, int4, int8
 TIME_TYPES = {1083, 1266, 1114, 1184}  # time, timetz, timestamp, timestamptz: (precision), 6 without
 
 
@@ -44,26 +44,21 @@ def holds_every_value(source: dict, target: dict) -> bool:
     """Whether the parent key's modifier keeps every fact key value as it is.
     Assignment rounds to a numeric's scale and to a time's precision without a
     word (1.25 stored in numeric(10,1) is 1.3, 10:00:00.7 in timestamp(0) is
-    10:00:01), so the derived parent is another key than the fact names. A
-    numeric's precision or a string's length too small fails instead (a text
-    fact column into varchar(n) is allowed: a longer value fails the insert),
-    but still not in words naming the foreign key. Unknown modifiers must match."""
+    10:00:01), so the derived parent would be another key than the fact names.
+    A length or a numeric's precision too small is taken: a value that does not
+    fit fails the insert, never changes (varchar(100) facts naming a
+    varchar(50) parent are common in legacy schemas, FK constraints included)."""
     s, t = source.get("typmod", -1), target.get("typmod", -1)
     base = target["base_type"]
     if base in TIME_TYPES:  # a date has no fraction to lose
         return source["base_type"] not in TIME_TYPES or (6 if s < 0 else s) <= (6 if t < 0 else t)
-    if t < 0 or s == t:
+    if base == NUMERIC and t >= 0:
+        if source["base_type"] in INTEGERS:
+            return _numeric(t)[1] >= 0
+        return source["base_type"] == NUMERIC and s >= 0 and _numeric(s)[1] <= _numeric(t)[1]
+    if target["category"] == "S" or base in (BIT, VARBIT):
         return True
-    if base == NUMERIC:
-        if s < 0 or source["base_type"] != NUMERIC:
-            return False
-        (sp, ss), (tp, ts) = _numeric(s), _numeric(t)
-        return ts >= ss and tp - ts >= sp - ss
-    if target["category"] == "S":
-        return s < 0 or (s - 4) <= (t - 4) if base in (VARCHAR, BPCHAR) else True
-    if base in (BIT, VARBIT):
-        return 0 <= s <= t
-    return False
+    return t < 0 or s == t  # interval(0) and others: a modifier that may round must match
 
 
 def _numeric(typmod: int) -> tuple[int, int]:
