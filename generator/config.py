@@ -250,6 +250,10 @@ def expression_problem(text: str) -> str | None:
     return None
 
 
+# The columns refdata keeps on every reference table (README, tracking columns).
+TRACKING_COLUMNS = ("_source", "_needs_review", "_derived_from_domain", "_derived_at")
+
+
 class ForeignKey(Model):
     name: str
     source_column: Identifier | list[Identifier]
@@ -289,6 +293,14 @@ class ForeignKey(Model):
         for col in self.defaults:
             if col in self.keys:
                 raise ValueError(f"defaults: column {col!r} is the target key; it is always set from source_column")
+        # refdata sets its tracking columns itself: set here as well, the derive's
+        # INSERT named them twice and every writer's insert failed
+        own = [m.target for m in self.mappings() if m.target in TRACKING_COLUMNS]
+        if own:
+            raise ValueError(f"column {own[0]!r} is refdata's own tracking column; the config cannot set it")
+        own = [col for col in self.defaults if col in TRACKING_COLUMNS]
+        if own:
+            raise ValueError(f"defaults: column {own[0]!r} is refdata's own tracking column; the config cannot set it")
         return self
 
     @property

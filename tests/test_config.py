@@ -666,3 +666,18 @@ def test_cli_validate_identifier_longer_than_63_bytes(cli, write_config):
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith(f"refdata: error: {path}:4: domain d, foreign key fk_a: ")
     assert "63 bytes" in result.stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (", defaults: {_source: authoritative}", "defaults: column '_source' is refdata's own tracking column"),
+    (", backfill_columns: [{source: a, target: _needs_review}]", "column '_needs_review' is refdata's own tracking column"),
+    (", derive_columns: [_derived_at]", "column '_derived_at' is refdata's own tracking column"),
+], ids=["defaults", "backfill target", "derive_columns"])
+def test_a_tracking_column_set_by_the_config_is_refused(extra, message):
+    """The derive's INSERT names the tracking columns itself: a config that
+    set one too validated and applied, and then every writer's insert
+    failed (column specified more than once)."""
+    text = f"domains:\n  d:\n    foreign_keys:\n      - {{name: fk_a, source_column: a, target_table: t, target_key: a{extra}}}\n"
+    with pytest.raises(InputError) as e:
+        parse_config(text, "cfg.yml")
+    assert str(e.value) == f"cfg.yml:4: domain d, foreign key fk_a: {message}; the config cannot set it"
