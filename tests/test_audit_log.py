@@ -212,3 +212,105 @@ def test_every_auto_derived_row_is_announced(ref, dsn, cli, write_config, tmp_pa
     assert ref.execute("""SELECT action, domain, array_length(new_rows, 1) FROM refdata.audit_batch
                           WHERE operation = 'INSERT' ORDER BY id""").fetchall() == [
         (None, None, 2), (None, None, 40), ("derive", "d", 40)]
+
+
+ODD_CONFIG = """\
+domains:
+  d:
+    fact_table: fact
+    foreign_keys:
+      - {name: fk_odd, source_column: k, target_table: odd, target_key: k}
+"""
+WEIRD = 'say ""hi"", 名 字'  # a column name with quotes, a comma, spaces and Chinese, as SQL spells it
+
+
+def test_one_row_and_forty_store_the_same_fields(db, cli, write_config, role):
+    """The same hostile rows written one per statement (each row's fields
+    from its record literal) and forty per statement (each column's output
+    function) store the same fields, field for field, for INSERT, UPDATE
+    (old and new paired) and DELETE, each the column's text as its type
+    prints it: text needing quotes, escapes or easily taken for NULL, a
+    composite, an array, jsonb, bytea, numeric, timestamptz, float and
+    interval, a column dropped in the middle, a generated column, a column
+    named with quotes and Chinese, 100 more columns; written by a role whose
+    session prints dates, floats, bytea and intervals otherwise and reads
+    backslashes in string literals as escapes."""
+    extra = ", ".join(f"c{n:03} integer" for n in range(1, 101))
+    db.execute(f"""CREATE TYPE pair AS (a text, b integer);
+                   CREATE TABLE odd (k text PRIMARY KEY, t text, gone text, "{WEIRD}" text, pr pair, arr text[],
+                                     j jsonb, bin bytea, n numeric, ts timestamptz, f double precision, iv interval,
+                                     g text GENERATED ALWAYS AS (upper(t) || '!') STORED, {extra});
+                   ALTER TABLE odd DROP COLUMN gone;
+                   CREATE TABLE src AS SELECT * FROM odd WITH NO DATA;
+                   ALTER TABLE src DROP COLUMN g;
+                   CREATE TABLE fact (k text)""")
+    apply_ok(cli, write_config(ODD_CONFIG))
+    values = AWKWARD + ["中文", "\\\\n", "a\\,b", "", None, ",,", "((", "x" + 'a,"b"\\ (c)\n' * 5000]
+    columns = [r[0] for r in db.execute("""SELECT attname FROM pg_attribute WHERE attrelid = 'src'::regclass
+                                           AND attnum > 0 AND NOT attisdropped ORDER BY attnum""").fetchall()]
+    rows = []
+    for i in range(40):
+        v, w = values[i % len(values)], values[(i + 7) % len(values)]
+        rows.append([f"k{i:02}", v, w, f"({'' if v is None else json.dumps(v)},{i})" if i % 5 else None,
+                     [v, w, "a,b", '"q"', None, "NULL", "{x}", "\\", " "], json.dumps({"v": v, "q": '"x",\\'}),
+                     bytes([0, 92, 44, 34, 40, i]), "12.500" if i % 2 else "-0.0100", "2024-03-01 08:30:00.123456+08",
+                     1 / 3 if i % 3 else 1e-300, "1 day 02:00:03.5", *range(i, i + 100)])
+    with db.cursor() as cur:
+        cur.executemany(f"INSERT INTO src VALUES ({', '.join(['%s'] * len(columns))})", rows)
+    listed = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+    writer = role("rd_odd_writer", ["GRANT SELECT, INSERT, UPDATE, DELETE ON odd TO {role}",
+                                    "GRANT SELECT ON src TO {role}"])
+    writer.autocommit = True
+    writer.execute("SET datestyle = 'German, DMY'; SET timezone = 'America/St_Johns'; SET extra_float_digits = -3; "
+                   "SET bytea_output = 'escape'; SET intervalstyle = 'sql_standard'; "
+                   "SET standard_conforming_strings = off")
+    insert = f"INSERT INTO odd ({listed}) SELECT {listed} FROM src"
+    # under standard_conforming_strings = off the literal appends ,"\ to t
+    update = ("""UPDATE odd SET t = t || ',"\\\\', pr = ROW((pr).a || ' ("', (pr).b + 1), arr = arr || ARRAY[t, NULL],
+                 c050 = -c050, n = n * 10""")
+    after = []  # the table's fields after each statement (or each 40)
+    for one_by_one in (True, False):
+        for sql in (insert, update, "DELETE FROM odd"):
+            for i in range(40) if one_by_one else [None]:
+                writer.execute(sql + (" WHERE k = %s" if one_by_one else ""), [f"k{i:02}"] if one_by_one else [])
+            after.append(dict(table_fields(db, "America/St_Johns")))
+    assert after[3:] == after[:3] and after[2] == {}
+    batches = db.execute("""SELECT operation, array_length(coalesce(new_rows, old_rows), 1), columns, old_rows, new_rows
+                            FROM refdata.audit_batch ORDER BY id""").fetchall()
+    assert [(op, size) for op, size, *_ in batches] == (
+        [("INSERT", 1)] * 40 + [("UPDATE", 1)] * 40 + [("DELETE", 1)] * 40
+        + [("INSERT", 40), ("UPDATE", 40), ("DELETE", 40)])
+    assert batches[0][2] == columns[:11] + ["g"] + columns[11:] + [
+        "_source", "_needs_review", "_derived_from_domain", "_derived_at"]
+    few, many = {}, {}
+    for op, size, names, old, new in batches:
+        at = names.index("k")
+        for n in range(size):
+            o, w = old[n] if old else None, new[n] if new else None
+            (few if size == 1 else many)[op, (o or w)[at]] = (o, w)
+    assert set(few) == set(many) and len(few) == 120
+    for key in sorted(few):
+        assert few[key] == many[key], key
+    own = len(columns) + 1
+    inserted, updated = after[0], after[1]
+    assert len(inserted) == 40
+    for key in sorted(inserted):
+        old, new = many["UPDATE", key]
+        assert (many["INSERT", key][1][:own], old[:own]) == (inserted[key],) * 2
+        assert (new[:own], many["DELETE", key][0][:own]) == (updated[key],) * 2
+    assert updated["k03"][1] == 'say "hi",' + '"\\'
+    assert updated["k01"][names.index(WEIRD.replace('""', '"'))] == "two\nlines"
+
+
+def table_fields(conn, timezone: str) -> list[tuple]:
+    """Each row of odd's own fields (not refdata's tracking columns) as its
+    type's output writes it under refdata.audit's settings."""
+    conn.execute(f"SET timezone = '{timezone}'; SET datestyle = 'ISO, YMD'; SET intervalstyle = 'postgres'; "
+                 "SET extra_float_digits = 1; SET bytea_output = 'hex'")
+    try:
+        fields = conn.execute("""SELECT string_agg(format('r.%I::text', attname), ', ' ORDER BY attnum)
+                                 FROM pg_attribute WHERE attrelid = 'odd'::regclass AND attnum > 0
+                                 AND NOT attisdropped AND attname NOT LIKE '\\_%'""").fetchone()[0]
+        return conn.execute(f"SELECT k, ARRAY[{fields}] FROM odd AS r").fetchall()
+    finally:
+        conn.execute("RESET ALL")

@@ -13,7 +13,9 @@
 -- refdata's functions set around their writes, and are read only for writes
 -- made as refdata's owner. The date, interval, float and bytea settings make each
 -- value's text one the view reads back the same whatever the session's
--- settings. No JIT: the transition tables' unknown size makes it compile
+-- settings; standard_conforming_strings, that this function's own string
+-- literals (the backslashes of the record literal's parser) mean the same
+-- in a session that turned it off. No JIT: the transition tables' unknown size makes it compile
 -- for seconds. The work_mem keeps the arrays of a statement of a million
 -- rows in memory while they are grouped. Generic plans: the static
 -- statements' custom plans (chosen because a transition table's size is
@@ -39,6 +41,7 @@ SET datestyle = 'ISO, YMD'
 SET intervalstyle = 'postgres'
 SET extra_float_digits = 1
 SET bytea_output = 'hex'
+SET standard_conforming_strings = on
 AS $refdata$
 DECLARE
     _rd_action text;
