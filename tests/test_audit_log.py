@@ -143,6 +143,40 @@ def test_fields_are_their_types_output_as_the_row_prints_them(ref):
     assert [got["x40"][c] for c in ("c", "ip", "ch", "b")] == ["ab   ", "10.0.0.40", "q", True]
 
 
+def test_lines_stored_as_record_literals_read_back_the_same(ref):
+    """Lines written before each field was kept apart hold each row's record
+    literal (row::text, under the audit's settings): the log reads them back
+    as it reads the lines written now, an UPDATE's rows paired by position,
+    also in a session that reads backslashes in string literals as escapes."""
+    ref.execute("SET datestyle = 'ISO, YMD'; SET intervalstyle = 'postgres'; SET extra_float_digits = 1; "
+                "SET bytea_output = 'hex'")
+    for n, text in enumerate(AWKWARD):
+        ref.execute("INSERT INTO ref (k, t) VALUES (%s, %s)", [f"k{n}", text])
+    ref.execute("""INSERT INTO ref (k, t, n, i, f, b, j, ts, tsl, d, arr, bin, iv, p) VALUES
+                   ('all', NULL, 12.50, -7, 1.0 / 3, true, '{"a": [1, "x,y"], "b": null}',
+                    '2024-03-01 08:30:00.123456+08', '2024-03-01 08:30:00', '2024-12-31',
+                    ARRAY['a', 'b c', NULL], '\\x00ff', '1 day 02:00:00', 5)""")
+    literals = "SELECT array_agg(r::text ORDER BY r.k) FROM ref AS r"
+    before = ref.execute(literals).fetchone()[0]
+    ref.execute("""UPDATE ref SET t = coalesce(t, '') || ',"x"', i = coalesce(i, 0) + 1""")
+    after = ref.execute(literals).fetchone()[0]
+    [(last,)] = ref.execute("SELECT max(id) FROM refdata.audit_batch").fetchall()
+    ref.execute("""INSERT INTO refdata.audit_batch (table_name, operation, key_columns, columns, types, old_rows, new_rows)
+                   SELECT b.table_name, v.op, b.key_columns, b.columns, b.types, v.o, v.n
+                   FROM (SELECT * FROM refdata.audit_batch WHERE id = %s) AS b,
+                        (VALUES ('INSERT', NULL, %s::text[]), ('UPDATE', %s::text[], %s::text[])) AS v(op, o, n)""",
+                [last, before, before, after])
+
+    ref.execute("SET standard_conforming_strings = off")
+
+    def lines_of(where: str) -> list:
+        return sorted((op, key["k"], old, new) for op, key, old, new in lines(ref, where))
+
+    now = lines_of(f"id < {last + 1} * 100000")
+    assert len(now) == 2 * (len(AWKWARD) + 1)
+    assert lines_of(f"id > {last + 1} * 100000") == now
+
+
 def test_a_few_rows_and_many_are_kept_alike(ref, dsn):
     """A statement of a few rows and one of many keep each row's fields the
     same, whatever the writer's settings: rows inserted one by one, then

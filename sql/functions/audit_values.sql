@@ -3,13 +3,16 @@
 -- double quotes around a field with commas, quotes, parentheses, spaces or
 -- nothing in it, and inside them quotes and backslashes doubled), p_columns
 -- and p_types name its fields, each read by refdata.audit_value. The
--- storage of statements audited before fields were kept apart.
+-- storage of statements audited before fields were kept apart. Its string
+-- literals (the parser's backslashes) mean the same in a session that turned
+-- standard_conforming_strings off.
 CREATE OR REPLACE FUNCTION refdata.audit_values(p_row text, p_columns text[], p_types regtype[])
 RETURNS jsonb
 LANGUAGE sql
 STABLE
 PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $refdata$
     SELECT jsonb_object_agg(p_columns[f.i], refdata.audit_value(f.v, p_types[f.i]))
     FROM (SELECT m.i,
