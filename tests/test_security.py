@@ -562,7 +562,8 @@ def test_a_trigger_on_a_synced_table_runs_as_the_owner_role_not_the_applier(samp
 
 # -- what code running as the owner role can leave behind ---------------------------------
 
-@pytest.mark.parametrize("payload", ["alter function", "session search_path", "temporary table", "held cursor"])
+@pytest.mark.parametrize("payload", ["alter function", "session search_path", "temporary table", "held cursor",
+                                     "temporary table, string rules changed"])
 def test_a_trigger_running_as_the_owner_role_leaves_nothing_that_runs_as_the_caller(db, cli, write_config, role,
                                                                                     request, payload):
     """A trigger on a reference table its (non-superuser) owner added runs as
@@ -597,6 +598,9 @@ def test_a_trigger_running_as_the_owner_role_leaves_nothing_that_runs_as_the_cal
         "session search_path": "SET search_path = att, public, pg_catalog",
         "temporary table": "CREATE TEMPORARY TABLE fact (k text DEFAULT att.k(), name text)",
         "held cursor": "DECLARE planted CURSOR WITH HOLD FOR SELECT att.now()",
+        # backslashes in the guard's LIKE pattern would read as escapes, its _ as any character
+        "temporary table, string rules changed": """CREATE TEMPORARY TABLE ordinal AS
+                                                    SELECT set_config('standard_conforming_strings', 'off', true)""",
     }[payload]
     attacker.execute(f"""
         CREATE FUNCTION public.plant() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -622,8 +626,8 @@ def test_a_trigger_running_as_the_owner_role_leaves_nothing_that_runs_as_the_cal
     else:  # refused the DDL only: the fact and its parent are written
         db.execute("INSERT INTO public.fact VALUES ('NEW1', 'x')")
         assert db.execute("SELECT k FROM public.parent").fetchall() == [("NEW1",)]
-    assert db.execute("SELECT current_setting('search_path'), to_regclass('pg_temp.fact')").fetchone() == (
-        '"$user", public', None)
+    assert db.execute("""SELECT current_setting('search_path'), to_regclass('pg_temp.fact'),
+                                to_regclass('pg_temp.ordinal')""").fetchone() == ('"$user", public', None, None)
     attempt("SELECT now()")
     attempt("INSERT INTO fact (name) VALUES ('plain name')")
     attempt("INSERT INTO public.fact VALUES ('NEW2', 'x')")

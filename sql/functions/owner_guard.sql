@@ -6,10 +6,14 @@
 -- (often a superuser) to run later. The owner role runs no DDL at all but
 -- the temporary "_rd_" tables of refdata's own functions; the event
 -- triggers of sql/triggers/owner_guard.sql call this on every DDL command.
+-- Its LIKE pattern's backslashes must stay backslashes whatever the code
+-- it guards set standard_conforming_strings to (else _ matches any
+-- character, and a temporary table "ordinal" passes for one of refdata's).
 CREATE OR REPLACE FUNCTION refdata.owner_guard()
 RETURNS event_trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $refdata$
 DECLARE
     o record;
