@@ -566,3 +566,35 @@ def test_a_script_role_that_may_not_quiet_the_server_log_is_warned_and_one_that_
     allowed.close()
     postgresql.execute(f'REVOKE SET ON PARAMETER {settings} FROM "{name}"')
     postgresql.commit()
+
+
+def test_a_failure_storing_the_password_never_quotes_it(sample_db, dsn, cli, write_config):
+    """The server fails while it stores a user mapping's password (here a
+    lock another session holds on the mapping): the error, its context and
+    the server log name the server and the reason, never the password."""
+    import uuid
+    from pathlib import Path
+
+    password = f"rdLock-{uuid.uuid4().hex}"
+    log = Path(os.environ["REFDATA_TEST_HOME"]) / "server.log"
+    config = project_config(write_config)
+    sync_config(write_config, plan_table("LCK", "fdw", "legacy_mysql", schema="legacy"))
+    result = cli("--config", str(config), "apply", env=mysql_env("LCK", "legacy"))
+    assert result.returncode == 0, result.stderr
+    start = log.stat().st_size
+    with psycopg.connect(dsn, autocommit=False) as holder:
+        options = holder.execute("SELECT umoptions::text FROM pg_user_mappings "
+                                 "WHERE srvname = 'refdata__lck__mysql'").fetchone()[0] or ""
+        verb = "SET" if "password=" in options else "ADD"
+        holder.execute(f"ALTER USER MAPPING FOR refdata_owner SERVER refdata__lck__mysql OPTIONS ({verb} password 'x')")
+        sample_db.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable) as caught:
+            sample_db.execute("SELECT refdata.sync_user_mapping('refdata__lck__mysql', 'refdata_owner', "
+                              "jsonb_build_object('password', %s::text))", (password,))
+        sample_db.rollback()
+    error = caught.value
+    assert password not in f"{error} {error.diag.context} {error.diag.internal_query}"
+    with log.open("rb") as f:
+        f.seek(start)
+        assert password not in f.read().decode("utf-8", "replace")
+    assert "refdata__lck__mysql" in str(error)

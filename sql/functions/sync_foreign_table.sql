@@ -43,6 +43,7 @@ DECLARE
     names text[] := ARRAY(SELECT jsonb_array_elements_text(p_columns));
     cols text;
     msg text;
+    state text;
     borrowed boolean := false;
     options text;
 BEGIN
@@ -70,8 +71,15 @@ BEGIN
               INTO options
               FROM pg_user_mappings AS m, unnest(m.umoptions) AS x
              WHERE m.srvname = p_server AND m.usename = p_role AND split_part(x, '=', 1) <> 'password_required';
-            EXECUTE format('CREATE USER MAPPING FOR CURRENT_USER SERVER %I%s', p_server,
-                           CASE WHEN options IS NOT NULL THEN format(' OPTIONS (%s)', options) ELSE '' END);
+            BEGIN
+                EXECUTE format('CREATE USER MAPPING FOR CURRENT_USER SERVER %I%s', p_server,
+                               CASE WHEN options IS NOT NULL THEN format(' OPTIONS (%s)', options) ELSE '' END);
+            EXCEPTION WHEN OTHERS THEN
+                -- raised again without the statement, which holds the credentials, as its context
+                GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+                RAISE EXCEPTION USING MESSAGE = format('borrowing the user mapping for server %s: %s', p_server, msg),
+                                      ERRCODE = state;
+            END;
             borrowed := true;
         END IF;
         BEGIN

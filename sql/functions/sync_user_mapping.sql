@@ -13,6 +13,8 @@ AS $refdata$
 DECLARE
     o record;
     have text[];
+    msg text;
+    state text;
 BEGIN
     EXECUTE format('DROP USER MAPPING IF EXISTS FOR PUBLIC SERVER %I', p_server);
     EXECUTE format('CREATE USER MAPPING IF NOT EXISTS FOR %I SERVER %I', p_role, p_server);
@@ -20,8 +22,15 @@ BEGIN
                   WHERE m.srvname = p_server AND m.usename = p_role);
     FOR o IN SELECT key, value FROM jsonb_each_text(p_options) LOOP
         IF o.value IS NOT NULL THEN
-            EXECUTE format('ALTER USER MAPPING FOR %I SERVER %I OPTIONS (%s %I %L)', p_role, p_server,
-                           CASE WHEN o.key = ANY (have) THEN 'SET' ELSE 'ADD' END, o.key, o.value);
+            BEGIN
+                EXECUTE format('ALTER USER MAPPING FOR %I SERVER %I OPTIONS (%s %I %L)', p_role, p_server,
+                               CASE WHEN o.key = ANY (have) THEN 'SET' ELSE 'ADD' END, o.key, o.value);
+            EXCEPTION WHEN OTHERS THEN
+                -- raised again without the statement, which holds the credential, as its context
+                GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+                RAISE EXCEPTION USING MESSAGE = format('setting option %s of the user mapping for server %s: %s',
+                                                       o.key, p_server, msg), ERRCODE = state;
+            END;
         ELSIF o.key = ANY (have) THEN
             EXECUTE format('ALTER USER MAPPING FOR %I SERVER %I OPTIONS (DROP %I)', p_role, p_server, o.key);
         END IF;
