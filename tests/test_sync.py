@@ -238,3 +238,29 @@ def test_a_table_applied_as_client_synced_as_fdw_fails_recorded_saying_to_apply(
     assert "run refdata apply" in result.stderr
     run = last_run(sample_db)
     assert (run["status"], run["via"]) == ("failed", "fdw")
+
+
+def test_a_database_whose_strings_keep_backslash_escapes_syncs_every_column_by_name(
+        sample_db, cli, write_config, legacy_pg):
+    """A legacy database may default standard_conforming_strings to off: the
+    merge's pattern for refdata's own columns ('\\_rd\\_%') then read '_rd_%',
+    and a source column such as "ordinal" (rd as its second and third
+    letters) was silently left out of a sync by name."""
+    sample_db.execute(f'ALTER TABLE {PLAN} ADD COLUMN "ordinal" integer')
+    sample_db.execute(f'ALTER DATABASE "{sample_db.info.dbname}" SET standard_conforming_strings = off')
+    legacy_pg.conn.execute('CREATE TABLE enterprise.plans ("年金计划号" text, "计划全称" text, "计划状态" text, '
+                           '"ordinal" integer)')
+    legacy_pg.conn.execute("INSERT INTO enterprise.plans VALUES ('P90001', '计划', '正常', 7)")
+    config = project_config(write_config)
+    sync_config(write_config, "  - name: 年金计划\n    target_table: 年金计划\n    target_schema: mapping\n"
+                "    source_type: postgres\n    via: fdw\n"
+                "    source_config: {connection_env_prefix: LEG, schema: enterprise, table: plans}\n"
+                "    primary_key: 年金计划号\n")
+    env = legacy_pg.env("LEG")
+    applied = cli("--config", str(config), "apply", env=env)
+    assert applied.returncode == 0, applied.stderr
+
+    result = cli("--config", str(config), "sync", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert sample_db.execute(f'SELECT "ordinal" FROM {PLAN} WHERE "年金计划号" = %s', ["P90001"]).fetchone() == (7,)

@@ -10,6 +10,7 @@ CREATE OR REPLACE FUNCTION refdata.sync_merge(
     OUT deleted bigint, OUT kept bigint, OUT watermark timestamptz)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on  -- '\_rd\_%' below means what it says in any session
 AS $refdata$
 DECLARE
     p refdata.sync_table;
