@@ -70,13 +70,19 @@ def embedded_dsn() -> str:
 
 def connect(dsn: str, **kwargs) -> psycopg.Connection:
     try:
-        return psycopg.connect(dsn, **kwargs)
+        conn = psycopg.connect(dsn, **kwargs)
     except psycopg.OperationalError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "connection failed"
         raise RefdataError(f"cannot connect to {redact(dsn)}: {first}") from None
     except psycopg.ProgrammingError:  # libpq's message quotes the string, password and all
         checked_dsn(dsn, "the database")
         raise
+    # refdata's SQL spells LIKE patterns with backslashes ('\_rd\_%'); a
+    # database defaulting this to off would read them as other patterns
+    conn.execute("SET standard_conforming_strings = on")
+    if not conn.autocommit:
+        conn.commit()
+    return conn
 
 
 def redact(dsn: str) -> str:

@@ -746,3 +746,21 @@ def test_progress_line_on_a_terminal(sample, cli, cli_process, tmp_path):
     # not on a terminal: nothing but the summary
     quiet = cli_process("load", "annuity_performance", str(path), "--force")
     assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_a_database_whose_strings_keep_backslash_escapes_loads_a_fact_column_named_like_refdatas(
+        sample, cli, tmp_path):
+    """A legacy database may default standard_conforming_strings to off:
+    refdata's catalog queries spell the pattern of its own columns with
+    backslashes ('\\_rd\\_%'), read there as '_rd_%', and a fact column with
+    rd as its second and third letters ("ordinal") was taken for refdata's:
+    the staging table looked stale and every load was refused."""
+    sample.execute('ALTER TABLE business."规模明细" ADD COLUMN "ordinal" integer')
+    sample.commit()
+    assert cli("apply").returncode == 0
+    sample.execute(f'ALTER DATABASE "{sample.info.dbname}" SET standard_conforming_strings = off')
+    sample.commit()
+    path = _csv(tmp_path, "facts.csv", [HEADER + ",ordinal", "2025-11-01,PL1,计划一,QL1,组合一,PL201,G000,1,7"])
+    result = cli("load", "annuity_performance", str(path))
+    assert result.returncode == 0, result.stderr
+    assert sample.execute('SELECT "ordinal" FROM business."规模明细"').fetchall() == [(7,)]
