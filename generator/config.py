@@ -560,6 +560,12 @@ def _read(path: Path) -> Document:
 csv.field_size_limit(1 << 30)
 
 
+# What a value of a file users write (a review export, a file a sync reads)
+# is refused for when it holds a NUL: PostgreSQL's text cannot.
+NUL = "\x00"
+NUL_HELD = "holds a NUL character, which PostgreSQL text cannot hold"
+
+
 def read_utf8(path: Path, place: str, kind: str = "") -> str:
     """The text of a file users write (a config, a config file a sync reads):
     UTF-8, a BOM allowed. One line naming `place` when it is missing,

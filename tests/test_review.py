@@ -461,7 +461,7 @@ def test_a_nul_byte_in_an_edited_file_is_refused_naming_line_and_column(db, cli,
     result = cli("review", "import", str(out))
     line = 2 if where == "cell" else 1
     assert (result.returncode, result.stderr) == (
-        2, f'refdata: error: {out}:{line}: column "na\\x00me" holds a NUL byte, which PostgreSQL text cannot hold\n'
+        2, f'refdata: error: {out}:{line}: column "na\\x00me" holds a NUL character, which PostgreSQL text cannot hold\n'
         if where == "header" else
-        f'refdata: error: {out}:{line}: column "name" holds a NUL byte, which PostgreSQL text cannot hold\n')
+        f'refdata: error: {out}:{line}: column "name" holds a NUL character, which PostgreSQL text cannot hold\n')
     assert db.execute("SELECT name, _needs_review FROM plans").fetchall() == [(None, True)]

@@ -10,7 +10,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ..cells import FORMULA_SQL, NUMBER_SQL, cell, uncell
-from ..config import read_utf8
+from ..config import NUL, NUL_HELD, read_utf8
 from ..errors import InputError, cannot_write
 from ..load import Options, Quoted, quoted_kept
 from ..names import ident
@@ -88,10 +88,6 @@ def _cell(value: str) -> str:
 def _text(name: str) -> str:
     # a column name as a SQL string constant for ->> (quoted like an identifier, with single quotes)
     return "'" + name.replace("'", "''") + "'"
-
-
-NUL = "\x00"
-NUL_HELD = "holds a NUL byte, which PostgreSQL text cannot hold"
 
 
 def read_reviewed(path: Path) -> list[dict]:

@@ -29,7 +29,7 @@ from typing import Iterator
 
 import yaml
 
-from ..config import DatabaseSource, FileSource, SyncTable, read_utf8
+from ..config import NUL, NUL_HELD, DatabaseSource, FileSource, SyncTable, read_utf8
 from ..errors import InputError, RefdataError
 from ..names import ident, mysql_ident
 from .connection import Connection
@@ -198,10 +198,6 @@ def file_rows(t: SyncTable, base: Path, batch_size: int, target_columns: list[st
         # Never an empty load: under delete_insert it would delete every row no fact names.
         raise InputError(f"{place}: no data rows; nothing synced")
     yield header, _chunks(records, batch_size), "text"
-
-
-NUL = "\x00"
-NUL_HELD = "holds a NUL character, which PostgreSQL text cannot hold"
 
 
 def _csv(place: str, text: str) -> tuple[list[str], list[tuple], dict]:
