@@ -275,6 +275,23 @@ class FkView:
             f"{alias}.{ident(t)} = {record}.{ident(s)}" for s, t in zip(cols, self.fk.keys)
         )
 
+    def keys_kept(self, stored: str, record: str) -> str:
+        """True when each key of `record` reads in `stored` (the row the
+        parent would get) as the look-up compares it; otherwise the insert
+        fails naming the foreign key and column (refdata.key_changed), never
+        derives a parent under a key cut to the column's length."""
+        return " AND ".join(
+            f"CASE WHEN {stored}.{ident(t)} = {record}.{ident(s)} THEN true "
+            f"ELSE refdata.key_changed({literal(self.name)}, {literal(t)}, {self.table_literal}, "
+            f"{record}.{ident(s)}::text, {stored}.{ident(t)}::text) END"
+            for s, t in zip(self.fk.sources, self.fk.keys)
+        )
+
+    def stored_keys(self, record: str) -> str:
+        """The keys of `record` as the parent table's columns store them (a row of it)."""
+        pairs = ", ".join(f"{literal(t)}, {record}.{ident(s)}" for s, t in zip(self.fk.sources, self.fk.keys))
+        return f"jsonb_populate_record(NULL::{self.target}, jsonb_build_object({pairs}))"
+
     def keys_usable(self, record: str) -> str:
         """Key present: not NULL, and not empty or whitespace when blanks are skipped."""
         parts = []
@@ -511,6 +528,7 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset(),
         Statement("function", "refdata.code_point_order(text)", sql_file("functions/code_point_order_text.sql.j2")),
         Statement("function", "refdata.code_point_order(anyelement)",
                   sql_file("functions/code_point_order_any.sql.j2")),
+        Statement("function", "refdata.key_changed", sql_file("functions/key_changed.sql.j2")),
         Statement("table", "refdata.audit_batch", sql_file("tables/audit_batch.sql")),
         Statement("function", "refdata.audit_value", sql_file("functions/audit_value.sql")),
         Statement("function", "refdata.audit_values", sql_file("functions/audit_values.sql")),

@@ -314,6 +314,24 @@ def test_merge_leaves_no_orphan_when_a_fact_naming_the_wrong_key_commits_meanwhi
     assert orphans == (0,)
 
 
+def test_merge_into_a_key_a_fact_column_would_cut_fails_and_changes_nothing(sample_db, cli, write_config):
+    # A fact column shorter than the parent key: 'ab    ' assigned to
+    # varchar(3) is 'ab ', another key. The merge fails as a key too long would.
+    sample_db.execute("""CREATE TABLE plan (code varchar(10) PRIMARY KEY); CREATE TABLE f (code varchar(3));
+                         INSERT INTO plan VALUES ('ab    ')""")
+    apply_ok(cli, write_config("domains:\n  d:\n    fact_table: f\n    foreign_keys:\n      - name: fk_plan\n"
+                                "        source_column: code\n        target_table: plan\n        target_key: code\n"))
+    sample_db.execute("INSERT INTO f VALUES ('zz')")
+    sample_db.commit()
+    result = cli("review", "merge", "public.plan", "zz", "ab    ")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == ('refdata: error: cannot merge into key {"code": "ab    "} of public.plan: '
+                                     'd.fk_plan (code) of public.f does not fit it (it would be stored as another key)')
+    assert sample_db.execute("SELECT code FROM f").fetchall() == [("zz",)]
+    assert sample_db.execute("SELECT code, _source FROM plan ORDER BY 1").fetchall() == [
+        ("ab    ", "authoritative"), ("zz", "auto_derived")]
+
+
 def test_merge_of_unknown_keys_changes_nothing(derived, cli):
     result = cli("review", "merge", "mapping.年金计划", "P90001", "P77777")
     assert result.returncode == 2

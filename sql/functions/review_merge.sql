@@ -75,17 +75,24 @@ BEGIN
         IF NOT (_rd_link.keys <@ _rd_columns AND _rd_columns <@ _rd_link.keys) THEN
             CONTINUE;  -- a constraint on other columns of the table
         END IF;
-        EXECUTE format('UPDATE %s AS f SET (%s) = (SELECT %s FROM jsonb_populate_record(NULL::%s, $1) AS r)
-                        WHERE (%s) = (SELECT %s FROM jsonb_populate_record(NULL::%s, $2) AS r)',
+        -- Each re-pointed row must name RIGHT as it is stored: assignment
+        -- cuts a key whose characters beyond a shorter fact column are all
+        -- spaces, and the row would name another key (kept is false).
+        EXECUTE format('WITH u AS (UPDATE %1$s AS f SET (%2$s) = (SELECT %3$s FROM jsonb_populate_record(NULL::%4$s, $1) AS r)
+                                   WHERE (%5$s) = (SELECT %3$s FROM jsonb_populate_record(NULL::%4$s, $2) AS r)
+                                   RETURNING (%5$s) = (SELECT %3$s FROM jsonb_populate_record(NULL::%4$s, $1) AS r) AS kept)
+                        SELECT count(*), coalesce(bool_and(u.kept), true) FROM u',
                        _rd_link.fact,
                        (SELECT string_agg(format('%I', s), ', ' ORDER BY i) FROM unnest(_rd_link.sources) WITH ORDINALITY AS x (s, i)),
                        (SELECT string_agg(format('r.%I', k), ', ' ORDER BY i) FROM unnest(_rd_link.keys) WITH ORDINALITY AS x (k, i)),
                        reference_table,
-                       (SELECT string_agg(format('f.%I', s), ', ' ORDER BY i) FROM unnest(_rd_link.sources) WITH ORDINALITY AS x (s, i)),
-                       (SELECT string_agg(format('r.%I', k), ', ' ORDER BY i) FROM unnest(_rd_link.keys) WITH ORDINALITY AS x (k, i)),
-                       reference_table)
-           USING _rd_right, _rd_wrong;
-        GET DIAGNOSTICS _rd_count = ROW_COUNT;
+                       (SELECT string_agg(format('f.%I', s), ', ' ORDER BY i) FROM unnest(_rd_link.sources) WITH ORDINALITY AS x (s, i)))
+           INTO _rd_count, _rd_found USING _rd_right, _rd_wrong;
+        IF NOT _rd_found THEN
+            RAISE EXCEPTION 'cannot merge into key % of %: % (%) of % does not fit it (it would be stored as another key)',
+                _rd_right, reference_table, _rd_link.name, array_to_string(_rd_link.sources, ', '), _rd_link.fact
+                USING ERRCODE = 'string_data_right_truncation';
+        END IF;
         IF _rd_link.configured OR _rd_count > 0 THEN
             _rd_repointed := _rd_repointed || jsonb_build_object(_rd_link.name, _rd_count);
         END IF;
