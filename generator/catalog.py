@@ -157,6 +157,10 @@ class Catalog:
         return (f"staging table {stage.label} is not in step with {fact.label} since the last apply: "
                 + "; ".join(parts))
 
+    def constraint_columns(self, table: str, name: str) -> list[str]:
+        """The columns constraint `name` of `table` (as SQL writes it) reads."""
+        return [r[0] for r in self.conn.execute(query("constraint_columns"), {"table": table, "name": name})]
+
     def unique_keys(self, t: Table, immediate: bool | None = None) -> list[list[str]]:
         """Column lists of the table's unique keys; only those checked
         immediately (or only deferrable ones) when `immediate` says so."""

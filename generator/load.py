@@ -31,6 +31,7 @@ from .cells import cell
 from .config import Config, chinese_encoding
 from .errors import InputError, RefdataError, cannot_write
 from .names import ident, object_name, qualified
+from .order import processing_order
 from .render import refdata_name, stage_table
 
 RETRIES = 3
@@ -578,8 +579,11 @@ class Loader:
         try:
             self._call(columns, result)
             return
-        except psycopg.errors.IntegrityError as e:
-            if e.diag.table_name is None and e.diag.constraint_name is None:
+        except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as e:
+            # A value a derived parent cannot hold (too long for its key, say)
+            # fails the whole batch with no row named: the halving finds it.
+            if isinstance(e, psycopg.errors.IntegrityError) and e.diag.table_name is None \
+                    and e.diag.constraint_name is None:
                 raise  # not a row's refusal (this file was loaded before, say)
             empty = self._empty_not_null(columns) if self.server_staged and e.sqlstate == "23502" else None
             if empty is not None:
@@ -596,14 +600,24 @@ class Loader:
             # without them the server's message is all there is.
             raise refusal from None
         first, last = self.conn.execute("SELECT min(_rd_line), max(_rd_line) FROM rd_pending").fetchone()
-        refused: dict[int, psycopg.errors.IntegrityError] = {}
+        refused: dict[int, tuple[str, str]] = {}
         mid = (first + last) // 2
-        self._bisect(columns, result, first, mid, refused)
-        self._bisect(columns, result, mid + 1, last, refused)
+        # The halving only finds the refused rows: what its calls load is
+        # undone, and one call then loads the rest, so that the load is one
+        # run in refdata.load_run with its file and its row count.
+        with self.conn.transaction(force_rollback=True):
+            self._bisect(columns, result, first, mid, refused)
+            self._bisect(columns, result, mid + 1, last, refused)
+        if not refused:
+            # No row fails alone (the rows of one key together, say): the batch as a whole is refused.
+            raise refusal
+        result.facts, result.blank_keys, result.derived = 0, 0, {}
+        self.conn.execute(f"INSERT INTO {self.stage} SELECT * FROM rd_pending WHERE _rd_line <> ALL (%s)",
+                          [sorted(refused)])
         self.conn.execute("DROP TABLE rd_pending")
+        self._call(columns, result)
         records = self._records_at(set(refused))
-        for line, e in sorted(refused.items()):
-            column, reason = _constraint_reason(e, self.d.fact_table_for(self.domain))
+        for line, (column, reason) in sorted(refused.items()):
             self.rejects.append((line, column, reason, records.get(line, "")))
             result.rejected += 1
 
@@ -618,16 +632,78 @@ class Loader:
                 if staged:
                     self._call(columns, result)
             return
-        except psycopg.errors.IntegrityError as e:
+        except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as e:
             if lo == hi:
+                column, reason = self._refusal(e, lo)
                 if not self.options.rejects:
-                    column, reason = _constraint_reason(e, self.d.fact_table_for(self.domain))
                     raise BadRow(self._file_line(lo), column or None, f"{reason}; nothing was loaded") from None
-                refused[lo] = e
+                refused[lo] = (column, reason)
                 return
         mid = (lo + hi) // 2
         self._bisect(columns, result, lo, mid, refused)
         self._bisect(columns, result, mid + 1, hi, refused)
+
+    def _refusal(self, e: psycopg.errors.Error, staged_line: int) -> tuple[str, str]:
+        """(fact column, reason) of the refusal of the one row staged at
+        `staged_line` (in rd_pending). When it is a parent derived for the row
+        that was refused, the reason names the foreign key, the parent table
+        and its column, and the column is the fact column that fed it."""
+        fact_table = self.d.fact_table_for(self.domain)
+        column, reason = _constraint_reason(e, fact_table)
+        if e.diag.table_name == fact_table and e.diag.schema_name in (None, self.d.fact_schema):
+            return column, reason
+        found = self._parent_refused(e, staged_line)
+        if found is None:
+            return column, reason
+        fk, source, target = found
+        into = f' column "{target}"' if target else ""
+        return source or "", (f"foreign key {fk.name}: cannot derive its parent in "
+                              f"{qualified(fk.target_schema, fk.target_table)}{into}: {reason}")
+
+    def _parent_refused(self, e: psycopg.errors.Error, staged_line: int) -> tuple | None:
+        """(foreign key, fact column, parent column) whose derived parent the
+        server refused, or None when that cannot be told. A constraint names
+        its table (and a NOT NULL its column); a value error (too long,
+        out of range, not a label of the enum) names neither, so each value
+        the row gives a parent column is converted into that column's type
+        the way the derivation's INSERT stores it, until one fails."""
+        fks = processing_order(self.domain, self.d)
+        if e.diag.table_name:
+            table = (e.diag.schema_name, e.diag.table_name)
+            candidates = [fk for fk in fks if (fk.target_schema, fk.target_table) == table]
+            if not candidates:
+                return None
+            targets = [e.diag.column_name] if e.diag.column_name else []
+            if not targets and e.diag.constraint_name:  # a CHECK: the columns it reads
+                try:
+                    with self.conn.transaction():
+                        targets = Catalog(self.conn).constraint_columns(qualified(*table), e.diag.constraint_name)
+                except psycopg.Error:
+                    pass
+            for target in targets:
+                for fk in candidates:
+                    if _fed_by(fk, target):
+                        return fk, _fed_by(fk, target), target
+            return candidates[0], None, targets[0] if len(targets) == 1 else None
+        for fk in fks:
+            parent = qualified(fk.target_schema, fk.target_table)
+            pairs = list(zip(fk.sources, fk.keys)) + [
+                (m.source, m.target) for m in fk.mappings()
+                if m.aggregation in ("first", "max_by", "min_by") and m.source in self.loadable]
+            for source, target in pairs:
+                if source not in self.loadable:
+                    continue
+                try:
+                    with self.conn.transaction():
+                        self.conn.execute(
+                            f"SELECT jsonb_populate_record(NULL::{parent}, jsonb_build_object(%s::text, "
+                            f"to_jsonb(s.{ident(source)}))) FROM rd_pending AS s WHERE s.\"_rd_line\" = %s",
+                            [target, staged_line])
+                except psycopg.errors.DataError:
+                    return fk, source, target
+                except psycopg.Error:
+                    return None  # the parent's type is out of the loader's reach
+        return None
 
     def _file_line(self, staged_line: int) -> int | None:
         if not self.server_staged:
@@ -708,6 +784,13 @@ def _constraint_reason(e: psycopg.errors.Error, fact_table: str) -> tuple[str, s
         if not column and m:
             column = ", ".join(c.strip().strip('"') for c in m.group(1).split(","))
     return column, f"{message} ({detail})" if detail else message
+
+
+def _fed_by(fk, target: str) -> str | None:
+    """The fact column a foreign key copies into parent column `target`."""
+    if target in fk.keys:
+        return fk.sources[fk.keys.index(target)]
+    return next((m.source for m in fk.mappings() if m.target == target and m.source), None)
 
 
 def _copy_position(e: psycopg.errors.Error) -> tuple[int | None, str | None]:

@@ -1,0 +1,171 @@
+"""`refdata load` of a file whose rows name parents the server refuses to
+derive (a key too long for the parent's key column, a value out of its
+range, a CHECK or NOT NULL of the parent): one line naming the file, the
+line of the first offending row, its column, the foreign key and the parent
+table and column, exit code 2, and nothing loaded, on every way a load takes
+(direct COPY, staging by the server's COPY, the Python reader, --rejects).
+
+Every load here fails (or, with --rejects, loads only the good rows), so the
+tests share one database with the config applied; each compares what its
+load left against what was there before it."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+
+import psycopg
+import pytest
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from generator import cli as cli_module
+
+RUN = f"{os.getpid()}"  # as conftest names per-run databases
+CLI_ENV = ("REFDATA_DB", "DATABASE_URL", "REFDATA_CONFIG")
+
+SCHEMA = """
+CREATE TABLE parent (k varchar(4) PRIMARY KEY, name varchar(6) CHECK (name <> 'forbid'), size numeric(4, 1));
+CREATE TABLE region (r varchar(4) PRIMARY KEY, label text NOT NULL);
+CREATE TABLE fact (line int NOT NULL, k varchar(20), amount numeric(8, 2), note text, r text);
+"""
+
+CONFIG = """
+domains:
+  d:
+    fact_table: fact
+    foreign_keys:
+      - name: fk_k
+        source_column: k
+        target_table: parent
+        target_key: k
+        backfill_columns: [{source: note, target: name}, {source: amount, target: size}]
+      - name: fk_r
+        source_column: r
+        target_table: region
+        target_key: r
+        backfill_columns: [{source: note, target: label}]
+"""
+
+HEADER = "line,k,amount,note,r"
+GOOD = ["1,K1,1.0,first,R1", "3,K3,1.0,third,R3"]
+
+# (bad row, what the line says after "FILE:3: ")
+CASES = {
+    "key too long for the parent's key": (
+        "2,TOOLONG,1.0,n,R2",
+        'column "k": foreign key fk_k: cannot derive its parent in "public"."parent" column "k": '
+        "value too long for type character varying(4); nothing was loaded"),
+    "value too long for a parent column": (
+        "2,K2,1.0,toolong,R2",
+        'column "note": foreign key fk_k: cannot derive its parent in "public"."parent" column "name": '
+        "value too long for type character varying(6); nothing was loaded"),
+    "value out of a parent column's range": (
+        "2,K2,12345.0,n,R2",
+        'column "amount": foreign key fk_k: cannot derive its parent in "public"."parent" column "size": '
+        "numeric field overflow (A field with precision 4, scale 1 must round to an absolute value less than 10^3.); "
+        "nothing was loaded"),
+    "a CHECK of the parent": (
+        "2,K2,1.0,forbid,R2",
+        'column "note": foreign key fk_k: cannot derive its parent in "public"."parent" column "name": '
+        'new row for relation "parent" violates check constraint "parent_name_check" '
+        "(Failing row contains (K2, forbid, 1.0, auto_derived, t, d, "),
+    "an empty NOT NULL column of the parent": (
+        "2,K2,1.0,,R2",
+        'column "note": foreign key fk_r: cannot derive its parent in "public"."region" column "label": '
+        'null value in column "label" of relation "region" violates not-null constraint'),
+}
+
+# How the load reads and stages the file: straight into the fact table (and,
+# on a refusal, again through the Python reader), through the staging table by
+# the server's COPY (per-row verification goes there), by the Python reader
+# (an encoding the server's COPY is not given).
+WAYS = {"direct": [], "server staging": ["--verify", "per-row"], "python": ["--encoding", "latin-1"]}
+
+
+@pytest.fixture(scope="module")
+def loaded_db(request, tmp_path_factory):
+    """A database with SCHEMA and CONFIG applied, shared by the module's tests."""
+    proc = request.getfixturevalue("postgresql_noproc")
+    name = f"refdata_load_errors_{RUN}"
+    with DatabaseJanitor(user=proc.user, host=proc.host, port=proc.port, dbname=name, password=proc.password):
+        dsn = f"host={proc.host} port={proc.port} user={proc.user} dbname={name}"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(SCHEMA)
+            home = tmp_path_factory.mktemp("load_errors")
+            config = home / "data_sources.yml"
+            config.write_text(CONFIG, encoding="utf-8")
+            err = io.StringIO()
+            with pytest.MonkeyPatch.context() as m, contextlib.redirect_stderr(err):
+                for variable in CLI_ENV:
+                    m.delenv(variable, raising=False)
+                m.setenv("REFDATA_HOME", str(home / "no-embedded-cluster"))
+                assert cli_module.main(["--db", dsn, "--config", str(config), "apply"]) == 0, err.getvalue()
+            yield conn, dsn, config
+
+
+@pytest.fixture
+def load(loaded_db, cli):
+    conn, dsn, config = loaded_db
+
+    def run(path, *options):
+        return cli("--config", str(config), "load", "d", str(path), *options, db=dsn)
+
+    return run
+
+
+def _state(conn) -> tuple:
+    """Everything a load writes: facts, parents, the load log, staged rows."""
+    return conn.execute("""SELECT (SELECT count(*) FROM fact), (SELECT count(*) FROM parent),
+                                  (SELECT count(*) FROM region), (SELECT count(*) FROM refdata.load_run),
+                                  (SELECT count(*) FROM refdata_stage."d")""").fetchone()
+
+
+def _file(tmp_path, bad: str, name: str = "facts.csv"):
+    path = tmp_path / name
+    path.write_text("\n".join([HEADER, GOOD[0], bad, GOOD[1]]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_parent_that_cannot_be_derived_names_line_column_foreign_key_and_parent(loaded_db, load, tmp_path,
+                                                                                 case, way):
+    conn = loaded_db[0]
+    bad, expected = CASES[case]
+    path = _file(tmp_path, bad)
+    before = _state(conn)
+    result = load(path, *WAYS[way])
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"refdata: error: {path}:3: {expected}"), result.stderr
+    assert lines[0].endswith("; nothing was loaded")
+    assert _state(conn) == before
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_with_rejects_the_row_whose_parent_cannot_be_derived_goes_there_and_the_rest_loads(loaded_db, load, tmp_path,
+                                                                                          case):
+    conn = loaded_db[0]
+    bad, expected = CASES[case]
+    # keys of their own, so the good rows derive their parents here too
+    tag = str(list(CASES).index(case))
+    good = [g.replace("K", "J" + tag).replace("R", "S" + tag) for g in GOOD]
+    path = tmp_path / "facts.csv"
+    path.write_text("\n".join([HEADER, good[0], bad, good[1]]) + "\n", encoding="utf-8")
+    rejects = tmp_path / "rejects.csv"
+    before = _state(conn)
+    result = load(path, "--rejects", str(rejects))
+    assert result.returncode == 0, result.stderr
+    assert "loaded 2 fact rows" in result.stdout and "rejected: 1" in result.stdout
+    with open(rejects, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[1][:2] == ["3", expected.split('"')[1]]
+    reason = expected.split(": ", 1)[1].removesuffix("; nothing was loaded")
+    assert rows[1][2].startswith(reason), rows[1][2]
+    assert rows[1][3] == bad and len(rows) == 2
+    assert _state(conn) == (before[0] + 2, before[1] + 2, before[2] + 2, before[3] + 1, 0)
+    # one run, of the file, with the rows it loaded (finding the refused row loads nothing)
+    assert conn.execute("SELECT source, file_name, rows FROM refdata.load_run ORDER BY id DESC LIMIT 1").fetchone() \
+        == ("file", str(path), 2)
