@@ -204,10 +204,16 @@ def test_a_key_whose_cut_part_is_spaces_fails_naming_the_foreign_key(cli, db, wr
     db.commit()
     facts = tmp_path / "f.csv"
     facts.write_text("code\nabc\nab    \n", encoding="utf-8")
-    for extra in ((), ("--rejects", str(tmp_path / "rejects.csv"))):  # the direct way, the staging table
+    for extra in ((), ("--verify", "per-row")):  # the direct way, the staging table
         result = cli("--config", str(path), "load", "d", str(facts), *extra)
-        assert result.returncode == 2 and expected in result.stderr, result.stderr
+        assert result.returncode == 2 and f"f.csv:3: {expected}; nothing was loaded" in result.stderr, result.stderr
         assert db.execute("SELECT (SELECT count(*) FROM plan), (SELECT count(*) FROM f)").fetchone() == (0, 0)
+    # with --rejects the row goes there with that reason, and the rest loads
+    rejects = tmp_path / "rejects.csv"
+    result = cli("--config", str(path), "load", "d", str(facts), "--rejects", str(rejects))
+    assert result.returncode == 0, result.stderr
+    assert rejects.read_text(encoding="utf-8").splitlines()[1].startswith(f'3,,"{expected}')
+    assert db.execute("SELECT (SELECT count(*) FROM plan), (SELECT count(*) FROM f)").fetchone() == (1, 1)
 
 
 def test_a_deferrable_key_is_refused(cli, db, write_config):
