@@ -59,3 +59,31 @@ def test_a_load_still_refuses_a_key_no_partition_of_the_parent_takes(cli, db, wr
     assert 'no partition of relation "period" found for row' in result.stderr
     assert db.execute("SELECT count(*) FROM f").fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM period").fetchone()[0] == 0
+
+
+# -- types and functions of extensions -----------------------------------------
+
+
+def test_a_schema_using_extensions_plans_and_applies_again(cli, db, write_config):
+    # A plan copies the live schemas into a scratch database; a schema-only
+    # dump of a few schemas leaves the extensions out, so a citext key (or a
+    # default calling a function of an extension in a schema of its own)
+    # failed every apply after the first, and every plan.
+    db.execute("""
+        CREATE EXTENSION citext;
+        CREATE SCHEMA ext;
+        CREATE EXTENSION "uuid-ossp" SCHEMA ext;
+        CREATE SCHEMA ref;
+        CREATE TABLE ref.customer (code citext PRIMARY KEY, id uuid NOT NULL DEFAULT ext.uuid_generate_v4());
+        CREATE TABLE f (customer citext REFERENCES ref.customer, amount int);
+    """)
+    path = apply_config(cli, write_config, config(
+        "{name: fk_customer, source_column: customer, target_schema: ref, target_table: customer, target_key: code}"))
+    again = cli("--config", str(path), "apply")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("unchanged: ")
+    plan = cli("--config", str(path), "plan")
+    assert (plan.returncode, plan.stdout, plan.stderr) == (0, "", "")
+    db.execute("INSERT INTO f VALUES ('AbC', 1), ('abc', 2)")
+    assert db.execute("SELECT code::text, id IS NOT NULL, _source FROM ref.customer").fetchall() == [
+        ("AbC", True, "auto_derived")]

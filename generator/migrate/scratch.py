@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from ..catalog import query
 from ..cluster import postgres_bindir
 from ..db import connect, redact
 from ..errors import RefdataError
@@ -126,6 +127,8 @@ def _copy(live: psycopg.Connection, scratch: psycopg.Connection, schemas: list[s
                 "--quote-all-identifiers", f"--lock-wait-timeout={lock_timeout}", "-d", conninfo(live)]
     for s in schemas:
         dump_cmd += ["-n", ident(s)]  # a pattern: quoted, it matches this name only
+    for (extension,) in live.execute(query("copied_extensions"), {"schemas": schemas}).fetchall():
+        dump_cmd += ["-e", ident(extension)]
     # Foreign tables need their server, which a schema dump leaves out; plans
     # leave them to reference sync's own statements (plan.FDW_KINDS).
     for schema, table in live.execute(
