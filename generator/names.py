@@ -93,6 +93,19 @@ def object_name(*parts: str) -> str:
     return f"{prefix}_{digest}"
 
 
+def ordered_names(base: str, *suffixes: str) -> list[str]:
+    """`base__suffix` for each suffix, fit into 63 bytes by shortening `base`
+    alike in all of them, so that they keep the order of their suffixes:
+    PostgreSQL fires the triggers of one event in the byte order of their
+    names, and a hash at the end would decide it instead."""
+    room = MAX_IDENTIFIER_BYTES - max(len(f"__{s}".encode("utf-8")) for s in suffixes)
+    raw = base.encode("utf-8")
+    if len(raw) > room:
+        digest = hashlib.sha256(raw).hexdigest()[:8]
+        base = raw[: room - len(digest) - 1].decode("utf-8", errors="ignore") + f"_{digest}"
+    return [f"{base}__{s}" for s in suffixes]
+
+
 def literal(value) -> str:
     """A SQL literal, read the same whatever standard_conforming_strings says."""
     if value is None:

@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from .config import BackfillColumn, Config, Domain, ForeignKey, template_fields
 from .errors import InputError
-from .names import DEFAULT_OWNER, dollar_quote, ident, literal, object_name, qualified
+from .names import DEFAULT_OWNER, dollar_quote, ident, literal, object_name, ordered_names, qualified
 from .order import processing_order
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -455,6 +455,12 @@ def stage_table(domain: str) -> str:
     return qualified("refdata_stage", object_name(domain))
 
 
+def load_triggers(domain: str) -> list[str]:
+    """The names of a domain's two load triggers, which fire in name order:
+    back to origin first (D__load_begin), then derive and verify."""
+    return ordered_names(domain, "load_begin", "load_verify")
+
+
 def generated_names(domain: str, d: Domain) -> list[tuple[str, str]]:
     """(what, name as SQL writes it) of what apply creates for a domain that
     users type: in GRANTs, in psql, in ALTER TABLE ... DISABLE TRIGGER."""
@@ -471,8 +477,8 @@ def generated_names(domain: str, d: Domain) -> list[tuple[str, str]]:
                 ("update trigger", f"{ident(object_name(domain, 'backfill_update'))} ON {fact}"),
                 ("their function", refdata_name(domain, "backfill_set"))]
     out += [("direct load function", refdata_name(domain, "load_ready")),
-            ("direct load trigger", f"{ident(object_name(domain, 'load_begin'))} ON {fact}"),
-            ("direct load verify trigger", f"{ident(object_name(domain, 'load_verify'))} ON {fact}"),
+            ("direct load trigger", f"{ident(load_triggers(domain)[0])} ON {fact}"),
+            ("direct load verify trigger", f"{ident(load_triggers(domain)[1])} ON {fact}"),
             ("its function", refdata_name(domain, "load_verify"))]
     out.append(("run-time values", f"refdata.domain_param WHERE domain = {literal(domain)}"))
     parents: set[str] = set()
@@ -680,7 +686,8 @@ def domain_statements(name: str, d: Domain, fks: list[FkView]) -> list[Statement
     # refdata's triggers on the fact table, which a set-based load may run under replica
     own_functions = [literal(f"{refdata_name(name, w)}()")
                      for w in ("backfill", "backfill_set", "load_begin", "load_verify")]
-    load_triggers = {"begin_trigger": object_name(name, "load_begin"), "verify_trigger": object_name(name, "load_verify")}
+    begin_trigger, verify_trigger = load_triggers(name)
+    load_trigger_names = {"begin_trigger": begin_trigger, "verify_trigger": verify_trigger}
     out = [
         Statement("params", f"refdata.domain_param.{name}", sql_file("params/domain_param.sql.j2"),
                   {"domain": name, "params": params}),
@@ -702,13 +709,13 @@ def domain_statements(name: str, d: Domain, fks: list[FkView]) -> list[Statement
         function("load_verify", "functions/load_verify.sql.j2",
                  f"derives the parents of a direct load into {fact} and verifies its foreign keys",
                  own_functions=own_functions),
-        Statement("trigger", f"{fact_label}.{object_name(name, 'load_verify')}", sql_file(
+        Statement("trigger", f"{fact_label}.{verify_trigger}", sql_file(
             "triggers/load_direct.sql.j2", fact_table=fact, domain_literal=literal(name),
             begin_function=refdata_name(name, "load_begin"), verify_function=refdata_name(name, "load_verify"),
-            **load_triggers)),
+            **load_trigger_names)),
         function("load_ready", "functions/load_ready.sql.j2",
                  f"checks a direct load into {fact} and names the domain for its COPY",
-                 stage=stage, own_functions=own_functions, triggers=[literal(t) for t in load_triggers.values()]),
+                 stage=stage, own_functions=own_functions, triggers=[literal(t) for t in load_trigger_names.values()]),
     ]
     if d.defer_foreign_keys:
         out.append(Statement("constraints", f"{fact_label}.deferred", sql_file(

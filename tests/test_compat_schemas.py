@@ -87,3 +87,31 @@ def test_a_schema_using_extensions_plans_and_applies_again(cli, db, write_config
     db.execute("INSERT INTO f VALUES ('AbC', 1), ('abc', 2)")
     assert db.execute("SELECT code::text, id IS NOT NULL, _source FROM ref.customer").fetchall() == [
         ("AbC", True, "auto_derived")]
+
+
+# -- long domain names -----------------------------------------------------------
+
+
+# 63 bytes, and one whose shortened load trigger names, with the hash at
+# their end, sorted the verify trigger before the begin trigger
+LONG_DOMAIN = "d" * 60 + "007"
+
+
+def test_a_long_domain_name_keeps_its_load_triggers_in_firing_order(cli, db, write_config, tmp_path):
+    # The two load triggers of a direct load fire in name order: the first
+    # puts session_replication_role back to origin, the second derives and
+    # verifies. Names shortened with a hash at their end fired them the other
+    # way round for about half of the long domain names (a Chinese domain
+    # name of 18 characters is long), and every load fell back to staging.
+    db.execute("CREATE TABLE plan (code text PRIMARY KEY); CREATE TABLE f (code text REFERENCES plan, amount int)")
+    path = apply_config(cli, write_config, config(
+        "{name: fk_plan, source_column: code, target_table: plan, target_key: code}", domain=LONG_DOMAIN))
+    result = load(cli, path, tmp_path, "code,amount\nP1,1\n", domain=LONG_DOMAIN)
+    assert result.returncode == 0, result.stderr
+    assert db.execute("SELECT path FROM refdata.load_run").fetchall() == [("direct (server csv)",)]
+    assert db.execute("SELECT code, _source FROM plan").fetchall() == [("P1", "auto_derived")]
+    names = [r[0] for r in db.execute(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = 'f'::regclass AND tgname LIKE '%load%' ORDER BY tgname COLLATE \"C\"")]
+    assert [n[-len("load_verify"):] for n in names] == ["_load_begin", "load_verify"]
+    listed = cli("--config", str(path), "names").stdout
+    assert all(f'"{n}" ON "public"."f"' in listed for n in names)
