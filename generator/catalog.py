@@ -361,7 +361,7 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                 f"its fact table: rows written straight into it would derive no parents (configure a domain for it too)"
             )
     ours = object_name(name, "backfill").encode("utf-8")
-    for (trigger,) in catalog.conn.execute(query("before_row_triggers"), {"oid": fact.oid}).fetchall():
+    for trigger, _ in catalog.conn.execute(query("before_row_triggers"), {"oid": fact.oid}).fetchall():
         # PostgreSQL fires a table's triggers in the byte order of their names
         first = domain.trigger_mode == "row" and ours < trigger.encode("utf-8")
         report.warnings.append(
@@ -387,6 +387,7 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                     f'trigger_mode statement needs constraint "{ref["name"]}" of {fact.label} to be '
                     f"DEFERRABLE INITIALLY DEFERRED (or set defer_foreign_keys: true)"
                 )
+    triggers_seen: set[tuple[str, str]] = set()
     for fk in order:
         place = f"domain {name}, foreign key {fk.name}"
         errors_before = len(report.errors)
@@ -427,6 +428,13 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                 report.errors.append(
                     f"{place}: target_key ({keys}) is not a primary key or unique constraint of {parent.label}"
                 )
+        if (parent.schema, parent.name) not in triggers_seen:
+            triggers_seen.add((parent.schema, parent.name))
+            for trigger, on_insert in catalog.conn.execute(query("before_row_triggers"), {"oid": parent.oid}):
+                if on_insert:
+                    report.warnings.append(
+                        f"{place}: BEFORE INSERT row trigger {ident(trigger)} on {parent.label} can change the "
+                        f"parent refdata derives: a key it changes leaves the fact naming a parent nobody derived")
         for s, k in zip(fk.sources, fk.keys):
             src, tgt = fact.columns[s], parent.columns[k]
             if not catalog.assignable(src, tgt):

@@ -115,3 +115,30 @@ def test_a_long_domain_name_keeps_its_load_triggers_in_firing_order(cli, db, wri
     assert [n[-len("load_verify"):] for n in names] == ["_load_begin", "load_verify"]
     listed = cli("--config", str(path), "names").stdout
     assert all(f'"{n}" ON "public"."f"' in listed for n in names)
+
+
+# -- a parent with triggers of its own --------------------------------------------
+
+
+def test_a_before_insert_trigger_of_a_parent_is_a_warning(cli, db, write_config):
+    # It runs on the parent refdata inserts: upper-casing the key stores a
+    # parent under another key than the fact names, and without a declared
+    # FOREIGN KEY nothing ever says so. One that only fires on UPDATE cannot.
+    db.execute("""
+        CREATE TABLE product (code text PRIMARY KEY, changed timestamptz);
+        CREATE TABLE f (product text, other text);
+        CREATE FUNCTION norm() RETURNS trigger LANGUAGE plpgsql AS
+            'BEGIN NEW.code := upper(NEW.code); RETURN NEW; END';
+        CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS
+            'BEGIN NEW.changed := now(); RETURN NEW; END';
+        CREATE TRIGGER product_norm BEFORE INSERT OR UPDATE ON product FOR EACH ROW EXECUTE FUNCTION norm();
+        CREATE TRIGGER product_touch BEFORE UPDATE ON product FOR EACH ROW EXECUTE FUNCTION touch();
+    """)
+    path = apply_config(cli, write_config, config(
+        "{name: fk_product, source_column: product, target_table: product, target_key: code}\n"
+        "{name: fk_other, source_column: other, target_table: product, target_key: code}"))
+    result = cli("--config", str(path), "validate")
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == [
+        'warning: domain d, foreign key fk_product: BEFORE INSERT row trigger "product_norm" on "public"."product" '
+        "can change the parent refdata derives: a key it changes leaves the fact naming a parent nobody derived"]

@@ -1,7 +1,8 @@
 -- Enabled BEFORE INSERT or UPDATE row triggers of a table that are not
 -- refdata's own (their functions live in schema refdata), in firing order
--- (by name): each can change a row after refdata read its keys.
-SELECT g.tgname AS name
+-- (by name): each can change a row after refdata read its keys, or (on a
+-- reference table, on INSERT) the key of a parent refdata derives.
+SELECT g.tgname AS name, g.tgtype & 4 = 4 AS on_insert
 FROM pg_catalog.pg_trigger AS g
 JOIN pg_catalog.pg_proc AS p ON p.oid = g.tgfoid
 WHERE g.tgrelid = %(oid)s
