@@ -211,6 +211,17 @@ class Catalog:
         """Whether `target = source` resolves to an operator without casts (key look-ups)."""
         return self._refusal(f"SELECT NULL::{target['type']} = NULL::{source['type']}") is None
 
+    def same_key_equality(self, parent: Table, key: str, source: dict, target: dict) -> bool:
+        """Whether `key = fact value` is the key's own equality (sql/catalog/key_operator.sql).
+        True when the probe cannot be built (no TEMP right, a read-only server): nothing to say then."""
+        with self.conn.transaction(force_rollback=True):
+            try:
+                self.conn.execute(f"CREATE TEMPORARY VIEW rd_key_probe AS "
+                                  f"SELECT NULL::{target['type']} = NULL::{source['type']} AS x")
+            except psycopg.Error:
+                return True
+            return self.conn.execute(query("key_operator"), {"parent": parent.oid, "key": key}).fetchone()[0]
+
     def coalescible(self, first: str, second: str) -> bool:
         """Whether COALESCE(<first>, <second>) has a type (a value with a fallback)."""
         return self._refusal(f"SELECT COALESCE(NULL::{first}, NULL::{second})") is None
@@ -443,6 +454,14 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                 problem = "cannot be compared with (no = operator without a cast)"
             elif not catalog.unchanged(src, tgt):
                 problem = "can change when stored in"
+            elif (src["base_type"] != tgt["base_type"] and tgt["base_type"] != BPCHAR
+                  and not catalog.same_key_equality(parent, k, src, tgt)):
+                report.errors.append(
+                    f'{place}: column "{s}" ({src["type"]}) of {fact.label} is compared with key column "{k}" '
+                    f'({tgt["type"]}) of {parent.label} by another equality than the key\'s (its unique index '
+                    f"cannot serve the look-up): a fact value the key calls equal to a parent's (in another case, "
+                    f"with trailing spaces) is not found; give both the same type")
+                continue
             elif not same_equality(src, tgt):
                 report.errors.append(
                     f'{place}: column "{s}" of {fact.label} compares under collation {src["collation_name"]}, key '
@@ -600,6 +619,7 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
 
 
 DEFAULT_COLLATION = 100  # pg_collation oid of "default"
+BPCHAR = 1042  # pg_type oid of character(n), whose trailing spaces the load handles itself
 
 
 def same_equality(source: dict, key: dict) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import apply_config
+from test_catalog import refused
 
 
 def config(fks: str, domain: str = "d", fact: str = "f") -> str:
@@ -142,3 +143,39 @@ def test_a_before_insert_trigger_of_a_parent_is_a_warning(cli, db, write_config)
     assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == [
         'warning: domain d, foreign key fk_product: BEFORE INSERT row trigger "product_norm" on "public"."product" '
         "can change the parent refdata derives: a key it changes leaves the fact naming a parent nobody derived"]
+
+
+# -- keys compared by another equality than the parent key's ------------------------
+
+
+@pytest.mark.parametrize("fact_type, key_type, shown", [
+    ("text", "public.citext", "public.citext"),   # 'abc' is not found next to 'ABC', a case the key calls equal
+])
+def test_a_key_the_look_up_compares_by_another_equality_is_refused(cli, db, write_config, fact_type, key_type, shown):
+    # The look-up resolves `key = fact value` to text = text: another
+    # equality than the key's (and its unique index cannot serve it, so every
+    # look-up reads the whole parent table). PostgreSQL itself refuses a
+    # FOREIGN KEY from text to citext.
+    db.execute(f"""
+        CREATE EXTENSION IF NOT EXISTS citext;
+        CREATE TABLE plan (code {key_type} PRIMARY KEY);
+        CREATE TABLE f (code {fact_type});
+    """)
+    path = write_config(config("{name: fk_plan, source_column: code, target_table: plan, target_key: code}"))
+    refused(cli, db, path,
+            f'domain d, foreign key fk_plan: column "code" ({fact_type}) of "public"."f" is compared with key column '
+            f'"code" ({shown}) of "public"."plan" by another equality than the key\'s (its unique index cannot serve '
+            f"the look-up): a fact value the key calls equal to a parent's (in another case, with trailing spaces) "
+            f"is not found; give both the same type")
+
+
+def test_a_citext_fact_key_into_a_citext_parent_key_is_taken(cli, db, write_config):
+    db.execute("""
+        CREATE EXTENSION IF NOT EXISTS citext;
+        CREATE TABLE plan (code citext PRIMARY KEY);
+        CREATE TABLE f (code citext REFERENCES plan);
+    """)
+    apply_config(cli, write_config, config("{name: fk_plan, source_column: code, target_table: plan, target_key: code}"))
+    db.execute("INSERT INTO f VALUES ('AbC'), ('abc'), ('ABC ')")
+    assert db.execute("SELECT code::text, _source FROM plan ORDER BY 1").fetchall() == [
+        ("ABC ", "auto_derived"), ("AbC", "auto_derived")]
