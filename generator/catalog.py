@@ -448,6 +448,14 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                         f"parent refdata derives: a key it changes leaves the fact naming a parent nobody derived")
         for s, k in zip(fk.sources, fk.keys):
             src, tgt = fact.columns[s], parent.columns[k]
+            if src["base_type"] == tgt["base_type"] and not catalog.same_key_equality(parent, k, src, tgt):
+                # the type's = lives outside pg_catalog (an extension's), where
+                # refdata's functions do not look: it finds another one
+                report.warnings.append(
+                    f'{place}: key column "{k}" ({tgt["type"]}) of {parent.label} is looked up by another equality '
+                    f"than its own, whose operator lies outside schema pg_catalog (the one refdata's functions "
+                    f"search): every look-up reads the whole parent table, and the views count a key the parent "
+                    f"holds in another spelling as missing")
             if not catalog.assignable(src, tgt):
                 problem = "cannot be stored in"
             elif not catalog.comparable(src, tgt):

@@ -82,9 +82,11 @@ def test_a_schema_using_extensions_plans_and_applies_again(cli, db, write_config
         "{name: fk_customer, source_column: customer, target_schema: ref, target_table: customer, target_key: code}"))
     again = cli("--config", str(path), "apply")
     assert again.returncode == 0, again.stderr
-    assert again.stdout.startswith("unchanged: ")
+    assert again.stdout.splitlines()[-1].startswith("unchanged: ")
     plan = cli("--config", str(path), "plan")
-    assert (plan.returncode, plan.stdout, plan.stderr) == (0, "", "")
+    assert plan.returncode == 0, plan.stderr  # nothing to do
+    assert [line for line in plan.stdout.splitlines() + plan.stderr.splitlines()
+            if not line.startswith("warning: ")] == []
     db.execute("INSERT INTO f VALUES ('AbC', 1), ('abc', 2)")
     assert db.execute("SELECT code::text, id IS NOT NULL, _source FROM ref.customer").fetchall() == [
         ("AbC", True, "auto_derived")]
@@ -175,7 +177,17 @@ def test_a_citext_fact_key_into_a_citext_parent_key_is_taken(cli, db, write_conf
         CREATE TABLE plan (code citext PRIMARY KEY);
         CREATE TABLE f (code citext REFERENCES plan);
     """)
-    apply_config(cli, write_config, config("{name: fk_plan, source_column: code, target_table: plan, target_key: code}"))
+    # citext's = lives in schema public, where refdata's functions do not
+    # look: they compare as text, so the look-up reads the whole table
+    path = apply_config(cli, write_config, config(
+        "{name: fk_plan, source_column: code, target_table: plan, target_key: code}"))
+    result = cli("--config", str(path), "validate")
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == [
+        'warning: domain d, foreign key fk_plan: key column "code" (public.citext) of "public"."plan" is looked up by '
+        "another equality than its own, whose operator lies outside schema pg_catalog (the one refdata's functions "
+        "search): every look-up reads the whole parent table, and the views count a key the parent holds in another "
+        "spelling as missing"]
     db.execute("INSERT INTO f VALUES ('AbC'), ('abc'), ('ABC ')")
     assert db.execute("SELECT code::text, _source FROM plan ORDER BY 1").fetchall() == [
         ("ABC ", "auto_derived"), ("AbC", "auto_derived")]
