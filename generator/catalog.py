@@ -222,6 +222,13 @@ class Catalog:
                 return True
             return self.conn.execute(query("key_operator"), {"parent": parent.oid, "key": key}).fetchone()[0]
 
+    def tracks_source(self, t: Table, column: dict) -> bool:
+        """Whether a table's `_source` column is refdata's: NOT NULL, and a CHECK
+        of that column alone allows 'authoritative' and 'auto_derived' only."""
+        return column["not_null"] and any(
+            reads == ["_source"] and "'authoritative'" in definition and "'auto_derived'" in definition
+            for _, _, definition, reads in self.conn.execute(query("default_checks"), {"oid": t.oid, "columns": []}))
+
     def coalescible(self, first: str, second: str) -> bool:
         """Whether COALESCE(<first>, <second>) has a type (a value with a fallback)."""
         return self._refusal(f"SELECT COALESCE(NULL::{first}, NULL::{second})") is None
@@ -599,6 +606,13 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                         f'{place}: column "{col}" of {parent.label} is {info["type"]}, '
                         f"but refdata tracks with {TRACKING_TYPES[col]}"
                     )
+                elif col == "_source" and not catalog.tracks_source(parent, info):
+                    # apply adds only the tracking columns a table lacks: one of
+                    # the table's own would keep its NULLs and other values,
+                    # which the views count neither authoritative nor derived
+                    report.errors.append(
+                        f'{place}: column "_source" of {parent.label} is not refdata\'s (it may hold other values '
+                        f"than 'authoritative' and 'auto_derived'); rename it, refdata adds its own")
                 continue
             if info["not_null"] and not info["has_default"] and col not in covered:
                 report.errors.append(

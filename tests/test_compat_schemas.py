@@ -191,3 +191,26 @@ def test_a_citext_fact_key_into_a_citext_parent_key_is_taken(cli, db, write_conf
     db.execute("INSERT INTO f VALUES ('AbC'), ('abc'), ('ABC ')")
     assert db.execute("SELECT code::text, _source FROM plan ORDER BY 1").fetchall() == [
         ("ABC ", "auto_derived"), ("AbC", "auto_derived")]
+
+
+# -- a parent with a column named like a tracking column ----------------------------
+
+
+@pytest.mark.parametrize("column", ["\"_source\" text", "\"_source\" text NOT NULL DEFAULT 'legacy'"])
+def test_a_parent_with_a_source_column_of_its_own_is_refused(cli, db, write_config, column):
+    # A lineage column of the parent's own, under refdata's name: apply kept
+    # it as it was (NULL allowed, any value), so its rows read neither
+    # authoritative nor auto-derived, and the views counted none of them.
+    db.execute(f"CREATE TABLE plan (code text PRIMARY KEY, {column}); CREATE TABLE f (code text)")
+    db.execute("INSERT INTO plan (code) VALUES ('A')")
+    path = write_config(config("{name: fk_plan, source_column: code, target_table: plan, target_key: code}"))
+    where = f"database {db.info.dbname} on {db.info.host}"
+    for command in ("validate", "apply"):
+        result = cli("--config", str(path), command)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert result.stderr.splitlines() == [
+            f'refdata: error: {path}: domain d, foreign key fk_plan: column "_source" of "public"."plan" is not '
+            f"refdata's (it may hold other values than 'authoritative' and 'auto_derived'); rename it, refdata adds "
+            f"its own ({where})"]
+    assert db.execute("SELECT to_regnamespace('refdata'), count(*) FROM pg_attribute "
+                      "WHERE attrelid = 'plan'::regclass AND attname LIKE '\\_%' AND NOT attisdropped").fetchone() == (None, 1)
