@@ -65,12 +65,16 @@ def test_a_load_still_refuses_a_key_no_partition_of_the_parent_takes(cli, db, wr
 # -- types and functions of extensions -----------------------------------------
 
 
-def test_a_schema_using_extensions_plans_and_applies_again(cli, db, write_config):
+def test_a_schema_using_extensions_and_other_schemas_plans_and_applies_again(cli, db, write_config):
     # A plan copies the live schemas into a scratch database; a schema-only
     # dump of a few schemas leaves the extensions out, so a citext key (or a
     # default calling a function of an extension in a schema of its own)
-    # failed every apply after the first, and every plan.
+    # failed every apply after the first, and every plan; so did a view of
+    # a copied schema reading a table of a schema that was not copied.
     db.execute("""
+        CREATE SCHEMA rpt;
+        CREATE TABLE rpt.totals (customer text, amount int);
+        CREATE VIEW public.customer_totals AS SELECT * FROM rpt.totals;
         CREATE EXTENSION citext;
         CREATE SCHEMA ext;
         CREATE EXTENSION "uuid-ossp" SCHEMA ext;
