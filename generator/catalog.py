@@ -455,6 +455,12 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                         f"parent refdata derives: a key it changes leaves the fact naming a parent nobody derived")
         for s, k in zip(fk.sources, fk.keys):
             src, tgt = fact.columns[s], parent.columns[k]
+            if tgt["base_type"] == BPCHAR and src["base_type"] != BPCHAR \
+                    and not catalog.same_key_equality(parent, k, src, tgt):
+                report.warnings.append(
+                    f'{place}: key column "{k}" ({tgt["type"]}) of {parent.label} is looked up by another equality '
+                    f'than its own, that of column "{s}" ({src["type"]}) of {fact.label}: every look-up reads the '
+                    f"whole parent table; give the fact column the key's type")
             if src["base_type"] == tgt["base_type"] and not catalog.same_key_equality(parent, k, src, tgt):
                 # the type's = lives outside pg_catalog (an extension's), where
                 # refdata's functions do not look: it finds another one

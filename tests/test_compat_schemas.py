@@ -218,3 +218,23 @@ def test_a_parent_with_a_source_column_of_its_own_is_refused(cli, db, write_conf
             f"its own ({where})"]
     assert db.execute("SELECT to_regnamespace('refdata'), count(*) FROM pg_attribute "
                       "WHERE attrelid = 'plan'::regclass AND attname LIKE '\\_%' AND NOT attisdropped").fetchone() == (None, 1)
+
+
+def test_a_text_fact_key_into_a_char_key_is_a_warning(cli, db, write_config):
+    # text = text is what the look-up of a character(n) key by a text value
+    # resolves to: trailing spaces are handled (the key is refused when they
+    # would be cut), but the key's index cannot serve it. A varchar value is
+    # compared as character(n), by the key's own equality: no warning.
+    db.execute("CREATE TABLE plan (code char(4) PRIMARY KEY); CREATE TABLE f (code text, other varchar(4))")
+    path = apply_config(cli, write_config, config(
+        "{name: fk_plan, source_column: code, target_table: plan, target_key: code}\n"
+        "{name: fk_other, source_column: other, target_table: plan, target_key: code}"))
+    result = cli("--config", str(path), "validate")
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == [
+        'warning: domain d, foreign key fk_plan: key column "code" (character(4)) of "public"."plan" is looked up by '
+        'another equality than its own, that of column "code" (text) of "public"."f": every look-up reads the whole '
+        "parent table; give the fact column the key's type"]
+    db.execute("INSERT INTO f VALUES ('ab', 'ab'), ('cd', NULL)")
+    assert db.execute("SELECT code, _source FROM plan ORDER BY 1").fetchall() == [
+        ("ab  ", "auto_derived"), ("cd  ", "auto_derived")]
