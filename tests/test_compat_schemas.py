@@ -238,3 +238,33 @@ def test_a_text_fact_key_into_a_char_key_is_a_warning(cli, db, write_config):
     db.execute("INSERT INTO f VALUES ('ab', 'ab'), ('cd', NULL)")
     assert db.execute("SELECT code, _source FROM plan ORDER BY 1").fetchall() == [
         ("ab  ", "auto_derived"), ("cd  ", "auto_derived")]
+
+
+def test_uninstalling_a_long_named_domain_removes_its_triggers_and_functions(cli, db, write_config):
+    # Functions of a domain whose name is shortened in them do not start with
+    # "<domain>__": uninstall found none, said it was done, and left the
+    # triggers deriving parents on the fact table.
+    db.execute("CREATE TABLE plan (code text PRIMARY KEY); CREATE TABLE f (code text)")
+    path = apply_config(cli, write_config, config(
+        "{name: fk_plan, source_column: code, target_table: plan, target_key: code}", domain=LONG_DOMAIN))
+    result = cli("--config", str(path), "uninstall", LONG_DOMAIN)
+    assert result.returncode == 0, result.stderr
+    assert db.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'f'::regclass").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM pg_proc WHERE pronamespace = 'refdata'::regnamespace "
+                      "AND obj_description(oid, 'pg_proc') LIKE '%domain ddd%'").fetchone() == (0,)
+    db.execute("INSERT INTO f VALUES ('P1')")
+    assert db.execute("SELECT count(*) FROM plan").fetchone() == (0,)
+
+
+def test_a_plan_drops_the_triggers_of_a_fact_table_whose_names_hold_double_quotes(cli, db, write_config):
+    fact = '"fäct-""s"."Fact ""Table"""'
+    db.execute('CREATE SCHEMA "fäct-""s"; CREATE TABLE plan (code text PRIMARY KEY); '
+               f"CREATE TABLE {fact} (code text)")
+    fk = "{name: fk_plan, source_column: code, target_table: plan, target_key: code}"
+    domain = "    fact_schema: 'fäct-\"s'\n    fact_table: 'Fact \"Table\"'\n    foreign_keys:\n      - " + fk + "\n"
+    apply_config(cli, write_config, "domains:\n  one:\n" + domain + "  two:\n" + domain)
+    path = apply_config(cli, write_config, "domains:\n  one:\n" + domain)
+    assert sorted(r[0] for r in db.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass", [fact])) == [
+        "one__backfill", "one__load_begin", "one__load_verify"]
+    plan = cli("--config", str(path), "plan")
+    assert plan.returncode == 0, plan.stdout + plan.stderr

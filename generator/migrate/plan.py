@@ -32,6 +32,11 @@ from ..names import ident, literal, qualified
 from ..render import PSQL_PREAMBLE, FromEnv, Statement
 from .scratch import conninfo, scratch_database
 
+# schemainspect writes a trigger's DROP without doubling the double quotes in
+# its names: a fact table named 'Fact "Table"' broke every plan dropping one.
+InspectedTrigger.drop_statement = property(
+    lambda t: f"drop trigger if exists {ident(t.name)} on {qualified(t.schema, t.table_name)};")
+
 OWN_SCHEMAS = ("refdata", "refdata_stage")
 # Reference sync's connection objects (wrapper extension, foreign servers,
 # user mappings, foreign tables): migra compares none of them, and the

@@ -107,11 +107,15 @@ def remove_schedule(dsn: str) -> list[str]:
 
 
 def _remove_domain(conn, domain: str) -> list[str]:
+    # A long domain name is shortened in its functions' names (a prefix and a
+    # hash): their comment, which ends naming the domain, finds them too.
     prefix = domain + "__"
     functions = conn.execute(
         """SELECT p.oid::regprocedure::text, p.proname FROM pg_catalog.pg_proc AS p
-           WHERE p.pronamespace = to_regnamespace('refdata') AND left(p.proname, length(%s)) = %s
-           ORDER BY 2""", [prefix, prefix]).fetchall()
+           WHERE p.pronamespace = to_regnamespace('refdata')
+             AND (left(p.proname, length(%s)) = %s
+                  OR right(pg_catalog.obj_description(p.oid, 'pg_proc'), length(%s)) = %s)
+           ORDER BY 2""", [prefix, prefix, f"(domain {domain})", f"(domain {domain})"]).fetchall()
     stage = conn.execute("SELECT to_regclass(%s)", [qualified("refdata_stage", object_name(domain))]).fetchone()[0]
     has_params = conn.execute("SELECT to_regclass('refdata.domain_param') IS NOT NULL").fetchone()[0] and \
         conn.execute("SELECT 1 FROM refdata.domain_param WHERE domain = %s", [domain]).fetchone()
