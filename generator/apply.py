@@ -71,6 +71,10 @@ def plan(conn: psycopg.Connection, config: Config, source: str, scratch_dsn: str
         with conn.transaction():
             pin_search_path(conn)
             conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
+            # This transaction waits, idle, while pg_dump, the scratch database
+            # and the schema diff work on connections of their own: a DBA's
+            # idle_in_transaction_session_timeout would end the session.
+            conn.execute("SELECT set_config('idle_in_transaction_session_timeout', '0', true)")
             statements, report = prepared or checked(conn, config, source, sync, owner)
             return make_plan(conn, statements, configured_tables(config, sync[1] if sync else None), scratch_dsn,
                              lock_timeout), report

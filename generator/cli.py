@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("domains", nargs="*", metavar="DOMAIN")
     un.add_argument("--drop-tracking-columns", action="store_true",
                     help="drop the tracking columns too (derived rows stay, as ordinary rows)")
+    un.add_argument("--lock-timeout", metavar="T", help="give up when a lock is not granted within T (default 5s)")
     ld = sub.add_parser("load", help="load a CSV file of fact rows through the staging table, deriving missing parents set-based")
     ld.add_argument("domain", metavar="DOMAIN")
     ld.add_argument("file", metavar="FILE")
@@ -368,7 +369,8 @@ def cmd_uninstall(args) -> int:
     dsn = resolve_dsn(args.db)
     with connect(dsn, autocommit=True) as conn:
         sync = _sync_config(args, path)
-        lines = uninstall(conn, config, args.domains, args.drop_tracking_columns, sync[1] if sync else None)
+        lines = uninstall(conn, config, args.domains, args.drop_tracking_columns, sync[1] if sync else None,
+                          args.lock_timeout or "5s")
     if not args.domains:
         lines += remove_schedule(dsn)
     for line in lines:

@@ -15,22 +15,35 @@ from psycopg.conninfo import make_conninfo
 
 from ..catalog import query
 from ..config import Config, SyncConfig
-from ..db import connect
+from ..db import connect, describe
 from ..errors import InputError, RefdataError
 from ..names import ident, object_name, qualified
 from ..render import fact_key_index
 
 APPLY_LOCK_KEY = 0x72656664  # the same key apply takes: never both at once
+DEFAULT_LOCK_TIMEOUT = "5s"  # apply's
 TRACKING = ("_source", "_needs_review", "_derived_from_domain", "_derived_at")
 
 
 def uninstall(conn: psycopg.Connection, config: Config, domains: list[str], drop_tracking: bool,
-              sync: SyncConfig | None = None) -> list[str]:
+              sync: SyncConfig | None = None, lock_timeout: str = DEFAULT_LOCK_TIMEOUT) -> list[str]:
     """`sync`: the reference sync config, whose targets keep their tracking
     columns while only some domains go (its merge writes them)."""
+    try:
+        return _uninstall(conn, config, domains, drop_tracking, sync, lock_timeout)
+    except psycopg.errors.LockNotAvailable as e:
+        message = (e.diag.message_primary or str(e)).strip()
+        raise RefdataError(f"uninstall: {message}: a table was locked for longer than {lock_timeout} "
+                           f"(--lock-timeout); nothing was removed ({describe(conn)})") from None
+
+
+def _uninstall(conn, config, domains, drop_tracking, sync, lock_timeout) -> list[str]:
     lines: list[str] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [APPLY_LOCK_KEY])
+        # Waiting on a table a load holds would queue every later reader and
+        # writer of that table behind this transaction: give up instead.
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
         if domains:
             for d in domains:
                 lines += _remove_domain(conn, d)
