@@ -73,22 +73,29 @@ def refdata_db(request: pytest.FixtureRequest, postgresql):
     from .catalog import configured_tables, fingerprint
     from .config import load_config
     from .errors import RefdataError
+    from .names import owner_role
 
     session = request.config.stash[_SESSION]
     path = config_path(request.config)
     started = time.perf_counter()
+    failed = None
     try:
+        # as `refdata apply` chooses it: a suite run by a role that is no
+        # superuser names itself ($REFDATA_OWNER), as such a DBA does
+        owner = owner_role()
         config = load_config(path)
-        key = (str(path), path.stat().st_mtime_ns, fingerprint(postgresql, configured_tables(config)))
+        key = (str(path), path.stat().st_mtime_ns, owner, fingerprint(postgresql, configured_tables(config)))
         postgresql.rollback()
         if key not in session.prepared:
             with postgresql.transaction(force_rollback=True):
-                session.prepared[key] = checked(postgresql, config, str(path))
+                session.prepared[key] = checked(postgresql, config, str(path), owner=owner)
             session.checks += 1
-        apply(postgresql, config, str(path), prepared=session.prepared[key])
+        apply(postgresql, config, str(path), prepared=session.prepared[key], owner=owner)
     except RefdataError as e:
         postgresql.rollback()
-        pytest.fail(f"refdata: error: {e}", pytrace=False)
+        failed = f"refdata: error: {e}"
+    if failed:  # outside the except block: the report shows the one line, no chained exception
+        pytest.fail(failed, pytrace=False)
     session.setups.append(time.perf_counter() - started)
     yield postgresql
 

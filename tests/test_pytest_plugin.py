@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 
+import psycopg
 import pytest
 
-from tests.conftest import CLUSTER
+from tests.conftest import CLUSTER, RUN
 
 pytest_plugins = ["pytester"]
 
@@ -60,7 +61,8 @@ from pathlib import Path
 from pytest_postgresql import factories
 
 postgresql_noproc = factories.postgresql_noproc(
-    host=os.environ["SHOP_PGHOST"], port=5432, user="postgres", dbname=os.environ["SHOP_DBNAME"],
+    host=os.environ["SHOP_PGHOST"], port=5432, user=os.environ.get("SHOP_PGUSER", "postgres"),
+    dbname=os.environ["SHOP_DBNAME"],
     load=[Path(__file__).parent / "schema.sql"],
 )
 postgresql = factories.postgresql("postgresql_noproc")
@@ -133,6 +135,7 @@ def test_config_naming_a_missing_column_fails_at_setup_with_one_line(project):
         'column "store_nmae" does not exist in "sales"."orders" (did you mean "store_name"?) (database *)',
     ])
     assert "Traceback" not in result.stdout.str()
+    assert "During handling of the above exception" not in result.stdout.str()
 
 
 def test_command_line_option_overrides_the_ini(project):
@@ -145,3 +148,30 @@ def test_store_fk_named_from_the_other_config(refdata_db):
 """)
     result = project.runpytest_subprocess("-p", "no:cacheprovider", "--refdata-config", "other.yml")
     result.assert_outcomes(passed=1)
+
+
+def test_a_suite_run_by_a_role_that_is_no_superuser_names_itself_the_owner(project, monkeypatch):
+    """As `refdata apply` does, the fixture takes the owner role from
+    $REFDATA_OWNER: a test role that is no superuser (it only may create
+    databases) names itself and gets the backfill installed, its functions
+    its own, and it leaves no object that would keep it from being dropped."""
+    tester = f"shop_tester_{RUN}_{os.urandom(3).hex()}"
+    admin = psycopg.connect(host=str(CLUSTER.socket_dir), dbname="postgres", user="postgres", autocommit=True)
+    admin.execute(f'CREATE ROLE "{tester}" LOGIN CREATEDB')
+    # the reviewer role, which a role without CREATEROLE cannot make: the cluster's DBA made it once
+    admin.execute("""DO $$ BEGIN CREATE ROLE refdata_reviewer NOLOGIN;
+                     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$""")
+    try:
+        project.makepyfile(test_orders=TESTS.split("@pytest.mark.parametrize")[0] + """
+def test_the_functions_belong_to_the_tester(refdata_db):
+    owners = refdata_db.execute("SELECT DISTINCT proowner::regrole::text FROM pg_proc "
+                                "WHERE pronamespace = 'refdata'::regnamespace").fetchall()
+    assert owners == [(refdata_db.info.user,)]
+""")
+        monkeypatch.setenv("SHOP_PGUSER", tester)
+        monkeypatch.setenv("REFDATA_OWNER", tester)
+        result = project.runpytest_subprocess("-p", "no:cacheprovider")
+        result.assert_outcomes(passed=3)
+    finally:
+        admin.execute(f'DROP ROLE "{tester}"')  # fails while a database or object of it is left
+        admin.close()
