@@ -4,6 +4,10 @@ never leave a half-changed database behind."""
 
 from __future__ import annotations
 
+import re
+import threading
+import time
+
 import psycopg
 import pytest
 
@@ -61,3 +65,55 @@ def test_uninstall_beside_a_load_gives_up_after_the_lock_timeout_and_removes_not
     # once the load is done the uninstall goes through
     assert "dropped trigger annuity_performance__backfill" in ok(configure(installed, "uninstall"))
     assert refdata_objects(sample_db)["schemas"] == []
+
+
+def _waiting_pid(db, other_than: int, timeout: float = 30) -> tuple[int, str]:
+    """The backend of this database (other than `other_than` and this one)
+    that waits for a lock not granted: polled until there is one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = db.execute("""SELECT a.pid, a.query FROM pg_stat_activity AS a
+                            WHERE a.datname = current_database() AND a.pid NOT IN (pg_backend_pid(), %s)
+                              AND EXISTS (SELECT FROM pg_locks AS l WHERE l.pid = a.pid AND NOT l.granted)""",
+                         [other_than]).fetchone()
+        if row:
+            return row
+        time.sleep(0.02)
+    raise AssertionError("no session came to wait for a lock")
+
+
+def test_an_apply_whose_backend_is_killed_half_way_leaves_the_database_as_it_was(installed, sample_db, configure,
+                                                                                 dsn, snapshot):
+    """The apply has run the first steps of a plan that adds a foreign key
+    (the fact table's trigger replaced) when it comes to wait for the new
+    parent table a writer holds; then its backend is terminated (a failover,
+    a DBA's pg_terminate_backend). One line naming the step, exit 1, the
+    catalog exactly as before, no scratch database left; the next apply
+    completes and converges."""
+    small = sample_config()
+    _remove_fk(small)
+    ok(configure(small, "apply"))  # the installed config less a foreign key
+    before = snapshot(sample_db)
+    scratch = set(r[0] for r in sample_db.execute("SELECT datname FROM pg_database WHERE datname LIKE 'refdata\\_plan\\_%'"))
+    outcome = {}
+    with psycopg.connect(dsn) as writer:
+        writer.execute('LOCK TABLE mapping."组织架构" IN ROW EXCLUSIVE MODE')  # as any write there takes
+        thread = threading.Thread(target=lambda: outcome.update(r=configure(installed, "apply", "--lock-timeout", "60s",
+                                                                            env=GUARD)))
+        thread.start()
+        pid, query = _waiting_pid(sample_db, writer.info.backend_pid)
+        assert '"组织架构"' in query, query
+        sample_db.execute("SELECT pg_terminate_backend(%s)", [pid])
+        thread.join()
+        writer.rollback()
+    killed = outcome["r"]
+    assert killed.returncode == 1, killed.stdout + killed.stderr
+    assert killed.stderr.startswith("refdata: error: ") and len(killed.stderr.splitlines()) == 1, killed.stderr
+    step = re.search(r"terminating connection due to administrator command \(step (\d+) of the plan\); "
+                     r"nothing was applied", killed.stderr)
+    assert step and int(step[1]) > 1, killed.stderr
+    assert snapshot(sample_db) == before
+    assert set(r[0] for r in sample_db.execute(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'refdata\\_plan\\_%'")) <= scratch
+    ok(configure(installed, "apply"))
+    converged(configure, installed)
