@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import psycopg
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("psycopg").addHandler(logging.NullHandler())
     parser = build_parser()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    terminated = _stop_on_sigterm()
     try:
         args = parser.parse_args(argv)
         code = COMMANDS[args.command](args)
@@ -180,6 +183,23 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(f"{type(e).__name__}: {e} (run with --debug for the traceback)")
         return 1
+    finally:
+        if terminated is not None:
+            signal.signal(signal.SIGTERM, terminated)
+
+
+def _stop_on_sigterm():
+    """SIGTERM (timeout(1), a cancelled CI job, systemd) stops a command as
+    Ctrl-C does, so its clean-up runs: a plan drops its scratch database,
+    which the server would otherwise keep. Only the main thread may set a
+    handler; returns the previous one, to put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _error(message: str) -> None:

@@ -4,12 +4,19 @@ never leave a half-changed database behind."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 
 import psycopg
 import pytest
+import yaml
+
+from tests.conftest import CLI_ENV, ROOT, _cli_env
 
 from tests.test_migrate import (FACT, _remove_fk, configure, converged, ok, refdata_objects,  # noqa: F401 (fixture)
                                 sample_config, triggers)
@@ -117,3 +124,33 @@ def test_an_apply_whose_backend_is_killed_half_way_leaves_the_database_as_it_was
         "SELECT datname FROM pg_database WHERE datname LIKE 'refdata\\_plan\\_%'")) <= scratch
     ok(configure(installed, "apply"))
     converged(configure, installed)
+
+
+def test_a_plan_stopped_with_sigterm_drops_its_scratch_database(installed, sample_db, dsn, tmp_path, write_config):
+    """`timeout 60 refdata plan`, a cancelled CI job, systemd stopping a
+    service: SIGTERM ends the plan as Ctrl-C does, with one line and exit 1,
+    and the scratch database (a copy of the touched schemas on the server)
+    is dropped, not left behind on the cluster for every plan so stopped."""
+    config = sample_config()
+    _remove_fk(config)
+    path = write_config(yaml.safe_dump(config, allow_unicode=True), name="changed.yml")
+    env = {k: v for k, v in os.environ.items() if k not in CLI_ENV}
+    env.update(_cli_env(tmp_path, GUARD))
+    sample_db.execute("CREATE TABLE business.unrelated (id int)")  # in a schema the plan copies
+    with psycopg.connect(dsn) as holder:
+        holder.execute("LOCK TABLE business.unrelated IN ACCESS EXCLUSIVE MODE")  # pg_dump of the plan waits here
+        plan = subprocess.Popen([sys.executable, "-m", "generator.cli", "--db", dsn, "--config", str(path), "plan",
+                                 "--lock-timeout", "60s"], cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _, query = _waiting_pid(sample_db, holder.info.backend_pid)
+            assert "LOCK TABLE" in query, query  # pg_dump's, in the scratch database's copy
+            mine = f"refdata\\_plan\\_{plan.pid}\\_%"
+            assert sample_db.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", [mine]).fetchone() == (1,)
+            plan.send_signal(signal.SIGTERM)
+            out, err = plan.communicate(timeout=60)
+        finally:
+            plan.kill()
+        holder.rollback()
+    assert (plan.returncode, out, err) == (1, "", "refdata: interrupted\n")
+    assert sample_db.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", [mine]).fetchone() == (0,)
