@@ -675,7 +675,7 @@ def domain_statements(name: str, d: Domain, fks: list[FkView]) -> list[Statement
     fact = fact_table(name, d)
     stage = stage_table(name)
     fact_label = f"{d.fact_schema}.{d.fact_table_for(name)}"
-    common = {"fks": fks, "domain_literal": literal(name), "fact_literal": literal(fact)}
+    common = {"fks": fks, "domain_literal": literal(name), "fact_literal": literal(fact), "fact_table": fact}
 
     def function(what: str, template: str, comment: str, **extra) -> Statement:
         sql = sql_file(template, function=refdata_name(name, what),

@@ -332,6 +332,43 @@ def test_merge_into_a_key_a_fact_column_would_cut_fails_and_changes_nothing(samp
         ("ab    ", "authoritative"), ("zz", "auto_derived")]
 
 
+@pytest.mark.parametrize("options", [["--verify", "per-row"], ["--rejects", "REJECTS"]], ids=["per-row", "rejects"])
+def test_merge_leaves_no_orphan_when_a_load_naming_the_wrong_key_runs_meanwhile(derived, cli, dsn, tmp_path, options):
+    """A load through the staging table (per-row checks, or with --rejects)
+    whose file names WRONG while a merge of WRONG into RIGHT runs, on a fact
+    table without declared FK constraints: the load must not decide that
+    WRONG exists before the merge is done with the fact table, or its facts
+    commit naming a key the merge deleted. It waits for the merge, then
+    derives WRONG again (for review), as a single-row INSERT does."""
+    derived.execute(f'ALTER TABLE {FACT} DROP CONSTRAINT "规模明细_计划代码_fkey"')
+    facts = tmp_path / "facts.csv"
+    facts.write_text("月度,计划代码,期末资产规模\n2025-11-01,P90001,1\n", encoding="utf-8")
+    options = [str(tmp_path / "rejects.csv") if o == "REJECTS" else o for o in options]
+    outcome = {}
+    with psycopg.connect(dsn) as merger:
+        merger.execute("""SELECT refdata.review_merge('mapping."年金计划"', '"P90001"', '"P00001"')""")
+        thread = threading.Thread(target=lambda: outcome.update(
+            load=cli("load", "annuity_performance", str(facts), *options,
+                     env={"PGOPTIONS": "-c statement_timeout=60s"})))
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not derived.execute(
+                """SELECT EXISTS (SELECT FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+                                  WHERE NOT l.granted AND a.datname = current_database()
+                                    AND a.application_name <> 'pg_cron')""").fetchone()[0]:
+            assert thread.is_alive() and time.monotonic() < deadline, outcome  # the load must wait for the merge
+            time.sleep(0.02)
+        merger.commit()
+        thread.join()
+    assert outcome["load"].returncode == 0, outcome["load"].stderr
+    assert "mapping.年金计划 1" in outcome["load"].stdout  # WRONG derived again
+    orphans = derived.execute(f"""SELECT count(*) FROM {FACT} AS f WHERE f."计划代码" IS NOT NULL AND NOT EXISTS (
+                                      SELECT FROM {PLAN} AS p WHERE p."年金计划号" = f."计划代码")""").fetchone()
+    assert orphans == (0,)
+    assert derived.execute(f"""SELECT "_source", "_needs_review" FROM {PLAN}
+                               WHERE "年金计划号" = 'P90001'""").fetchone() == ("auto_derived", True)
+
+
 def test_merge_of_unknown_keys_changes_nothing(derived, cli):
     result = cli("review", "merge", "mapping.年金计划", "P90001", "P77777")
     assert result.returncode == 2
