@@ -3,17 +3,18 @@ the config (generator/migrate), then all of its steps in one transaction."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 import psycopg
 
-from .catalog import Report, check, check_sync, configured_tables, digest, inventory, scope
+from .catalog import Report, check, check_sync, configured_tables, digest, fact_tables, inventory, scope
 from .config import Config, SyncConfig
 from .db import describe
 from .errors import InputError, RefdataError
 from .migrate.plan import SUMMARY_KINDS, Plan, destructive_steps, make_plan
-from .names import DEFAULT_OWNER, ident
+from .names import DEFAULT_OWNER, ident, qualified
 from .render import SECRETS, Statement, render
 from .sync.render import statements as sync_statements
 
@@ -142,9 +143,34 @@ def hand_over_secrets(conn: psycopg.Connection, s: Statement) -> None:
             copy.write_row(row)
 
 
+# Steps that name a fact table without locking it: function and view bodies,
+# rows of refdata's tables, grants.
+UNLOCKING_KINDS = ("function", "view", "params", "rights", "grant", "role", "schema", "event_trigger")
+UNLOCKING_DDL = re.compile(r"^\s*(create\s+(or\s+replace\s+)?(function|view|procedure)|drop\s+(function|view|procedure)"
+                           r"|alter\s+(function|routine|procedure)|grant\s|revoke\s|comment\s|set\s)", re.I)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def locked_facts(steps: list[Statement], facts: list[tuple[str, str]]) -> list[str]:
+    """The fact tables (as SQL names) that a step of the plan locks: its DDL
+    on them (triggers, indexes, columns, constraints)."""
+    named = []
+    for schema, table in sorted(facts):
+        spellings = (qualified(schema, table), f"{_quoted(schema)}.{_quoted(table)}")  # rendered, and migra's
+        if any(s.kind not in UNLOCKING_KINDS and not UNLOCKING_DDL.match(s.sql)
+               and any(n in s.sql for n in spellings) for s in steps):
+            named.append(qualified(schema, table))
+    return named
+
+
 def run(conn: psycopg.Connection, the_plan: Plan, configured: list[tuple[str, str]],
-        allow_drop: bool = False, lock_timeout: str | None = None) -> Outcome:
-    """All steps of a plan in one transaction, if the database is still the one it was made for."""
+        allow_drop: bool = False, lock_timeout: str | None = None,
+        facts: list[tuple[str, str]] = ()) -> Outcome:
+    """All steps of a plan in one transaction, if the database is still the one it was made for.
+    `facts`: the configured fact tables, locked before any step that needs them runs."""
     with conn.transaction():
         dropping = destructive_steps(conn, the_plan.steps)
         if dropping and not allow_drop:
@@ -165,6 +191,19 @@ def run(conn: psycopg.Connection, the_plan: Plan, configured: list[tuple[str, st
             if d.severity_nonlocalized == "WARNING":
                 warned.append(d.message_primary or "")
 
+        # Writers lock a fact table first, then its parent tables (a derive,
+        # an FK check). A step holding a parent table while it waits for the
+        # fact table a writer holds would deadlock with that writer's next
+        # insert, and end the writer's transaction: the fact tables first,
+        # against writers (readers go on).
+        locked = locked_facts(the_plan.steps, facts)
+        if locked:
+            try:
+                conn.execute(f"LOCK TABLE {', '.join(locked)} IN SHARE ROW EXCLUSIVE MODE")
+            except psycopg.Error as e:
+                message = (e.diag.message_primary or str(e)).strip()
+                raise RefdataError(f"apply failed locking {', '.join(locked)}: {message}; nothing was applied "
+                                   f"({describe(conn)})") from None
         conn.add_notice_handler(warning)
         try:
             for n, s in enumerate(the_plan.steps, start=1):
@@ -191,7 +230,8 @@ def apply(conn: psycopg.Connection, config: Config, source: str, scratch_dsn: st
     for attempt in range(3):
         the_plan, report = plan(conn, config, source, scratch_dsn, lock_timeout, prepared, sync, owner)
         try:
-            outcome = run(conn, the_plan, configured_tables(config, sync[1] if sync else None), allow_drop)
+            outcome = run(conn, the_plan, configured_tables(config, sync[1] if sync else None), allow_drop,
+                          facts=fact_tables(config))
         except StalePlan:
             if attempt == 2:
                 raise

@@ -691,6 +691,11 @@ def configured_tables(config: Config, sync: SyncConfig | None = None) -> list[tu
                   | {(t.target_schema, t.target_table) for t in (sync.tables if sync else [])})
 
 
+def fact_tables(config: Config) -> list[tuple[str, str]]:
+    """The domains' fact tables, (schema, table)."""
+    return sorted({(d.fact_schema, d.fact_table_for(name)) for name, d in config.domains.items()})
+
+
 def table_params(tables) -> dict:
     return {"schemas": [t[0] for t in tables], "tables": [t[1] for t in tables]}
 

@@ -351,7 +351,7 @@ def cmd_apply(args) -> int:
     from .apply import apply, run
     from .names import owner_role
     from .db import connect, redact, resolve_dsn
-    from .catalog import configured_tables
+    from .catalog import configured_tables, fact_tables
     from .migrate.plan import read_plan
 
     path, config = _config(args)
@@ -367,7 +367,7 @@ def cmd_apply(args) -> int:
             except (OSError, UnicodeDecodeError) as e:
                 raise InputError(f"{args.sql}: cannot read the plan: {e}") from None
             outcome = run(conn, read_plan(text, args.sql), configured_tables(config, sync[1] if sync else None),
-                          args.allow_drop, args.lock_timeout)
+                          args.allow_drop, args.lock_timeout, fact_tables(config))
         else:
             outcome = apply(conn, config, str(path), args.scratch_db, args.lock_timeout or "5s", args.allow_drop,
                             sync=(str(sync[0]), sync[1]) if sync else None, owner=owner)

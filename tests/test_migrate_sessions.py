@@ -154,3 +154,36 @@ def test_a_plan_stopped_with_sigterm_drops_its_scratch_database(installed, sampl
         holder.rollback()
     assert (plan.returncode, out, err) == (1, "", "refdata: interrupted\n")
     assert sample_db.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", [mine]).fetchone() == (0,)
+
+
+def test_an_apply_waiting_for_the_fact_table_never_ends_the_writer_holding_it(sample_db, configure, dsn):
+    """A second domain on the fact table, deriving into a parent table no
+    domain used before: the apply adds its tracking columns and an index on
+    the fact table. A writer is in the middle of a transaction on the fact
+    table; the apply waits for it. The writer's next insert checks its FK
+    into that parent table: the apply must not be holding that table while
+    it waits, or the writer's transaction ends as a deadlock (its check runs
+    first here: deadlock_timeout 10ms). The writer commits, then the apply
+    goes through and converges."""
+    config = sample_config()
+    _remove_fk(config)
+    ok(configure(config, "apply"))
+    bigger = sample_config()
+    organization = next(f for f in bigger["domains"]["annuity_performance"]["foreign_keys"]
+                        if f["name"] == "fk_organization")
+    bigger["domains"] = {**config["domains"], "organizations": {
+        "fact_schema": "business", "fact_table": "规模明细", "foreign_keys": [organization]}}
+    outcome = {}
+    with psycopg.connect(dsn) as writer:
+        writer.execute(f"""INSERT INTO {FACT} ("月度", "计划代码") VALUES ('2025-10-01', 'P00001')""")
+        thread = threading.Thread(target=lambda: outcome.update(r=configure(bigger, "apply", "--lock-timeout", "60s",
+                                                                            env=GUARD)))
+        thread.start()
+        _waiting_pid(sample_db, writer.info.backend_pid)
+        writer.execute("SET deadlock_timeout = '10ms'")
+        writer.execute(f"""INSERT INTO {FACT} ("月度", "计划代码", "机构代码") VALUES ('2025-10-01', 'P00001', 'G001')""")
+        writer.commit()
+        thread.join()
+    ok(outcome["r"])
+    converged(configure, bigger)
+    assert sample_db.execute(f"SELECT count(*) FROM {FACT} WHERE \"月度\" = '2025-10-01'").fetchone() == (2,)
