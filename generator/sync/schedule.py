@@ -18,6 +18,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ..config import SyncConfig, cron_problem
 from ..db import connect, redact
 from ..errors import InputError, RefdataError
+from ..names import control_character, printable
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 COMMAND = "CALL refdata.sync_fdw()"
@@ -63,21 +64,53 @@ def unschedule(dsn: str) -> str:
             else f"no pg_cron job '{job_name(database)}' to remove")
 
 
-def client_units(expression: str, dsn: str, config_path: Path, sync_path: Path) -> str:
-    """A crontab line and a systemd timer for the tables pg_cron cannot run."""
+def client_argv(dsn: str, config_path: Path, sync_path: Path) -> list[str]:
+    """The command line of a client sync run, as its words."""
     info = conninfo_to_dict(dsn)
     info.pop("password", None)  # the service reads it from PGPASSWORD / ~/.pgpass
     argv = [str(PROJECT_ROOT / "bin" / "refdata"), "--config", str(config_path.resolve()),
             "--db", make_conninfo(**info), "sync", "--sync-config", str(sync_path.resolve()), "--via", "client"]
-    command = shlex.join(argv)
+    for what, word in (("refdata's path", argv[0]), ("config path", argv[2]), ("database connection", argv[4]),
+                       ("sync config path", argv[7])):
+        if control_character(word):
+            raise InputError(f"schedule: the {what} {printable(repr(word))} holds the control character "
+                             f"{control_character(word)}, which a crontab line cannot hold; "
+                             "use a path or connection string without one")
+    return argv
+
+
+def crontab_command(argv: list[str]) -> str:
+    r"""The command field of a crontab line: words quoted for /bin/sh, which
+    cron runs it with, and every % escaped as \%, since cron turns an
+    unescaped % into a line break and feeds the rest to the command's input.
+    Cron keeps a backslash before any other character, so a word's own
+    backslash before a % would take the escape's place (\\%: a kept
+    backslash, then a % that ends the command); an empty '' pair splits
+    them (shlex single-quotes every word holding a backslash)."""
+    return shlex.join(argv).replace("\\%", "\\''%").replace("%", "\\%")
+
+
+def systemd_command(argv: list[str]) -> str:
+    """ExecStart's words, each double-quoted with systemd's C escapes; % is a
+    unit specifier (%% a percent sign) and $ an environment variable ($$ a
+    dollar sign) wherever they stand, quoted or not."""
+    def word(w: str) -> str:
+        w = w.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+        return f'"{w}"'
+    return " ".join(word(w) for w in argv)
+
+
+def client_units(expression: str, dsn: str, config_path: Path, sync_path: Path) -> str:
+    """A crontab line and a systemd timer for the tables pg_cron cannot run."""
+    argv = client_argv(dsn, config_path, sync_path)
     minute, hour, dom, month, dow = expression.split()
     calendar = _calendar(minute, hour, dom, month, dow)
     return (
         "# crontab line (crontab -e) for the tables of via: client:\n"
-        f"{expression} {command}\n\n"
+        f"{expression} {crontab_command(argv)}\n\n"
         "# or a systemd timer: /etc/systemd/system/refdata-sync.service\n"
         "[Unit]\nDescription=refdata reference sync (client path)\n\n"
-        f"[Service]\nType=oneshot\nExecStart={command}\n\n"
+        f"[Service]\nType=oneshot\nExecStart={systemd_command(argv)}\n\n"
         "# /etc/systemd/system/refdata-sync.timer (systemctl enable --now refdata-sync.timer)\n"
         "[Unit]\nDescription=refdata reference sync schedule\n\n"
         f"[Timer]\nOnCalendar={calendar}\nPersistent=true\n\n"
