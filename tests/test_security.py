@@ -926,13 +926,9 @@ def test_init_writes_catalog_names_into_its_comments_as_text_never_as_config(db,
 TERMINAL_CONTROLS = ["\x1b]0;owned\x07", "\x1b[2K\r", "\x9b31m", "\u202e"]
 
 
-@pytest.mark.parametrize("python_path", [False, True], ids=["server-parser", "python-path"])
-def test_an_error_quoting_a_value_shows_its_control_characters_escaped(db, cli, write_config, tmp_path, python_path):
-    """A value in a fact file (anyone may have written it) is quoted by the
-    error that refuses it. Printed as it is, an escape sequence in it drives
-    the terminal of whoever runs the load: a carriage return and `ESC [2K`
-    erase the line the real error was on, OSC sequences retitle the window
-    or write the clipboard. The error line shows such characters escaped."""
+@pytest.fixture
+def applied_fact(db, cli, write_config):
+    """A fact table and its parent, one domain applied: the config's path."""
     db.execute("CREATE TABLE parent (k text PRIMARY KEY); CREATE TABLE fact (k text, amount int)")
     config = write_config("""
 domains:
@@ -942,10 +938,20 @@ domains:
       - {name: fk_k, source_column: k, target_table: parent, target_key: k}
 """)
     assert cli("--config", str(config), "apply").returncode == 0
+    return config
+
+
+@pytest.mark.parametrize("python_path", [False, True], ids=["server-parser", "python-path"])
+def test_an_error_quoting_a_value_shows_its_control_characters_escaped(applied_fact, cli, tmp_path, python_path):
+    """A value in a fact file (anyone may have written it) is quoted by the
+    error that refuses it. Printed as it is, an escape sequence in it drives
+    the terminal of whoever runs the load: a carriage return and `ESC [2K`
+    erase the line the real error was on, OSC sequences retitle the window
+    or write the clipboard. The error line shows such characters escaped."""
     data = tmp_path / "facts.csv"
     value = "1" + "".join(TERMINAL_CONTROLS) + "all good"
     data.write_text(f'k,amount\nK1,"{value}"\n', encoding="utf-8")
-    args = ["--config", str(config), "load", "d", str(data)] + (["--delimiter", ";"] if python_path else [])
+    args = ["--config", str(applied_fact), "load", "d", str(data)] + (["--delimiter", ";"] if python_path else [])
     if python_path:
         data.write_text(f'k;amount\nK1;"{value}"\n', encoding="utf-8")
     result = cli(*args)
@@ -968,21 +974,12 @@ def test_a_failed_sync_line_shows_control_characters_of_the_source_escaped(sampl
     assert not [ch for ch in result.stderr.replace("\n", "") if not ch.isprintable()], repr(result.stderr)
 
 
-def test_status_shows_a_loaded_file_s_name_with_its_control_characters_escaped(db, cli, write_config, tmp_path):
+def test_status_shows_a_loaded_file_s_name_with_its_control_characters_escaped(applied_fact, cli, tmp_path):
     """The file name a load records is what the loading client said (any
     loader's); `status --loads` shows it to whoever asks, escaped."""
-    db.execute("CREATE TABLE parent (k text PRIMARY KEY); CREATE TABLE fact (k text, amount int)")
-    config = write_config("""
-domains:
-  d:
-    fact_table: fact
-    foreign_keys:
-      - {name: fk_k, source_column: k, target_table: parent, target_key: k}
-""")
-    assert cli("--config", str(config), "apply").returncode == 0
     data = tmp_path / "x\x1b]0;owned\x07\r.csv"
     data.write_text("k,amount\nK1,1\n", encoding="utf-8")
-    assert cli("--config", str(config), "load", "d", str(data)).returncode == 0
+    assert cli("--config", str(applied_fact), "load", "d", str(data)).returncode == 0
     result = cli("status", "--loads")
     assert result.returncode == 0, result.stderr
     assert "x\\x1b]0;owned\\x07\\r.csv" in result.stdout, result.stdout

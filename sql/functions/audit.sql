@@ -13,9 +13,7 @@
 -- refdata's functions set around their writes, and are read only for writes
 -- made as refdata's owner. The date, interval, float and bytea settings make each
 -- value's text one the view reads back the same whatever the session's
--- settings; standard_conforming_strings, that this function's own string
--- literals (the backslashes of the record literal's parser) mean the same
--- in a session that turned it off. No JIT: the transition tables' unknown size makes it compile
+-- settings. No JIT: the transition tables' unknown size makes it compile
 -- for seconds. The work_mem keeps the arrays of a statement of a million
 -- rows in memory while they are grouped. Generic plans: the static
 -- statements' custom plans (chosen because a transition table's size is
@@ -26,7 +24,7 @@
 -- PL/pgSQL keeps for the session (per trigger, so per table): planning the
 -- dynamic ones cost such a statement several times what it writes. They
 -- take each row's fields from its record literal (row::text: the same
--- output functions, quoted where needed, unquoted here), which is slower
+-- output functions, quoted where needed, unquoted by refdata.record_fields), which is slower
 -- per row but names no column, so it follows the table through ALTER TABLE
 -- as the catalog query does.
 CREATE OR REPLACE FUNCTION refdata.audit()
@@ -41,7 +39,6 @@ SET datestyle = 'ISO, YMD'
 SET intervalstyle = 'postgres'
 SET extra_float_digits = 1
 SET bytea_output = 'hex'
-SET standard_conforming_strings = on
 AS $refdata$
 DECLARE
     _rd_action text;
@@ -85,20 +82,12 @@ BEGIN
     -- Up to 32 rows: each row's fields from its record literal, in the
     -- transition table's order (an UPDATE's old and new rows pair up).
     IF TG_OP <> 'INSERT' THEN
-        SELECT count(*), array_agg(f.v) INTO _rd_count, _rd_old_rows
-          FROM (SELECT r::text AS t FROM "_rd_old" AS r LIMIT 33) AS s
-         CROSS JOIN LATERAL (
-               SELECT ARRAY(SELECT CASE WHEN m.f[1] LIKE '"%' THEN regexp_replace(substr(m.f[1], 2, length(m.f[1]) - 2), '(["\\])\1', '\1', 'g')
-                                        ELSE nullif(m.f[1], '') END
-                              FROM regexp_matches(',' || substr(s.t, 2, length(s.t) - 2), ',("(?:[^"]|"")*"|[^,"]*)', 'g') AS m(f)) AS v) AS f;
+        SELECT count(*), array_agg(refdata.record_fields(s.t)) INTO _rd_count, _rd_old_rows
+          FROM (SELECT r::text AS t FROM "_rd_old" AS r LIMIT 33) AS s;
     END IF;
     IF TG_OP <> 'DELETE' THEN
-        SELECT count(*), array_agg(f.v) INTO _rd_count, _rd_new_rows
-          FROM (SELECT r::text AS t FROM "_rd_new" AS r LIMIT 33) AS s
-         CROSS JOIN LATERAL (
-               SELECT ARRAY(SELECT CASE WHEN m.f[1] LIKE '"%' THEN regexp_replace(substr(m.f[1], 2, length(m.f[1]) - 2), '(["\\])\1', '\1', 'g')
-                                        ELSE nullif(m.f[1], '') END
-                              FROM regexp_matches(',' || substr(s.t, 2, length(s.t) - 2), ',("(?:[^"]|"")*"|[^,"]*)', 'g') AS m(f)) AS v) AS f;
+        SELECT count(*), array_agg(refdata.record_fields(s.t)) INTO _rd_count, _rd_new_rows
+          FROM (SELECT r::text AS t FROM "_rd_new" AS r LIMIT 33) AS s;
     END IF;
     IF _rd_count = 0 THEN
         RETURN NULL;
