@@ -686,6 +686,31 @@ def test_uninstall_drops_every_fact_key_index_refdata_made_also_of_keys_the_conf
         'business."规模明细__月度__refdata"', "business.mine_on_plans"]
 
 
+def test_uninstall_drops_a_fact_key_index_made_before_indexes_were_marked_and_never_a_user_s(sample_db, configure):
+    """An earlier refdata made its fact key indexes without a comment.
+    uninstall tells one by the name and exact shape it has for a configured
+    FK and no comment at all, and drops it with its domain, without an apply
+    marking it first. An index of that name and shape that a user commented
+    is theirs: apply does not mark it, uninstall leaves it."""
+    config = sample_config()
+    before = fact_indexes(sample_db)
+    ok(configure(config, "apply"))
+    sample_db.execute('COMMENT ON INDEX business."规模明细__产品线代码__refdata" IS NULL')
+    sample_db.execute('DROP INDEX business."规模明细__机构代码__refdata"')
+    sample_db.execute(f'CREATE INDEX "规模明细__机构代码__refdata" ON {FACT} ("机构代码")')
+    sample_db.execute("""COMMENT ON INDEX business."规模明细__机构代码__refdata" IS 'reports by organisation'""")
+    out = ok(configure(config, "uninstall", "annuity_performance"))
+    assert "dropped index business.规模明细__产品线代码__refdata" in out
+    assert "规模明细__机构代码__refdata" not in out
+    assert sorted(set(fact_indexes(sample_db)) - set(before)) == ['business."规模明细__机构代码__refdata"']
+    ok(configure(config, "apply"))
+    assert sample_db.execute("""SELECT obj_description('business."规模明细__机构代码__refdata"'::regclass, 'pg_class')""")\
+        .fetchone() == ("reports by organisation",)
+    out = ok(configure(config, "uninstall"))
+    assert "规模明细__机构代码__refdata" not in out
+    assert sorted(set(fact_indexes(sample_db)) - set(before)) == ['business."规模明细__机构代码__refdata"']
+
+
 def test_a_fact_key_index_made_before_refdata_marked_its_indexes_is_marked_by_the_next_apply(sample_db, configure):
     config = sample_config()
     ok(configure(config, "apply"))

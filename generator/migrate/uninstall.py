@@ -150,16 +150,23 @@ def _remove_domain(conn, domain: str) -> list[str]:
 def _drop_fact_key_indexes(conn, config: Config, domains: list[str] | None) -> list[str]:
     """The indexes apply made on fact columns (their comment marks them,
     sql/catalog/fact_key_indexes.sql): all of them (`domains` None), or
-    those of the domains' FKs that no domain staying uses. A user's index
-    on the same columns is never marked, and stays."""
-    def indexes(names):
-        return {fact_key_index(n, config.domains[n], fk)
+    those of the domains' FKs that no domain staying uses. One an earlier
+    refdata made before it marked them goes too, told by its name and exact
+    shape for a configured FK and no comment at all
+    (sql/catalog/unmarked_fact_key_index.sql). A user's index on the same
+    columns is never marked, and stays."""
+    def indexes(names) -> dict[tuple[str, str, str], list[str]]:
+        return {fact_key_index(n, config.domains[n], fk): list(fk.sources)
                 for n in names if n in config.domains for fk in config.domains[n].foreign_keys}
 
     marked = [(schema, table, index) for schema, table, index, _ in conn.execute(query("fact_key_indexes"))]
+    configured = indexes(config.domains if domains is None else domains)
     if domains is not None:
-        wanted = indexes(domains) - indexes(set(config.domains) - set(domains))
-        marked = [m for m in marked if m in wanted]
+        configured = {k: v for k, v in configured.items() if k not in indexes(set(config.domains) - set(domains))}
+        marked = [m for m in marked if m in configured]
+    marked += sorted(key for key, columns in configured.items() if key not in marked and conn.execute(
+        query("unmarked_fact_key_index"),
+        {"schema": key[0], "table": key[1], "index": key[2], "columns": columns}).fetchone()[0])
     for schema, _, index in marked:
         conn.execute(f"DROP INDEX {qualified(schema, index)}")
     return [f"dropped index {schema}.{index}" for schema, _, index in marked]
