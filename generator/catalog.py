@@ -309,7 +309,63 @@ def check(conn: psycopg.Connection, config: Config) -> Report:
     for name, domain in config.domains.items():
         _check_domain(catalog, report, name, domain, facts, config.where)
     _check_declared(catalog, report, config)
+    _check_names(catalog, report, config)
     return report
+
+
+# Triggers refdata makes on every reference table (sql/triggers/audit.sql.j2, promote.sql.j2).
+REFERENCE_TRIGGERS = [f"refdata_audit_{op}{own}" for op in ("insert", "update", "delete") for own in ("", "_own")] \
+    + ["refdata_promote"]
+
+
+def _check_names(catalog: Catalog, report: Report, config: Config) -> None:
+    """Names refdata gives objects in the user's schemas that something of
+    the user's holds already: an index name taken by another relation (refdata
+    would skip its index without a word), a trigger name by a trigger of the
+    user's (refdata would replace it), and two of refdata's names that are one."""
+    from .render import fact_key_index, load_triggers
+
+    planned: dict[tuple[str, str], str] = {}
+    seen: set[tuple[str, str]] = set()
+
+    def index(place: str, schema: str, name: str, table: "Table", what: str) -> None:
+        if planned.setdefault((schema, name), what) != what:
+            report.errors.append(f"{place}: refdata would give {qualified(schema, name)} to its {what} and to its "
+                                 f"{planned[(schema, name)]}; rename one of the tables")
+            return
+        if (schema, name) in seen:
+            return
+        seen.add((schema, name))
+        for (holder,) in catalog.conn.execute(query("name_holder"), {"schema": schema, "name": name, "table": table.oid}):
+            report.errors.append(f"{place}: {qualified(schema, name)} is {holder}; refdata gives that name to its "
+                                 f"{what} and would make none: rename it")
+
+    def triggers(place: str, table: "Table", names: list[str]) -> None:
+        if (table.schema, f"triggers of {table.name}") in seen:
+            return
+        seen.add((table.schema, f"triggers of {table.name}"))
+        for trigger, function in catalog.conn.execute(query("foreign_triggers"), {"oid": table.oid, "names": names}):
+            report.errors.append(f"{place}: trigger {ident(trigger)} on {table.label} runs {function}; refdata gives "
+                                 f"that name to a trigger of its own and would replace it: rename the trigger")
+
+    for name, domain in config.domains.items():
+        fact = catalog.table(domain.fact_schema, domain.fact_table_for(name))
+        if fact.oid is None:
+            continue
+        triggers(f"domain {name}", fact, [object_name(name, what) for what in
+                                          ("backfill", "backfill_insert", "backfill_update")] + load_triggers(name))
+        for fk in domain.foreign_keys:
+            place = f"domain {name}, foreign key {fk.name}"
+            if config.observability.index_fact_keys:
+                schema, _, index_name = fact_key_index(name, domain, fk)
+                index(place, schema, index_name, fact, f"index on the fact columns ({', '.join(fk.sources)}) "
+                                                         f"of {fact.label}")
+            parent = catalog.table(fk.target_schema, fk.target_table)
+            if parent.oid is None:
+                continue
+            for suffix, what in (("needs_review", "index of rows awaiting review"), ("derived", "index of derived rows")):
+                index(place, fk.target_schema, object_name(fk.target_table, suffix), parent, f"{what} on {parent.label}")
+            triggers(place, parent, REFERENCE_TRIGGERS)
 
 
 def declared_match(declared: dict, fk: ForeignKey) -> bool:

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from helpers import apply_config
-from test_catalog import refused
+from test_catalog import refdata_exists, refused, tracking_columns, triggers
 
 
 def config(fks: str, fact: str = "f", mode: str = "row") -> str:
@@ -551,3 +551,56 @@ def test_two_foreign_keys_into_one_table_by_the_same_key_derive(cli, db, write_c
     db.execute("INSERT INTO plan VALUES ('B', 'bee')")
     assert db.execute("SELECT code, name, _source FROM plan ORDER BY code").fetchall() == [
         ("A", None, "auto_derived"), ("B", "bee", "authoritative")]
+
+
+# -- names refdata gives objects in the user's schemas ---------------------------
+
+
+def refused_keeping_triggers(cli, db, path, *problems: str) -> None:
+    """As test_catalog.refused, where the user's own triggers stay."""
+    where = f"database {db.info.dbname} on {db.info.host}"
+    for command in ("validate", "apply"):
+        result = cli("--config", str(path), command)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert result.stderr.splitlines() == [f"refdata: error: {path}: {p} ({where})" for p in problems], command
+        assert not refdata_exists(db) and tracking_columns(db) == []
+        assert sorted(triggers(db)) == [("d__backfill",), ("refdata_promote",)]
+
+
+def test_a_name_refdata_gives_its_own_object_that_the_user_holds_is_refused(cli, db, write_config):
+    # CREATE INDEX IF NOT EXISTS plan__derived made nothing when a table had
+    # the name; CREATE OR REPLACE TRIGGER d__backfill replaced the user's.
+    db.execute("""
+        CREATE TABLE plan (code text PRIMARY KEY); CREATE TABLE f (code text);
+        CREATE TABLE plan__derived (x int);
+        CREATE VIEW plan__needs_review AS SELECT 1 AS x;
+        CREATE FUNCTION mine() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+        CREATE TRIGGER d__backfill BEFORE INSERT ON f FOR EACH ROW EXECUTE FUNCTION mine();
+        CREATE TRIGGER refdata_promote BEFORE INSERT ON plan FOR EACH ROW EXECUTE FUNCTION mine();
+    """)
+    path = write_config(config(PLAN))
+    refused_keeping_triggers(cli, db, path,
+            'domain d: trigger "d__backfill" on "public"."f" runs public.mine(); refdata gives that name to a '
+            "trigger of its own and would replace it: rename the trigger",
+            'domain d, foreign key fk_plan: "public"."plan__needs_review" is a view; refdata gives that name to its '
+            'index of rows awaiting review on "public"."plan" and would make none: rename it',
+            'domain d, foreign key fk_plan: "public"."plan__derived" is a table; refdata gives that name to its '
+            'index of derived rows on "public"."plan" and would make none: rename it',
+            'domain d, foreign key fk_plan: trigger "refdata_promote" on "public"."plan" runs public.mine(); refdata '
+            "gives that name to a trigger of its own and would replace it: rename the trigger")
+
+
+def test_a_shortened_name_the_user_holds_is_refused_and_an_index_of_its_own_table_is_taken(cli, db, write_config):
+    # Past 63 bytes refdata shortens a name (a readable prefix and a digest),
+    # never PostgreSQL (which would cut two long names to one).
+    from generator.names import object_name
+
+    table = "参考" * 10  # 60 bytes
+    derived, review = object_name(table, "derived"), object_name(table, "needs_review")
+    assert len(derived.encode()) == 63 and derived != review
+    db.execute(f'CREATE TABLE "{table}" (code text PRIMARY KEY); CREATE TABLE f (code text); '
+               f'CREATE INDEX "{review}" ON "{table}" (code); CREATE SEQUENCE "{derived}"')
+    path = write_config(config(PLAN.replace("target_table: plan", f"target_table: {table}")))
+    refused(cli, db, path,
+            f'domain d, foreign key fk_plan: "public"."{derived}" is a sequence; refdata gives that name to its '
+            f'index of derived rows on "public"."{table}" and would make none: rename it')
