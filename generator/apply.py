@@ -50,7 +50,7 @@ def checked(conn: psycopg.Connection, config: Config, source: str,
     if sync:
         sync_source, sync_config = sync
         sync_report = check_sync(conn, sync_config)
-        errors += [f"{sync_source}: {e}" for e in sync_report.errors]
+        errors += [f"{getattr(e, 'where', None) or sync_source}: {e}" for e in sync_report.errors]
         if not sync_report.errors:
             extra, warnings = sync_statements(sync_config, config, owner=owner)
             report.unconnected += [f"{sync_source}: {w}" for w in warnings]

@@ -408,7 +408,12 @@ def _check_declared(catalog: Catalog, report: Report, config: Config) -> None:
 def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                   facts: set[tuple[str, str]] = frozenset(), where=lambda *loc: None) -> None:
     """The checks of one domain; `facts` are the fact tables of every domain,
-    `where` is Config.where (file:line of a field)."""
+    `where` is Config.where (file:line of a field); each error names the
+    line of the entry it stems from."""
+
+    def error(loc: tuple, text: str) -> None:
+        report.errors.append(Located.at(where(name, *loc), text))
+
     fact = catalog.table(domain.fact_schema, domain.fact_table_for(name))
     if fact.oid is None or fact.kind not in ("r", "p"):
         what = "does not exist" if fact.oid is None else "is not a table"
@@ -418,7 +423,7 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
             hint = catalog.table_hint(fact.schema, fact.name)
         else:
             hint = " (fact_table is not set; it defaults to the domain name)"
-        report.errors.append(f"domain {name}: fact table {fact.label} {what}{hint}")
+        error(("fact_table",), f"domain {name}: fact table {fact.label} {what}{hint}")
         return
     drift = catalog.stage_drift(name, fact)
     if drift:
@@ -427,10 +432,10 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
     targets = {(fk.target_schema, fk.target_table): fk.name for fk in order}
     for col in fact.columns:
         if col.startswith("_rd_"):
-            report.errors.append(f'domain {name}: column "{col}" of {fact.label} uses the prefix _rd_ refdata reserves')
+            error(("fact_table",), f'domain {name}: column "{col}" of {fact.label} uses the prefix _rd_ refdata reserves')
     for child in catalog.conn.execute(query("inheritance_children"), {"oid": fact.oid}).fetchall():
         if tuple(child) not in facts:
-            report.errors.append(
+            error(("fact_table",),
                 f"domain {name}: {qualified(*child)} inherits from fact table {fact.label}, and no domain has it as "
                 f"its fact table: rows written straight into it would derive no parents (configure a domain for it too)"
             )
@@ -456,7 +461,7 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
         # checks run before them and would fail on parents not derived yet.
         for ref in catalog.foreign_keys(fact):
             if (ref["referenced_schema"], ref["referenced_table"]) in targets and not ref["deferred"]:
-                report.errors.append(
+                error(("trigger_mode",),
                     f"domain {name}, foreign key {targets[(ref['referenced_schema'], ref['referenced_table'])]}: "
                     f'trigger_mode statement needs constraint "{ref["name"]}" of {fact.label} to be '
                     f"DEFERRABLE INITIALLY DEFERRED (or set defer_foreign_keys: true)"
@@ -464,26 +469,27 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
     triggers_seen: set[tuple[str, str]] = set()
     for fk in order:
         place = f"domain {name}, foreign key {fk.name}"
+        entry = ("foreign_keys", domain.foreign_keys.index(fk))
         errors_before = len(report.errors)
         parent = catalog.table(fk.target_schema, fk.target_table)
         if parent.oid is None or parent.kind not in ("r", "p"):
             what = "does not exist" if parent.oid is None else "is not a table"
             hint = catalog.table_hint(parent.schema, parent.name) if parent.oid is None else ""
-            report.errors.append(f"{place}: target table {parent.label} {what}{hint}")
+            error((*entry, "target_table"), f"{place}: target table {parent.label} {what}{hint}")
             continue
 
         for col in fk.sources:
             if col not in fact.columns:
-                report.errors.append(f"{place}: source_column: {fact.missing(col)}")
+                error((*entry, "source_column"), f"{place}: source_column: {fact.missing(col)}")
             elif fact.columns[col]["generated"]:
-                report.errors.append(f"{place}: source_column: {computed(fact, col)}")
+                error((*entry, "source_column"), f"{place}: source_column: {computed(fact, col)}")
         for col in fk.keys:
             if col not in parent.columns:
-                report.errors.append(f"{place}: target_key: {parent.missing(col)}")
+                error((*entry, "target_key"), f"{place}: target_key: {parent.missing(col)}")
             elif parent.columns[col]["generated"]:
-                report.errors.append(f'{place}: target_key: column "{col}" of {parent.label} is generated and cannot be set')
+                error((*entry, "target_key"), f'{place}: target_key: column "{col}" of {parent.label} is generated and cannot be set')
             elif parent.columns[col]["numbered"]:
-                report.errors.append(
+                error((*entry, "target_key"),
                     f'{place}: target_key: column "{col}" of {parent.label} is numbered by a sequence: a derived '
                     f"parent takes the number the fact names, and a row numbered later gets it too (and is promoted "
                     f"into the derived one)")
@@ -494,12 +500,12 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
             keys = ", ".join(f'"{k}"' for k in fk.keys)
             if any(set(k) == set(fk.keys) for k in catalog.unique_keys(parent, immediate=False)):
                 # derives insert ON CONFLICT on the key, which takes no deferrable constraint
-                report.errors.append(
+                error((*entry, "target_key"),
                     f"{place}: target_key ({keys}) of {parent.label} is DEFERRABLE, which ON CONFLICT cannot use; "
                     f"make the constraint NOT DEFERRABLE"
                 )
             else:
-                report.errors.append(
+                error((*entry, "target_key"),
                     f"{place}: target_key ({keys}) is not a primary key or unique constraint of {parent.label}"
                 )
         if (parent.schema, parent.name) not in triggers_seen:
@@ -533,21 +539,21 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                 problem = "can change when stored in"
             elif (src["base_type"] != tgt["base_type"] and tgt["base_type"] != BPCHAR
                   and not catalog.same_key_equality(parent, k, src, tgt)):
-                report.errors.append(
+                error((*entry, "source_column"),
                     f'{place}: column "{s}" ({src["type"]}) of {fact.label} is compared with key column "{k}" '
                     f'({tgt["type"]}) of {parent.label} by another equality than the key\'s (its unique index '
                     f"cannot serve the look-up): a fact value the key calls equal to a parent's (in another case, "
                     f"with trailing spaces) is not found; give both the same type")
                 continue
             elif not same_equality(src, tgt):
-                report.errors.append(
+                error((*entry, "source_column"),
                     f'{place}: column "{s}" of {fact.label} compares under collation {src["collation_name"]}, key '
                     f'column "{k}" of {parent.label} under {tgt["collation_name"]}: a key one calls equal to a '
                     f"parent's the other may not; give both the same collation")
                 continue
             else:
                 continue
-            report.errors.append(
+            error((*entry, "source_column"),
                 f'{place}: column "{s}" ({src["type"]}) of {fact.label} {problem} '
                 f'key column "{k}" ({tgt["type"]}) of {parent.label}'
                 + (" (the fact would name another key than the parent derived for it); give both the same type"
@@ -556,6 +562,7 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
 
         covered = set(fk.keys)
         for m in fk.mappings():
+            at = (*entry, *_mapping_loc(fk, m))
             expression = None
             if m.expression is not None:
                 expression, problem, state = catalog.expression_type(fact, m.expression, fk.sources)
@@ -564,7 +571,7 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                     report.warnings.append(f'{place}: optional column "{m.target}" skipped: expression: {problem}')
                     continue
                 if problem:
-                    report.errors.append(f'{place}: column "{m.target}": expression: {problem}')
+                    error(at, f'{place}: column "{m.target}": expression: {problem}')
                     continue
             missing_sources = [c for c in m.sources() if c not in fact.columns]
             if missing_sources:
@@ -574,18 +581,18 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                         f'{place}: optional column "{m.target}" skipped: {fact.missing(missing_sources[0])}'
                     )
                 else:
-                    report.errors.append(f"{place}: backfill column {m.target}: {fact.missing(missing_sources[0])}")
+                    error(at, f"{place}: backfill column {m.target}: {fact.missing(missing_sources[0])}")
                 continue
             generated = [c for c in m.sources() if fact.columns[c]["generated"]]
             if generated:
-                report.errors.append(f"{place}: backfill column {m.target}: {computed(fact, generated[0])}")
+                error(at, f"{place}: backfill column {m.target}: {computed(fact, generated[0])}")
                 continue
             if m.target not in parent.columns:
-                report.errors.append(f"{place}: {parent.missing(m.target)}")
+                error(at, f"{place}: {parent.missing(m.target)}")
                 continue
             target = parent.columns[m.target]
             if target["generated"]:
-                report.errors.append(f'{place}: column "{m.target}" of {parent.label} is generated and cannot be set')
+                error(at, f'{place}: column "{m.target}" of {parent.label} is generated and cannot be set')
                 continue
             covered.add(m.target)
             if (target["not_null"] and target["has_default"] and m.target not in fk.defaults
@@ -604,7 +611,7 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                 fact.columns[m.source]["type"] if m.source in fact.columns else "text")
             if (m.target in fk.defaults or fk.mode == "fill_null_only") and not catalog.coalescible(
                     value_type, target["type"]):
-                report.errors.append(
+                error(at,
                     f'{place}: column "{m.target}" ({target["type"]}) of {parent.label} is filled from a {value_type} '
                     f"value that cannot be combined with its {'default' if m.target in fk.defaults else 'own value'}; "
                     f"use a source column of a matching type"
@@ -612,59 +619,60 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
             if m.aggregation in ("first", "max_by", "min_by"):
                 src = fact.columns[m.source]
                 if not catalog.assignable(src, target):
-                    report.errors.append(
+                    error(at,
                         f'{place}: column "{m.source}" ({src["type"]}) of {fact.label} cannot be stored in '
                         f'column "{m.target}" ({target["type"]}) of {parent.label}'
                     )
             elif m.aggregation == "sql" and not catalog.assignable(expression, target):
-                report.errors.append(
+                error(at,
                     f'{place}: column "{m.target}" ({target["type"]}) of {parent.label} cannot store the '
                     f'{expression["type"]} value of its expression'
                 )
             elif m.aggregation == "jsonb_append" and target["base_type"] != JSONB:
-                report.errors.append(
+                error(at,
                     f'{place}: column "{m.target}" ({target["type"]}) of {parent.label} is not jsonb '
                     f"(jsonb_append appends to a jsonb array)"
                 )
             elif m.aggregation == "jsonb_append" and expression and expression["base_type"] != JSONB:
-                report.errors.append(
+                error(at,
                     f'{place}: column "{m.target}": expression gives {expression["type"]}, not a jsonb array'
                 )
             elif m.aggregation == "count_distinct" and target["category"] not in ("N", "S"):
-                report.errors.append(
+                error(at,
                     f'{place}: column "{m.target}" ({target["type"]}) of {parent.label} cannot hold a count'
                 )
             elif m.aggregation in ("concat_distinct", "template") and target["category"] != "S":
-                report.errors.append(
+                error(at,
                     f'{place}: column "{m.target}" ({target["type"]}) of {parent.label} cannot hold text '
                     f"({m.aggregation})"
                 )
         for col in fk.defaults:
             if col not in parent.columns:
-                report.errors.append(f"{place}: defaults: {parent.missing(col)}")
+                error((*entry, "defaults", col), f"{place}: defaults: {parent.missing(col)}")
             elif parent.columns[col]["generated"]:
-                report.errors.append(f'{place}: defaults: column "{col}" of {parent.label} is generated and cannot be set')
+                error((*entry, "defaults", col), f'{place}: defaults: column "{col}" of {parent.label} is generated and cannot be set')
             else:
                 covered.add(col)
         if fk.defaults and all(c in parent.columns and not parent.columns[c]["generated"] for c in fk.defaults):
             problem = catalog.default_error(parent, dict(fk.defaults))
             if problem:
-                report.errors.append(f"{place}: defaults: {problem}")
+                # the default the server refuses, when one alone is refused
+                column = next((c for c in fk.defaults if catalog.default_error(parent, {c: fk.defaults[c]})), None)
+                error((*entry, "defaults", *([column] if column else [])), f"{place}: defaults: {problem}")
             refusing = None if problem else catalog.refusing_checks(parent, dict(fk.defaults))
             if refusing is None and not problem:
                 report.warnings.append(f"{place}: defaults: not checked against the CHECK constraints of "
                                        f"{parent.label} (the database is read-only)")
             for check, definition, reads in refusing or []:
                 column = next(c for c in fk.defaults if c in reads) if reads else next(iter(fk.defaults))
-                report.errors.append(Located.at(
-                    where(name, "foreign_keys", domain.foreign_keys.index(fk), "defaults", column),
-                    f'{place}: defaults: a derived row of {parent.label} would break its check constraint '
-                    f'"{check}" ({definition}); give defaults it takes'))
+                error((*entry, "defaults", column),
+                      f'{place}: defaults: a derived row of {parent.label} would break its check constraint '
+                      f'"{check}" ({definition}); give defaults it takes')
 
         for col, info in parent.columns.items():
             if col in TRACKING_TYPES:
                 if info["type"] != TRACKING_TYPES[col]:
-                    report.errors.append(
+                    error((*entry, "target_table"),
                         f'{place}: column "{col}" of {parent.label} is {info["type"]}, '
                         f"but refdata tracks with {TRACKING_TYPES[col]}"
                     )
@@ -672,12 +680,12 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                     # apply adds only the tracking columns a table lacks: one of
                     # the table's own would keep its NULLs and other values,
                     # which the views count neither authoritative nor derived
-                    report.errors.append(
+                    error((*entry, "target_table"),
                         f'{place}: column "_source" of {parent.label} is not refdata\'s (it may hold other values '
                         f"than 'authoritative' and 'auto_derived'); rename it, refdata adds its own")
                 continue
             if info["not_null"] and not info["has_default"] and col not in covered:
-                report.errors.append(
+                error(entry,
                     f'{place}: column "{col}" of {parent.label} is NOT NULL without a default; '
                     f"map it (backfill_columns/derive_columns) or give it a value in defaults"
                 )
@@ -696,10 +704,21 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
             # the one whose key is what the mappings copy, when there is one
             sources = {m.source for m in mapped}
             other = next((f for f in others if set(f.sources) <= sources), others[0]).name
-            report.errors.append(
+            error((*entry, "depends_on"),
                 f"{place}: {parent.label} references {qualified(*referenced)} "
                 f"(foreign key {other}); add depends_on: [{other}]"
             )
+
+
+def _mapping_loc(fk: ForeignKey, m) -> tuple:
+    """Where mapping `m` of `fk.mappings()` is in the FK's entry: its
+    backfill_columns item, or the derive_columns item it stands for."""
+    for i, b in enumerate(fk.backfill_columns):
+        if b is m:
+            return ("backfill_columns", i)
+    if m.target in fk.derive_columns:
+        return ("derive_columns", fk.derive_columns.index(m.target))
+    return ()
 
 
 DEFAULT_COLLATION = 100  # pg_collation oid of "default"
@@ -799,32 +818,40 @@ def check_sync(conn: psycopg.Connection, sync: SyncConfig) -> Report:
     keys that are a primary key or unique constraint, NOT NULL columns nothing fills."""
     report = Report()
     catalog = Catalog(conn)
-    for t in sync.tables:
+    for i, t in enumerate(sync.tables):
         place = f"table {t.name}"
+
+        def error(loc: tuple, text: str) -> None:
+            report.errors.append(Located.at(sync.where("tables", i, *loc), text))
+
         target = catalog.table(t.target_schema, t.target_table)
         if target.oid is None or target.kind not in ("r", "p"):
             what = "does not exist" if target.oid is None else "is not a table"
-            report.errors.append(f"{place}: target table {target.label} {what}")
+            error(("target_table",), f"{place}: target table {target.label} {what}")
             continue
         source = t.source
         mapped = [c.target for c in source.columns] if isinstance(source, DatabaseSource) and source.columns else None
         bad = False
+
+        def at(col: str) -> tuple:  # the mapping that names a column, else the key
+            return ("source_config", "columns", mapped.index(col)) if mapped and col in mapped else ("primary_key",)
+
         for col in list(t.keys) + (mapped or []):
             if col in TRACKING_COLUMNS or col.startswith("_rd_"):
-                report.errors.append(f'{place}: column "{col}" is refdata\'s own; a source cannot set it')
+                error(at(col), f'{place}: column "{col}" is refdata\'s own; a source cannot set it')
                 bad = True
             elif col not in target.columns:
-                report.errors.append(f"{place}: {target.missing(col)}")
+                error(at(col), f"{place}: {target.missing(col)}")
                 bad = True
         if bad:
             continue
         if not any(set(k) == set(t.keys) for k in catalog.unique_keys(target)):
             keys = ", ".join(f'"{k}"' for k in t.keys)
-            report.errors.append(f"{place}: primary_key ({keys}) is not a primary key or unique constraint of {target.label}")
+            error(("primary_key",), f"{place}: primary_key ({keys}) is not a primary key or unique constraint of {target.label}")
         if mapped is not None:
             for name, col in target.columns.items():
                 if col["not_null"] and not col["has_default"] and name not in mapped:
-                    report.errors.append(
+                    error(("source_config", "columns"),
                         f'{place}: column "{name}" of {target.label} is NOT NULL without a default; '
                         "map a source column to it in source_config.columns"
                     )

@@ -1087,6 +1087,14 @@ class SyncConfig(Model):
     concurrency: Annotated[int, Field(ge=1)] = 1
     batch_size: Annotated[int, Field(ge=1)] = 5000
     tables: list[SyncTable] = []
+    # "file": the Document it was read from, for line numbers (set by parse_sync_config)
+    _origin: "Origin" = PrivateAttr(default_factory=lambda: Origin())
+
+    def where(self, *loc) -> str | None:
+        """file:line of a field (`loc`: "tables", 0, "primary_key", ...); None
+        for a sync config not read from a file."""
+        document = self._origin.get("file")
+        return document.line(list(loc)) if document else None
 
     @field_validator("schema_version")
     @classmethod
@@ -1155,9 +1163,11 @@ def parse_sync_config(text: str, source: str = "<sync config>") -> SyncConfig:
     if not isinstance(data, dict):
         raise InputError(f"{source}: expected a mapping with a 'tables' key")
     try:
-        return SyncConfig.model_validate(data)
+        config = SyncConfig.model_validate(data)
     except ValidationError as e:
         raise InputError(_describe_sync(e.errors()[0], data, node, source)) from None
+    config._origin["file"] = Document(source, data, node)
+    return config
 
 
 def _sync_message(err: dict, loc) -> str:

@@ -17,6 +17,11 @@ def apply_config(cli, write_config, text: str) -> Path:
     return path
 
 
+def line_of(path: Path, fragment: str) -> int:
+    """The number of the first line of a config file holding `fragment`."""
+    return next(n for n, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1) if fragment in text)
+
+
 def stage_and_load(conn, domain: str, columns: list[str], rows: list[tuple]):
     """What `refdata load` does, in SQL: stage with load order, call the load function."""
     cols = ", ".join(f'"{c}"' for c in columns)

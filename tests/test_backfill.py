@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from helpers import shipped_single_file
+from helpers import line_of, shipped_single_file
 
 from generator.config import PROJECT_ROOT
 
@@ -698,7 +698,8 @@ def test_key_types_without_an_equality_operator_are_refused(db, cli, write_confi
     # refused up front instead of failing every insert later.
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        f"refdata: error: {path}: domain perf, foreign key fk_plan: column \"code\" (bigint) of \"business\".\"fact\" "
+        f"refdata: error: {path}:{line_of(path, '- {name: fk_plan')}: domain perf, foreign key fk_plan: "
+        "column \"code\" (bigint) of \"business\".\"fact\" "
         "cannot be compared with (no = operator without a cast) key column \"code\" (text) of \"mapping\".\"plan\" "
         f"(database {db.info.dbname} on {db.info.host})"
     )

@@ -3,7 +3,9 @@ naming domain and foreign key, exit code 2, and nothing is applied."""
 
 from __future__ import annotations
 
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 from psycopg.conninfo import make_conninfo
@@ -39,6 +41,22 @@ def refdata_exists(db) -> bool:
     return db.execute("SELECT to_regnamespace('refdata') IS NOT NULL").fetchone()[0]
 
 
+def in_entry(path, line: int, problem: str) -> bool:
+    """Whether config line `line` is within the entry `problem` names: the
+    foreign key's (`domain D, foreign key F: ...`: the nearest `name:` at or
+    above it is F's) or the domain's (`domain D: ...`: at or below `D:`)."""
+    text = Path(path).read_text(encoding="utf-8").splitlines()
+    m = re.match(r"domain (\w+)(?:, foreign key (\w+))?:", problem)
+    if not m:
+        return True
+    domain, fk = m.groups()
+    above = text[:line]
+    if fk:
+        names = [t for t in above if re.search(r"\bname: ", t)]
+        return bool(names) and re.search(rf"\bname: {fk}\b", names[-1]) is not None
+    return any(re.match(rf"\s*{domain}:", t) for t in above)
+
+
 def tracking_columns(db) -> list[tuple]:
     return db.execute(
         "SELECT attrelid::regclass::text, attname FROM pg_attribute WHERE attname IN ('_source', '_needs_review', '_derived_from_domain', '_derived_at') AND NOT attisdropped"
@@ -50,14 +68,19 @@ def triggers(db) -> list[tuple]:
 
 
 def refused(cli, db, path, *problems: str, line: int | None = None) -> None:
-    """validate and apply both exit 2 with exactly these lines (naming the
-    config's `line` when given); nothing is applied."""
+    """validate and apply both exit 2 with exactly these lines, each naming
+    the config's line (`line` when given, else one within the entry its
+    problem names: see in_entry); nothing is applied."""
     where = f"database {db.info.dbname} on {db.info.host}"  # every catalog error names the database
-    expected = [f"refdata: error: {path}{f':{line}' if line else ''}: {p} ({where})" for p in problems]
     for command in ("validate", "apply"):
         result = cli("--config", str(path), command)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
+        named = [re.match(rf"refdata: error: {re.escape(str(path))}:(\d+): ", e) for e in result.stderr.splitlines()]
+        assert len(named) == len(problems) and all(named), (command, result.stderr)
+        lines = [int(m.group(1)) for m in named]
+        expected = [f"refdata: error: {path}:{line or n}: {p} ({where})" for p, n in zip(problems, lines)]
         assert result.stderr.splitlines() == expected, command
+        assert all(in_entry(path, n, p) for n, p in zip(lines, problems)), (command, lines)
         assert "Traceback" not in result.stderr
         assert not refdata_exists(db)
         assert tracking_columns(db) == []
@@ -484,19 +507,47 @@ def test_every_problem_is_reported_one_line_each(cli, sample_db, write_config):
     where = f" (database {sample_db.info.dbname} on {sample_db.info.host})"
     assert all(line.endswith(where) for line in result.stderr.splitlines())
     lines = [line.removesuffix(where) for line in result.stderr.splitlines()]
+    text = path.read_text(encoding="utf-8").splitlines()
+
+    def at(fragment: str) -> str:  # each names the line of the entry it stems from
+        return f"{path}:{next(n for n, t in enumerate(text, start=1) if fragment in t)}"
+
     assert lines == [
-        f"refdata: error: {path}: domain annuity_performance, foreign key fk_plan: "
+        f"refdata: error: {at('derive_columns: [计划名称]')}: domain annuity_performance, foreign key fk_plan: "
         'column "计划名称" does not exist in "mapping"."年金计划" (did you mean "计划全称"?)',
-        f"refdata: error: {path}: domain annuity_performance, foreign key fk_plan: "
+        f"refdata: error: {at('- name: fk_plan')}: domain annuity_performance, foreign key fk_plan: "
         'column "计划全称" of "mapping"."年金计划" is NOT NULL without a default; '
         "map it (backfill_columns/derive_columns) or give it a value in defaults",
-        f"refdata: error: {path}: domain annuity_performance, foreign key fk_plan: "
+        f"refdata: error: {at('- name: fk_plan')}: domain annuity_performance, foreign key fk_plan: "
         'column "计划状态" of "mapping"."年金计划" is NOT NULL without a default; '
         "map it (backfill_columns/derive_columns) or give it a value in defaults",
-        f"refdata: error: {path}: domain annuity_performance, foreign key fk_product_line: "
+        f"refdata: error: {at('target_table: 产品线表')}: domain annuity_performance, foreign key fk_product_line: "
         'target table "mapping"."产品线表" does not exist (did you mean "mapping"."产品线"?)',
     ]
     assert not refdata_exists(sample_db)
+
+
+@pytest.mark.parametrize("find, replace, at, problem", [
+    ("fact_table: 规模明细", "fact_table: 规模明细表", "fact_table: 规模明细表",
+     'domain annuity_performance: fact table "business"."规模明细表" does not exist (did you mean "business"."规模明细"?)'),
+    ("source_column: 计划代码", "source_column: 计划代号", "source_column: 计划代号",
+     'domain annuity_performance, foreign key fk_plan: source_column: column "计划代号" does not exist in '
+     '"business"."规模明细" (did you mean "计划代码"?)'),
+    ("{source: 计划名称, target: 计划全称}", "{source: 计划名称, target: 计划全称}\n          - {source: 客户名称, target: 客户全名}",
+     "target: 客户全名}",
+     'domain annuity_performance, foreign key fk_plan: column "客户全名" does not exist in "mapping"."年金计划" '
+     '(did you mean "客户名称"?)'),
+    ("defaults: {计划状态: 待审核}", "defaults:\n          计划全称: x\n          计划状态: 待审核待审核待审核", "计划状态: 待审核待审核待审核",
+     "domain annuity_performance, foreign key fk_plan: defaults: value too long for type character varying(8)"),
+])
+def test_a_catalog_error_names_the_line_of_the_config_entry_it_stems_from(cli, sample_db, write_config,
+                                                                         find, replace, at, problem):
+    text = fk_config(PLAN_OK)
+    assert text.count(find) == 1
+    text = text.replace(find, replace)
+    path = write_config(text)
+    line = next(n for n, t in enumerate(text.splitlines(), start=1) if at in t)
+    refused(cli, sample_db, path, problem, line=line)
 
 
 def test_apply_rolls_back_when_a_statement_fails(cli, db, sample_db, write_config):

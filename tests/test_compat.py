@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from helpers import apply_config, stage_and_load
+from helpers import apply_config, line_of, stage_and_load
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "workdatahub"
 
@@ -366,7 +366,8 @@ def test_sql_expression_is_checked_against_the_catalog(postgresql, cli, write_co
         f"          - {{target: {target}, aggregation: {{type: sql, expression: \"{expression}\"}}}}\n"))
     result = cli("--config", str(path), "apply")
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith(f"refdata: error: {path}: domain pieces, foreign key fk_parent: {problem} "
+    line = line_of(path, f"{{target: {target}, aggregation")  # the mapping's own line
+    assert result.stderr.startswith(f"refdata: error: {path}:{line}: domain pieces, foreign key fk_parent: {problem} "
                                     "(database "), result.stderr
     assert len(result.stderr.splitlines()) == 1
     assert postgresql.execute("SELECT to_regnamespace('refdata')").fetchone()[0] is None  # nothing applied
@@ -431,6 +432,7 @@ def test_jsonb_append_expression_and_target_type(postgresql, cli, write_config):
     path = write_config(pieces_config("          - {source: v, target: label, aggregation: {type: jsonb_append}}\n"))
     result = cli("--config", str(path), "apply")
     assert result.returncode == 2
-    assert result.stderr.startswith(f"refdata: error: {path}: domain pieces, foreign key fk_parent: column \"label\" "
+    line = line_of(path, "{source: v, target: label")
+    assert result.stderr.startswith(f"refdata: error: {path}:{line}: domain pieces, foreign key fk_parent: column \"label\" "
                                     f"(text) of \"public\".\"parent\" is not jsonb (jsonb_append appends to a jsonb "
                                     f"array) (database "), result.stderr

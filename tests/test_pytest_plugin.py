@@ -125,13 +125,14 @@ def test_user_project_derives_parents_through_refdata_db(project):
 
 
 def test_config_naming_a_missing_column_fails_at_setup_with_one_line(project):
-    (project.path / "refdata" / "data_sources.yml").write_text(
-        CONFIG.replace("{source: store_name, target: name}", "{source: store_nmae, target: name}"), encoding="utf-8")
+    text = CONFIG.replace("{source: store_name, target: name}", "{source: store_nmae, target: name}")
+    (project.path / "refdata" / "data_sources.yml").write_text(text, encoding="utf-8")
+    line = next(n for n, t in enumerate(text.splitlines(), start=1) if "store_nmae" in t)
     project.makepyfile(test_orders=TESTS.split("@pytest.mark.parametrize")[0])
     result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines([
-        '*refdata: error: *data_sources.yml: domain orders, foreign key fk_store: backfill column name: '
+        f'*refdata: error: *data_sources.yml:{line}: domain orders, foreign key fk_store: backfill column name: '
         'column "store_nmae" does not exist in "sales"."orders" (did you mean "store_name"?) (database *)',
     ])
     assert "Traceback" not in result.stdout.str()

@@ -413,3 +413,26 @@ def test_a_sync_config_saved_as_gbk_names_the_line_and_how_to_convert(sample_db,
     assert result.stderr == (f"refdata: error: {path}:3: sync config is not UTF-8 (byte 0xc4); "
                              "it reads as GBK: convert it with iconv -f gbk -t utf-8\n"), result.stderr
 
+
+
+@pytest.mark.parametrize("find, replace, at, message", [
+    ("    target_table: 年金计划\n", "    target_table: 年金计画\n", "target_table: 年金计画",
+     'table 年金计划: target table "mapping"."年金计画" does not exist'),
+    ("{source: plan_name, target: 计划全称}", "{source: plan_name, target: 计划名称}", "target: 计划名称}",
+     'table 年金计划: column "计划名称" does not exist in "mapping"."年金计划" (did you mean "计划全称"?)'),
+    ("    primary_key: 年金计划号\n", "    primary_key: 计划全称\n", "primary_key: 计划全称",
+     'table 年金计划: primary_key ("计划全称") is not a primary key or unique constraint of "mapping"."年金计划"'),
+])
+def test_a_sync_table_the_catalog_refuses_is_named_at_its_line(find, replace, at, message, sample_db, cli,
+                                                               write_config):
+    config = project_config(write_config)
+    table = plan_table("LEG", "client")
+    assert table.count(find) == 1
+    path = sync_config(write_config, table.replace(find, replace))
+    line = next(n for n, t in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1) if at in t)
+    for command in ("validate", "apply"):
+        result = cli("--config", str(config), command)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"refdata: error: {path}:{line}: {message} (database "), result.stderr
+    assert sample_db.execute("SELECT to_regnamespace('refdata')").fetchone() == (None,)
