@@ -138,6 +138,11 @@ def records(path: Path, options: Options,
         except StopIteration:
             return
         except csv.Error as e:
+            if "new-line character seen in unquoted field" in str(e):
+                # Python's own words ask for a mode of its own; what the user can do is this
+                raise BadRow(start, None, "malformed CSV: a carriage return (CR) inside an unquoted field; lines "
+                                          "ending in a lone CR are not read: save the file with LF or CRLF line "
+                                          "ends, or quote the field") from None
             raise BadRow(start, None, f"malformed CSV: {e}") from None
         bad, state["bad"] = state["bad"], None
         text, state["text"] = state["text"], []
@@ -234,8 +239,10 @@ class Loader:
         seen = set()
         for i, c in enumerate(columns, start=1):
             if c not in self.loadable:
-                hint = difflib.get_close_matches(c, list(self.loadable), n=1, cutoff=0.5)
-                suggestion = f' (did you mean "{hint[0]}"?)' if hint else ""
+                same = [name for name in self.loadable if name.casefold() == c.casefold()]
+                hint = same or difflib.get_close_matches(c, list(self.loadable), n=1, cutoff=0.5)
+                suggestion = f' (did you mean "{hint[0]}"?{" column names are case-sensitive" if same else ""})' \
+                    if hint else ""
                 raise InputError(
                     f'{self.path}:1: column {i} "{c}" is not a loadable column of {self.fact_label}{suggestion}'
                 )
@@ -305,7 +312,9 @@ class Loader:
                 if self.options.rejects:
                     parsed_by = "python, rejects"
                     self._copy_with_rejects(copy_sql, rows, columns, result, meter)
-                elif self._server_parses() and not self.python_path:
+                elif self._server_parses() and not self.python_path and first[0] == 1:
+                    # (COPY's HEADER skips the first line: with blank lines before
+                    # the header it would load the header as a row)
                     parsed_by = "server csv"
                     rows.close()
                     self.server_staged = True

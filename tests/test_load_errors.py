@@ -29,6 +29,7 @@ SCHEMA = """
 CREATE TABLE parent (k varchar(4) PRIMARY KEY, name varchar(6) CHECK (name <> 'forbid'), size numeric(4, 1));
 CREATE TABLE region (r varchar(4) PRIMARY KEY, label text NOT NULL);
 CREATE TABLE fact (line int NOT NULL, k varchar(20), amount numeric(8, 2), note text, r text);
+CREATE TABLE notes (k varchar(4), note text);
 """
 
 CONFIG = """
@@ -46,6 +47,10 @@ domains:
         target_table: region
         target_key: r
         backfill_columns: [{source: note, target: label}]
+  n:
+    fact_table: notes
+    foreign_keys:
+      - {name: fk_n, source_column: k, target_table: parent, target_key: k}
 """
 
 HEADER = "line,k,amount,note,r"
@@ -109,8 +114,8 @@ def loaded_db(request, tmp_path_factory):
 def load(loaded_db, cli):
     conn, dsn, config = loaded_db
 
-    def run(path, *options):
-        return cli("--config", str(config), "load", "d", str(path), *options, db=dsn)
+    def run(path, *options, domain="d"):
+        return cli("--config", str(config), "load", domain, str(path), *options, db=dsn)
 
     return run
 
@@ -169,3 +174,59 @@ def test_with_rejects_the_row_whose_parent_cannot_be_derived_goes_there_and_the_
     # one run, of the file, with the rows it loaded (finding the refused row loads nothing)
     assert conn.execute("SELECT source, file_name, rows FROM refdata.load_run ORDER BY id DESC LIMIT 1").fetchone() \
         == ("file", str(path), 2)
+
+
+# -- files that are not what a load expects ------------------------------------
+
+READ_WAYS = {"server": [], "python": ["--encoding", "latin-1"], "rejects": ["--rejects", "{rejects}"]}
+
+
+@pytest.mark.parametrize("way", list(READ_WAYS))
+def test_blank_lines_before_the_header_never_load_the_header_as_a_row(loaded_db, load, tmp_path, way):
+    """COPY's HEADER skips the first line, whatever it holds: with a blank
+    line first it took the header for a row, and a text-only fact table
+    loaded it (and derived a parent named after the key column)."""
+    conn = loaded_db[0]
+    key = {"server": "N1", "python": "N2", "rejects": "N3"}[way]
+    path = tmp_path / "notes.csv"
+    path.write_text(f"\nk,note\n{key},a\n", encoding="utf-8")
+    options = [o.format(rejects=tmp_path / "rejects.csv") for o in READ_WAYS[way]]
+    result = load(path, *options, domain="n")
+    assert result.returncode == 0, result.stderr
+    assert "loaded 1 fact rows" in result.stdout
+    assert conn.execute("SELECT k, note FROM notes WHERE k IN ('k', %s)", [key]).fetchall() == [(key, "a")]
+    assert conn.execute("SELECT k FROM parent WHERE k IN ('k', %s)", [key]).fetchall() == [(key,)]
+
+
+@pytest.mark.parametrize("way", list(READ_WAYS))
+def test_a_file_with_lone_carriage_returns_is_one_line_saying_what_to_do(loaded_db, load, tmp_path, way):
+    conn = loaded_db[0]
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b"line,k,amount,note,r\r1,K1,1.0,a,R1\r2,K2,1.0,b,R2\r")
+    before = _state(conn)
+    result = load(path, *[o.format(rejects=tmp_path / "rejects.csv") for o in READ_WAYS[way]])
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"refdata: error: {path}:1: malformed CSV: a carriage return (CR) inside an unquoted "
+                             "field; lines ending in a lone CR are not read: save the file with LF or CRLF line "
+                             "ends, or quote the field\n")
+    assert _state(conn) == before and not (tmp_path / "rejects.csv").exists()
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("LINE,k", 'column 1 "LINE" is not a loadable column of "public"."fact" (did you mean "line"? column names are '
+               "case-sensitive)"),
+    ("line,kk", 'column 2 "kk" is not a loadable column of "public"."fact" (did you mean "k"?)'),
+    ("line,k,k", 'column "k" appears twice in the header'),
+    ("k,amount", 'required column "line" (NOT NULL, no default) is not in the header'),
+    ("line,,k", 'column 2 "" is not a loadable column of "public"."fact"'),
+])
+def test_a_header_that_does_not_name_the_fact_columns_is_one_line_at_line_1(loaded_db, load, tmp_path,
+                                                                           header, expected):
+    conn = loaded_db[0]
+    path = tmp_path / "facts.csv"
+    path.write_text(f"{header}\n1,K1,K1\n", encoding="utf-8")
+    before = _state(conn)
+    for way in READ_WAYS.values():
+        result = load(path, *[o.format(rejects=tmp_path / "rejects.csv") for o in way])
+        assert (result.returncode, result.stderr) == (2, f"refdata: error: {path}:1: {expected}\n")
+    assert _state(conn) == before
