@@ -213,7 +213,7 @@ def test_a_parent_with_a_source_column_of_its_own_is_refused(cli, db, write_conf
         result = cli("--config", str(path), command)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
         assert result.stderr.splitlines() == [
-            f'refdata: error: {path}: domain d, foreign key fk_plan: column "_source" of "public"."plan" is not '
+            f'refdata: error: {path}:5: domain d, foreign key fk_plan: column "_source" of "public"."plan" is not '
             f"refdata's (it may hold other values than 'authoritative' and 'auto_derived'); rename it, refdata adds "
             f"its own ({where})"]
     assert db.execute("SELECT to_regnamespace('refdata'), count(*) FROM pg_attribute "
