@@ -328,44 +328,46 @@ def _check_names(catalog: Catalog, report: Report, config: Config) -> None:
     planned: dict[tuple[str, str], str] = {}
     seen: set[tuple[str, str]] = set()
 
-    def index(place: str, schema: str, name: str, table: "Table", what: str) -> None:
+    def index(place: str, at: str | None, schema: str, name: str, table: "Table", what: str) -> None:
         if planned.setdefault((schema, name), what) != what:
-            report.errors.append(f"{place}: refdata would give {qualified(schema, name)} to its {what} and to its "
-                                 f"{planned[(schema, name)]}; rename one of the tables")
+            report.errors.append(Located.at(at, f"{place}: refdata would give {qualified(schema, name)} to its {what} and to its "
+                                 f"{planned[(schema, name)]}; rename one of the tables"))
             return
         if (schema, name) in seen:
             return
         seen.add((schema, name))
         for (holder,) in catalog.conn.execute(query("name_holder"), {"schema": schema, "name": name, "table": table.oid}):
-            report.errors.append(f"{place}: {qualified(schema, name)} is {holder}; refdata gives that name to its "
-                                 f"{what} and would make none: rename it")
+            report.errors.append(Located.at(at, f"{place}: {qualified(schema, name)} is {holder}; refdata gives that "
+                                                f"name to its {what} and would make none: rename it"))
 
-    def triggers(place: str, table: "Table", names: list[str]) -> None:
+    def triggers(place: str, at: str | None, table: "Table", names: list[str]) -> None:
         if (table.schema, f"triggers of {table.name}") in seen:
             return
         seen.add((table.schema, f"triggers of {table.name}"))
         for trigger, function in catalog.conn.execute(query("foreign_triggers"), {"oid": table.oid, "names": names}):
-            report.errors.append(f"{place}: trigger {ident(trigger)} on {table.label} runs {function}; refdata gives "
-                                 f"that name to a trigger of its own and would replace it: rename the trigger")
+            report.errors.append(Located.at(at, f"{place}: trigger {ident(trigger)} on {table.label} runs {function}; "
+                                                f"refdata gives that name to a trigger of its own and would replace it: "
+                                                f"rename the trigger"))
 
     for name, domain in config.domains.items():
         fact = catalog.table(domain.fact_schema, domain.fact_table_for(name))
         if fact.oid is None:
             continue
-        triggers(f"domain {name}", fact, [object_name(name, what) for what in
+        triggers(f"domain {name}", config.where(name, "fact_table"), fact, [object_name(name, what) for what in
                                           ("backfill", "backfill_insert", "backfill_update")] + load_triggers(name))
-        for fk in domain.foreign_keys:
+        for i, fk in enumerate(domain.foreign_keys):
             place = f"domain {name}, foreign key {fk.name}"
+            at = config.where(name, "foreign_keys", i, "target_table")
             if config.observability.index_fact_keys:
                 schema, _, index_name = fact_key_index(name, domain, fk)
-                index(place, schema, index_name, fact, f"index on the fact columns ({', '.join(fk.sources)}) "
+                index(place, config.where(name, "foreign_keys", i, "source_column"), schema, index_name, fact, f"index on the fact columns ({', '.join(fk.sources)}) "
                                                          f"of {fact.label}")
             parent = catalog.table(fk.target_schema, fk.target_table)
             if parent.oid is None:
                 continue
             for suffix, what in (("needs_review", "index of rows awaiting review"), ("derived", "index of derived rows")):
-                index(place, fk.target_schema, object_name(fk.target_table, suffix), parent, f"{what} on {parent.label}")
-            triggers(place, parent, REFERENCE_TRIGGERS)
+                index(place, at, fk.target_schema, object_name(fk.target_table, suffix), parent, f"{what} on {parent.label}")
+            triggers(place, at, parent, REFERENCE_TRIGGERS)
 
 
 def declared_match(declared: dict, fk: ForeignKey) -> bool:

@@ -556,13 +556,13 @@ def test_two_foreign_keys_into_one_table_by_the_same_key_derive(cli, db, write_c
 # -- names refdata gives objects in the user's schemas ---------------------------
 
 
-def refused_keeping_triggers(cli, db, path, *problems: str) -> None:
-    """As test_catalog.refused, where the user's own triggers stay."""
+def refused_keeping_triggers(cli, db, path, *problems: tuple[int, str]) -> None:
+    """As test_catalog.refused, where the user's own triggers stay; each problem with its config line."""
     where = f"database {db.info.dbname} on {db.info.host}"
     for command in ("validate", "apply"):
         result = cli("--config", str(path), command)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
-        assert result.stderr.splitlines() == [f"refdata: error: {path}: {p} ({where})" for p in problems], command
+        assert result.stderr.splitlines() == [f"refdata: error: {path}:{n}: {p} ({where})" for n, p in problems], command
         assert not refdata_exists(db) and tracking_columns(db) == []
         assert sorted(triggers(db)) == [("d__backfill",), ("refdata_promote",)]
 
@@ -579,15 +579,16 @@ def test_a_name_refdata_gives_its_own_object_that_the_user_holds_is_refused(cli,
         CREATE TRIGGER refdata_promote BEFORE INSERT ON plan FOR EACH ROW EXECUTE FUNCTION mine();
     """)
     path = write_config(config(PLAN))
+    # the fact table's line (3), the parent's: the foreign key's target_table (8)
     refused_keeping_triggers(cli, db, path,
-            'domain d: trigger "d__backfill" on "public"."f" runs public.mine(); refdata gives that name to a '
-            "trigger of its own and would replace it: rename the trigger",
-            'domain d, foreign key fk_plan: "public"."plan__needs_review" is a view; refdata gives that name to its '
-            'index of rows awaiting review on "public"."plan" and would make none: rename it',
-            'domain d, foreign key fk_plan: "public"."plan__derived" is a table; refdata gives that name to its '
-            'index of derived rows on "public"."plan" and would make none: rename it',
-            'domain d, foreign key fk_plan: trigger "refdata_promote" on "public"."plan" runs public.mine(); refdata '
-            "gives that name to a trigger of its own and would replace it: rename the trigger")
+            (3, 'domain d: trigger "d__backfill" on "public"."f" runs public.mine(); refdata gives that name to a '
+                "trigger of its own and would replace it: rename the trigger"),
+            (8, 'domain d, foreign key fk_plan: "public"."plan__needs_review" is a view; refdata gives that name to '
+                'its index of rows awaiting review on "public"."plan" and would make none: rename it'),
+            (8, 'domain d, foreign key fk_plan: "public"."plan__derived" is a table; refdata gives that name to its '
+                'index of derived rows on "public"."plan" and would make none: rename it'),
+            (8, 'domain d, foreign key fk_plan: trigger "refdata_promote" on "public"."plan" runs public.mine(); '
+                "refdata gives that name to a trigger of its own and would replace it: rename the trigger"))
 
 
 def test_a_shortened_name_the_user_holds_is_refused_and_an_index_of_its_own_table_is_taken(cli, db, write_config):
