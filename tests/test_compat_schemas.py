@@ -62,6 +62,29 @@ def test_a_load_still_refuses_a_key_no_partition_of_the_parent_takes(cli, db, wr
     assert db.execute("SELECT count(*) FROM period").fetchone()[0] == 0
 
 
+@pytest.mark.parametrize("verify", ["auto", "per-row"])
+def test_a_load_into_a_partition_checks_the_foreign_keys_it_inherits(cli, db, write_config, tmp_path, verify):
+    # The constraints of a partition are clones of its parent table's: a
+    # check that took only constraints of no parent checked none of them, and
+    # a load straight into a partition, its per-row checks skipped, stored a
+    # fact naming an organisation that does not exist.
+    db.execute(PARTITIONED + """
+        CREATE TABLE org (id text PRIMARY KEY);
+        INSERT INTO org VALUES ('O1');
+        CREATE TABLE trade (code text, yr int, org text REFERENCES org, FOREIGN KEY (code, yr) REFERENCES period)
+            PARTITION BY LIST (yr);
+        CREATE TABLE trade_2024 PARTITION OF trade FOR VALUES IN (2024);
+    """)
+    path = apply_config(cli, write_config, config(PERIOD_FK, fact="trade_2024"))
+    result = load(cli, path, tmp_path, "code,yr,org\nnew,2024,O1\nnew,2024,NOPE\n", "--verify", verify)
+    assert result.returncode == 2, result.stdout
+    assert "trade_org_fkey" in result.stderr
+    assert db.execute("SELECT count(*) FROM trade").fetchone()[0] == 0
+    result = load(cli, path, tmp_path, "code,yr,org\nnew,2024,O1\n", "--verify", verify)
+    assert result.returncode == 0, result.stderr
+    assert ("verified set-based" in result.stdout) == (verify == "auto")
+
+
 # -- types and functions of extensions -----------------------------------------
 
 
