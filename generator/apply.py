@@ -11,7 +11,7 @@ import psycopg
 
 from .catalog import Report, check, check_sync, configured_tables, digest, fact_tables, inventory, scope
 from .config import Config, SyncConfig
-from .db import describe
+from .db import DEFAULT_LOCK_TIMEOUT, describe
 from .errors import InputError, RefdataError
 from .migrate.plan import SUMMARY_KINDS, Plan, destructive_steps, make_plan
 from .names import DEFAULT_OWNER, ident, qualified
@@ -20,7 +20,6 @@ from .sync.render import statements as sync_statements
 
 # Serialises concurrent applies on one database (an arbitrary, fixed key).
 APPLY_LOCK_KEY = 0x72656664  # 'refd'
-DEFAULT_LOCK_TIMEOUT = "5s"
 
 
 def pin_search_path(conn: psycopg.Connection) -> None:
@@ -150,18 +149,13 @@ UNLOCKING_DDL = re.compile(r"^\s*(create\s+(or\s+replace\s+)?(function|view|proc
                            r"|alter\s+(function|routine|procedure)|grant\s|revoke\s|comment\s|set\s)", re.I)
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def locked_facts(steps: list[Statement], facts: list[tuple[str, str]]) -> list[str]:
     """The fact tables (as SQL names) that a step of the plan locks: its DDL
     on them (triggers, indexes, columns, constraints)."""
     named = []
     for schema, table in sorted(facts):
-        spellings = (qualified(schema, table), f"{_quoted(schema)}.{_quoted(table)}")  # rendered, and migra's
-        if any(s.kind not in UNLOCKING_KINDS and not UNLOCKING_DDL.match(s.sql)
-               and any(n in s.sql for n in spellings) for s in steps):
+        name = qualified(schema, table)  # as rendered steps and migra's spell it: quoted
+        if any(s.kind not in UNLOCKING_KINDS and not UNLOCKING_DDL.match(s.sql) and name in s.sql for s in steps):
             named.append(qualified(schema, table))
     return named
 

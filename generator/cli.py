@@ -329,7 +329,7 @@ def _scratch_db(args) -> str | None:
 
 def cmd_plan(args) -> int:
     from .apply import plan
-    from .db import connect, resolve_dsn
+    from .db import DEFAULT_LOCK_TIMEOUT, connect, resolve_dsn
     from .names import owner_role
 
     path, config = _config(args)
@@ -337,7 +337,7 @@ def cmd_plan(args) -> int:
     _scratch_db(args)
     with connect(resolve_dsn(args.db), autocommit=True) as conn:
         sync = _sync_config(args, path)
-        the_plan, report = plan(conn, config, str(path), args.scratch_db, args.lock_timeout or "5s",
+        the_plan, report = plan(conn, config, str(path), args.scratch_db, args.lock_timeout or DEFAULT_LOCK_TIMEOUT,
                                 sync=(str(sync[0]), sync[1]) if sync else None, owner=owner_role(args.owner))
     for w in config.warnings + report.warnings:
         print(f"warning: {printable(w)}", file=sys.stderr)
@@ -350,7 +350,7 @@ def cmd_plan(args) -> int:
 def cmd_apply(args) -> int:
     from .apply import apply, run
     from .names import owner_role
-    from .db import connect, redact, resolve_dsn
+    from .db import DEFAULT_LOCK_TIMEOUT, connect, redact, resolve_dsn
     from .catalog import configured_tables, fact_tables
     from .migrate.plan import read_plan
 
@@ -369,7 +369,7 @@ def cmd_apply(args) -> int:
             outcome = run(conn, read_plan(text, args.sql), configured_tables(config, sync[1] if sync else None),
                           args.allow_drop, args.lock_timeout, fact_tables(config))
         else:
-            outcome = apply(conn, config, str(path), args.scratch_db, args.lock_timeout or "5s", args.allow_drop,
+            outcome = apply(conn, config, str(path), args.scratch_db, args.lock_timeout or DEFAULT_LOCK_TIMEOUT, args.allow_drop,
                             sync=(str(sync[0]), sync[1]) if sync else None, owner=owner)
     for w in config.warnings + (outcome.report.warnings if outcome.report else []) + outcome.warnings:
         print(f"warning: {printable(w)}")
@@ -382,7 +382,7 @@ def cmd_apply(args) -> int:
 
 
 def cmd_uninstall(args) -> int:
-    from .db import connect, redact, resolve_dsn
+    from .db import DEFAULT_LOCK_TIMEOUT, connect, redact, resolve_dsn
     from .migrate.uninstall import remove_schedule, uninstall
 
     path, config = _config(args)
@@ -390,7 +390,7 @@ def cmd_uninstall(args) -> int:
     with connect(dsn, autocommit=True) as conn:
         sync = _sync_config(args, path)
         lines = uninstall(conn, config, args.domains, args.drop_tracking_columns, sync[1] if sync else None,
-                          args.lock_timeout or "5s")
+                          args.lock_timeout or DEFAULT_LOCK_TIMEOUT)
     if not args.domains:
         lines += remove_schedule(dsn)
     for line in lines:

@@ -68,6 +68,11 @@ def embedded_dsn() -> str:
     return cluster.url()
 
 
+# How long apply, plan and uninstall wait for a lock before giving up (--lock-timeout):
+# a DDL statement waiting for a table queues every later reader and writer of it.
+DEFAULT_LOCK_TIMEOUT = "5s"
+
+
 def connect(dsn: str, **kwargs) -> psycopg.Connection:
     try:
         conn = psycopg.connect(dsn, **kwargs)

@@ -691,8 +691,8 @@ class Loader:
                     pass
             for target in targets:
                 for fk in candidates:
-                    if _fed_by(fk, target):
-                        return fk, _fed_by(fk, target), target
+                    if source := _fed_by(fk, target):
+                        return fk, source, target
             return candidates[0], None, targets[0] if len(targets) == 1 else None
         for fk in fks:
             parent = qualified(fk.target_schema, fk.target_table)

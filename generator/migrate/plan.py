@@ -30,6 +30,7 @@ from ..catalog import table_params, fingerprint, query, touched_tables
 from ..errors import InputError, RefdataError
 from ..names import ident, literal, qualified
 from ..render import PSQL_PREAMBLE, FromEnv, Statement
+from ..db import DEFAULT_LOCK_TIMEOUT
 from .scratch import conninfo, scratch_database
 
 # schemainspect writes a trigger's DROP without doubling the double quotes in
@@ -52,7 +53,7 @@ SUMMARY_KINDS = ("schema", "table", "view", "function", "trigger", "tracking col
 class Plan:
     steps: list[Statement]
     fingerprint: str
-    lock_timeout: str = "5s"
+    lock_timeout: str = DEFAULT_LOCK_TIMEOUT
     destructive: list[str] = field(default_factory=list)
 
     def script(self) -> str:
@@ -78,7 +79,7 @@ def _has_refdata(conn: psycopg.Connection) -> bool:
 
 
 def make_plan(conn: psycopg.Connection, statements: list[Statement], configured: list[tuple[str, str]],
-              scratch_dsn: str | None = None, lock_timeout: str = "5s") -> Plan:
+              scratch_dsn: str | None = None, lock_timeout: str = DEFAULT_LOCK_TIMEOUT) -> Plan:
     print_ = fingerprint(conn, configured)
     if not _has_refdata(conn):
         # Nothing of refdata's to compare with: the plan is the rendered SQL.
@@ -466,4 +467,4 @@ def read_plan(text: str, source: str) -> Plan:
         if sql:
             steps.append(Statement("ddl", _label(sql), sql + "\n"))
     timeout = _LOCK_TIMEOUT.search(text)
-    return Plan(steps, fp.group(1), timeout.group(1) if timeout else "5s")
+    return Plan(steps, fp.group(1), timeout.group(1) if timeout else DEFAULT_LOCK_TIMEOUT)

@@ -21,7 +21,7 @@ from psycopg.conninfo import make_conninfo
 
 from ..catalog import query
 from ..cluster import postgres_bindir
-from ..db import connect, redact
+from ..db import DEFAULT_LOCK_TIMEOUT, connect, redact
 from ..errors import RefdataError
 from ..names import ident, qualified
 
@@ -60,7 +60,7 @@ def conninfo(conn: psycopg.Connection, **changes) -> str:
 
 @contextmanager
 def scratch_database(live: psycopg.Connection, schemas: list[str], scratch_dsn: str | None = None,
-                     lock_timeout: str = "5s"):
+                     lock_timeout: str = DEFAULT_LOCK_TIMEOUT):
     """A database holding a schema-only copy of `schemas` from `live`; the copy
     gives up when a table's lock is not granted within `lock_timeout`."""
     if scratch_dsn:

@@ -15,13 +15,12 @@ from psycopg.conninfo import make_conninfo
 
 from ..catalog import query
 from ..config import Config, SyncConfig
-from ..db import connect, describe
+from ..db import DEFAULT_LOCK_TIMEOUT, connect, describe
 from ..errors import InputError, RefdataError
 from ..names import ident, object_name, qualified
 from ..render import fact_key_index
 
 APPLY_LOCK_KEY = 0x72656664  # the same key apply takes: never both at once
-DEFAULT_LOCK_TIMEOUT = "5s"  # apply's
 TRACKING = ("_source", "_needs_review", "_derived_from_domain", "_derived_at")
 
 
