@@ -725,6 +725,11 @@ class Loader:
             facts, derived, blank_keys, result.path, result.fallback = self.conn.execute(
                 f"SELECT facts, parents_derived, blank_keys, path, fallback FROM {self.function}(%s, %s)",
                 [columns, self.options.verify]).fetchone()
+            # Deferred constraints (a DEFERRABLE foreign key the set-based
+            # check left to the per-row one) are checked now, not at commit:
+            # nothing else runs before the load commits, and here the halving
+            # can name the row they refuse.
+            self.conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
         result.facts += facts
         result.blank_keys += blank_keys
         for table, n in (derived or {}).items():
@@ -765,9 +770,25 @@ class Loader:
         detail = f" ({e.diag.message_detail.strip()})" if e.diag.message_detail else ""
         # Class 22 (data) and 23 (constraints) come from the file's contents.
         if e.sqlstate and e.sqlstate[:2] in ("22", "23"):
-            return InputError(f"{self._offending_line(e)}: {message}{detail}; nothing was loaded")
+            column = self._refused_column(e)
+            column = f': column "{column}"' if column else ""
+            return InputError(f"{self._offending_line(e)}{column}: {message}{detail}; nothing was loaded")
         return RefdataError(f"load of {self.path} failed: {message}{detail}; nothing was loaded")
 
+
+    def _refused_column(self, e: psycopg.errors.Error) -> str:
+        """The fact column(s) a constraint of the fact table refused: from the
+        server's detail, or, when it hides the key from a role that may not
+        read it, from the constraint itself."""
+        fact_table = self.d.fact_table_for(self.domain)
+        column, _ = _constraint_reason(e, fact_table)
+        if column or e.diag.table_name != fact_table or not e.diag.constraint_name:
+            return column
+        try:
+            with self.conn.transaction():
+                return ", ".join(Catalog(self.conn).constraint_columns(self.fact, e.diag.constraint_name))
+        except psycopg.Error:
+            return ""
 
     def _offending_line(self, e: psycopg.errors.Error) -> str:
         """The file, and the line of the first offending row when the set-based check names it."""

@@ -30,6 +30,16 @@ CREATE TABLE parent (k varchar(4) PRIMARY KEY, name varchar(6) CHECK (name <> 'f
 CREATE TABLE region (r varchar(4) PRIMARY KEY, label text NOT NULL);
 CREATE TABLE fact (line int NOT NULL, k varchar(20), amount numeric(8, 2), note text, r text);
 CREATE TABLE notes (k varchar(4), note text);
+CREATE TABLE known (k text PRIMARY KEY);
+INSERT INTO known VALUES ('K1');
+CREATE TABLE pair (a text, b int, PRIMARY KEY (a, b));
+INSERT INTO pair VALUES ('A', 1);
+CREATE TABLE xp (x text PRIMARY KEY);
+CREATE TABLE checked (
+    line int, x text, k text CONSTRAINT checked_k REFERENCES known, a text, b int,
+    dk text CONSTRAINT checked_dk REFERENCES known DEFERRABLE INITIALLY DEFERRED, da text, db int,
+    CONSTRAINT checked_ab FOREIGN KEY (a, b) REFERENCES pair,
+    CONSTRAINT checked_dab FOREIGN KEY (da, db) REFERENCES pair DEFERRABLE INITIALLY DEFERRED);
 """
 
 CONFIG = """
@@ -51,6 +61,10 @@ domains:
     fact_table: notes
     foreign_keys:
       - {name: fk_n, source_column: k, target_table: parent, target_key: k}
+  c:
+    fact_table: checked
+    foreign_keys:
+      - {name: fk_x, source_column: x, target_table: xp, target_key: x}
 """
 
 HEADER = "line,k,amount,note,r"
@@ -114,7 +128,7 @@ def loaded_db(request, tmp_path_factory):
 def load(loaded_db, cli):
     conn, dsn, config = loaded_db
 
-    def run(path, *options, domain="d"):
+    def run(path, *options, domain="d", dsn=dsn):
         return cli("--config", str(config), "load", domain, str(path), *options, db=dsn)
 
     return run
@@ -230,3 +244,93 @@ def test_a_header_that_does_not_name_the_fact_columns_is_one_line_at_line_1(load
         result = load(path, *[o.format(rejects=tmp_path / "rejects.csv") for o in way])
         assert (result.returncode, result.stderr) == (2, f"refdata: error: {path}:1: {expected}\n")
     assert _state(conn) == before
+
+
+# -- rows a declared foreign key of the fact table refuses -----------------------
+
+CHECKED_HEADER = "line,x,k,a,b,dk,da,db"
+CHECKED_GOOD = ["1,X1,K1,A,1,K1,A,1", "3,X3,,,,,,"]
+# (bad row, column, constraint, key): immediate and deferrable, one column and composite
+DECLARED = {
+    "immediate": ("2,X2,K404,,,,,", "k", "checked_k", '(k)=(K404) is not present in table "known"'),
+    "immediate composite": ("2,X2,,A,9,,,", "a, b", "checked_ab", '(a, b)=(A, 9) is not present in table "pair"'),
+    "deferrable": ("2,X2,,,,K404,,", "dk", "checked_dk", '(dk)=(K404) is not present in table "known"'),
+    "deferrable composite": ("2,X2,,,,,A,9", "da, db", "checked_dab", '(da, db)=(A, 9) is not present in table "pair"'),
+}
+
+
+def _checked_state(conn) -> tuple:
+    return conn.execute("""SELECT (SELECT count(*) FROM checked), (SELECT count(*) FROM xp),
+                                  (SELECT count(*) FROM refdata.load_run),
+                                  (SELECT count(*) FROM refdata_stage."c")""").fetchone()
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+@pytest.mark.parametrize("case", list(DECLARED))
+def test_a_row_a_declared_foreign_key_refuses_names_line_column_and_constraint(loaded_db, load, tmp_path, case, way):
+    """Immediate or deferrable (checked at commit), one column or several:
+    the same line, naming the file's line, the fact column(s) and the
+    constraint, and nothing loaded."""
+    conn = loaded_db[0]
+    bad, column, constraint, key = DECLARED[case]
+    path = tmp_path / "checked.csv"
+    path.write_text("\n".join([CHECKED_HEADER, CHECKED_GOOD[0], bad, CHECKED_GOOD[1]]) + "\n", encoding="utf-8")
+    before = _checked_state(conn)
+    result = load(path, *WAYS[way], domain="c")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f'refdata: error: {path}:3: column "{column}": insert or update on table "checked" '
+                             f'violates foreign key constraint "{constraint}" (Key {key}.); nothing was loaded\n')
+    assert _checked_state(conn) == before
+
+
+@pytest.mark.parametrize("case", list(DECLARED))
+def test_with_rejects_a_row_a_declared_foreign_key_refuses_goes_there_and_the_rest_loads(loaded_db, load, tmp_path,
+                                                                                        case):
+    conn = loaded_db[0]
+    bad, column, constraint, key = DECLARED[case]
+    tag = str(list(DECLARED).index(case))
+    good = [g.replace("X", "Y" + tag) for g in CHECKED_GOOD]
+    path = tmp_path / "checked.csv"
+    path.write_text("\n".join([CHECKED_HEADER, good[0], bad, good[1]]) + "\n", encoding="utf-8")
+    rejects = tmp_path / "rejects.csv"
+    before = _checked_state(conn)
+    result = load(path, "--rejects", str(rejects), domain="c")
+    assert result.returncode == 0, result.stderr
+    assert "loaded 2 fact rows" in result.stdout and "rejected: 1" in result.stdout
+    with open(rejects, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[1] == ["3", column, f'insert or update on table "checked" violates foreign key constraint '
+                                    f'"{constraint}" (Key {key}.)', bad]
+    assert len(rows) == 2
+    assert _checked_state(conn) == (before[0] + 2, before[1] + 2, before[2] + 1, 0)
+
+
+@pytest.mark.parametrize("may_set", [True, False], ids=["set-based", "per-row"])
+def test_a_loader_that_may_not_delete_staged_rows_still_gets_the_column(loaded_db, load, tmp_path, may_set):
+    """Without DELETE on the staging table the refused row cannot be singled
+    out: the set-based check's own error then names the line, and either
+    path the column(s), from the key or, when the server hides the key from
+    the role, from the constraint."""
+    conn, dsn, config = loaded_db
+    name = f"loader_{RUN}_{os.urandom(4).hex()}"
+    conn.execute(f'CREATE ROLE "{name}" LOGIN')
+    try:
+        for grant in ["USAGE ON SCHEMA refdata, refdata_stage", 'INSERT, SELECT ON refdata_stage."c"',
+                      "INSERT ON refdata.load_run", "INSERT ON checked",
+                      'EXECUTE ON FUNCTION refdata."c__load"(text[], text), '
+                      'refdata."c__load_parents"(text[], text, boolean)'] \
+                + (["SET ON PARAMETER session_replication_role"] if may_set else []):
+            conn.execute(f'GRANT {grant} TO "{name}"')
+        bad, column, constraint, key = DECLARED["immediate composite"]
+        path = tmp_path / "checked.csv"
+        path.write_text("\n".join([CHECKED_HEADER, CHECKED_GOOD[0], bad, CHECKED_GOOD[1]]) + "\n", encoding="utf-8")
+        before = _checked_state(conn)
+        result = load(path, dsn=f"{dsn} user={name}", domain="c")
+        where, key = (f"{path}:3", key) if may_set else (str(path), 'is not present in table "pair"')
+        assert result.stderr == (f'refdata: error: {where}: column "{column}": insert or update on table "checked" '
+                                 f'violates foreign key constraint "{constraint}" (Key {key}.); nothing was loaded\n')
+        assert result.returncode == 2
+        assert _checked_state(conn) == before
+    finally:
+        conn.execute(f'DROP OWNED BY "{name}"')
+        conn.execute(f'DROP ROLE "{name}"')
