@@ -107,6 +107,12 @@ class Located(str):
         return line
 
 
+def placed(where: str | None, text: str) -> str:
+    """A warning naming the config line of the entry it stems from, as the
+    config's own warnings do (`file:line: text`)."""
+    return f"{where}: {text}" if where else text
+
+
 class Catalog:
     def __init__(self, conn: psycopg.Connection):
         self.conn = conn
@@ -387,6 +393,9 @@ def _check_declared(catalog: Catalog, report: Report, config: Config) -> None:
     for name, domain in config.domains.items():
         for fk in domain.foreign_keys:
             by_fact.setdefault((domain.fact_schema, domain.fact_table_for(name)), []).append((name, fk))
+    def at(name: str, fk: ForeignKey, field: str) -> str | None:
+        return config.where(name, "foreign_keys", config.domains[name].foreign_keys.index(fk), field)
+
     for (schema, table), configured in by_fact.items():
         fact = catalog.table(schema, table)
         if fact.oid is None or fact.kind not in ("r", "p"):
@@ -397,14 +406,15 @@ def _check_declared(catalog: Catalog, report: Report, config: Config) -> None:
         for name, fk in configured:
             if not any(declared_match(d, fk) for d in declared):
                 cols = ", ".join(fk.sources)
-                report.warnings.append(
+                report.warnings.append(placed(at(name, fk, "target_table"),
                     f"domain {name}, foreign key {fk.name}: no FOREIGN KEY on {fact.label} ({cols}) references "
-                    f"{qualified(fk.target_schema, fk.target_table)}; is target_table right?")
+                    f"{qualified(fk.target_schema, fk.target_table)}; is target_table right?"))
         for d in declared:
             if not any(declared_match(d, fk) for _, fk in configured):
-                report.warnings.append(
+                # the fact table's entry: the first domain that names it
+                report.warnings.append(placed(config.where(configured[0][0], "fact_table"),
                     f"{fact.label}: not covered: {d['name']} ({', '.join(d['columns'])}) -> "
-                    f"{qualified(d['referenced_schema'], d['referenced_table'])}")
+                    f"{qualified(d['referenced_schema'], d['referenced_table'])}"))
 
 
 def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
@@ -415,6 +425,9 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
 
     def error(loc: tuple, text: str) -> None:
         report.errors.append(Located.at(where(name, *loc), text))
+
+    def warn(loc: tuple, text: str) -> None:
+        report.warnings.append(placed(where(name, *loc), text))
 
     fact = catalog.table(domain.fact_schema, domain.fact_table_for(name))
     if fact.oid is None or fact.kind not in ("r", "p"):
@@ -429,7 +442,7 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
         return
     drift = catalog.stage_drift(name, fact)
     if drift:
-        report.warnings.append(f"domain {name}: {drift}; refdata apply brings it in step")
+        warn(("fact_table",), f"domain {name}: {drift}; refdata apply brings it in step")
     order = processing_order(name, domain)
     targets = {(fk.target_schema, fk.target_table): fk.name for fk in order}
     for col in fact.columns:
@@ -445,7 +458,7 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
     for trigger, _ in catalog.conn.execute(query("before_row_triggers"), {"oid": fact.oid}).fetchall():
         # PostgreSQL fires a table's triggers in the byte order of their names
         first = domain.trigger_mode == "row" and ours < trigger.encode("utf-8")
-        report.warnings.append(
+        warn(("fact_table",),
             f"domain {name}: BEFORE row trigger {ident(trigger)} on {fact.label} can change a row after refdata "
             f"derived its parents from it (refdata load derives from the values loaded"
             f"{'; the row trigger fires first, by name' if first else ''}): a key it changes names a parent "
@@ -454,7 +467,7 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
     if domain.trigger_mode == "statement" and fact.kind == "p":
         trigger = object_name(name, "backfill_insert")
         for (part,) in catalog.conn.execute(query("partitions_without_trigger"), {"oid": fact.oid, "trigger": trigger}):
-            report.warnings.append(
+            warn(("fact_table",),
                 f"domain {name}: partition {part} of {fact.label} has no statement trigger {ident(trigger)} "
                 f"(created after apply); writes straight into it derive nothing until refdata apply adds it"
             )
@@ -514,21 +527,21 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
             triggers_seen.add((parent.schema, parent.name))
             for trigger, on_insert in catalog.conn.execute(query("before_row_triggers"), {"oid": parent.oid}):
                 if on_insert:
-                    report.warnings.append(
+                    warn((*entry, "target_table"),
                         f"{place}: BEFORE INSERT row trigger {ident(trigger)} on {parent.label} can change the "
                         f"parent refdata derives: a key it changes leaves the fact naming a parent nobody derived")
         for s, k in zip(fk.sources, fk.keys):
             src, tgt = fact.columns[s], parent.columns[k]
             if tgt["base_type"] == BPCHAR and src["base_type"] != BPCHAR \
                     and not catalog.same_key_equality(parent, k, src, tgt):
-                report.warnings.append(
+                warn((*entry, "source_column"),
                     f'{place}: key column "{k}" ({tgt["type"]}) of {parent.label} is looked up by another equality '
                     f'than its own, that of column "{s}" ({src["type"]}) of {fact.label}: every look-up reads the '
                     f"whole parent table; give the fact column the key's type")
             if src["base_type"] == tgt["base_type"] and not catalog.same_key_equality(parent, k, src, tgt):
                 # the type's = lives outside pg_catalog (an extension's), where
                 # refdata's functions do not look: it finds another one
-                report.warnings.append(
+                warn((*entry, "target_key"),
                     f'{place}: key column "{k}" ({tgt["type"]}) of {parent.label} is looked up by another equality '
                     f"than its own, whose operator lies outside schema pg_catalog (the one refdata's functions "
                     f"search): every look-up reads the whole parent table, and the views count a key the parent "
@@ -570,7 +583,7 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                 expression, problem, state = catalog.expression_type(fact, m.expression, fk.sources)
                 if problem and m.optional and state == "42703":  # undefined_column
                     report.skipped.add((name, fk.name, m.target))
-                    report.warnings.append(f'{place}: optional column "{m.target}" skipped: expression: {problem}')
+                    warn(at, f'{place}: optional column "{m.target}" skipped: expression: {problem}')
                     continue
                 if problem:
                     error(at, f'{place}: column "{m.target}": expression: {problem}')
@@ -579,9 +592,7 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
             if missing_sources:
                 if m.optional:
                     report.skipped.add((name, fk.name, m.target))
-                    report.warnings.append(
-                        f'{place}: optional column "{m.target}" skipped: {fact.missing(missing_sources[0])}'
-                    )
+                    warn(at, f'{place}: optional column "{m.target}" skipped: {fact.missing(missing_sources[0])}')
                 else:
                     error(at, f"{place}: backfill column {m.target}: {fact.missing(missing_sources[0])}")
                 continue
@@ -600,7 +611,7 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
             if (target["not_null"] and target["has_default"] and m.target not in fk.defaults
                     and m.aggregation in ("first", "max_by", "min_by") and not fact.columns[m.source]["not_null"]):
                 # INSERT stores the NULL it is given; only a config default stands in for it
-                report.warnings.append(
+                warn(at,
                     f'{place}: column "{m.target}" of {parent.label} is NOT NULL and filled from "{m.source}" of '
                     f"{fact.label}, which can be NULL: its DEFAULT does not stand in for a NULL, so a fact naming a "
                     f"new key with no value there fails; give it a value in defaults"
@@ -663,8 +674,8 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                 error((*entry, "defaults", *([column] if column else [])), f"{place}: defaults: {problem}")
             refusing = None if problem else catalog.refusing_checks(parent, dict(fk.defaults))
             if refusing is None and not problem:
-                report.warnings.append(f"{place}: defaults: not checked against the CHECK constraints of "
-                                       f"{parent.label} (the database is read-only)")
+                warn((*entry, "defaults"), f"{place}: defaults: not checked against the CHECK constraints of "
+                                           f"{parent.label} (the database is read-only)")
             for check, definition, reads in refusing or []:
                 column = next(c for c in fk.defaults if c in reads) if reads else next(iter(fk.defaults))
                 error((*entry, "defaults", column),

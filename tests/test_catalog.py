@@ -12,6 +12,8 @@ from psycopg.conninfo import make_conninfo
 
 from generator.config import PROJECT_ROOT
 
+from helpers import line_of
+
 SAMPLE_CONFIG = PROJECT_ROOT / "config" / "data_sources.yml"
 
 
@@ -150,12 +152,13 @@ def test_optional_column_missing_in_fact_table_is_a_warning(cli, sample_db, writ
     result = cli("--config", str(path), "validate")
     assert result.returncode == 0, result.stderr
     assert (
-        'warning: domain annuity_performance, foreign key fk_org: optional column "机构" skipped: '
-        'column "机构全称" does not exist in "business"."规模明细" (did you mean "机构名称"?)'
+        f'warning: {path}:{line_of(path, "机构全称")}: domain annuity_performance, foreign key fk_org: optional column '
+        '"机构" skipped: column "机构全称" does not exist in "business"."规模明细" (did you mean "机构名称"?)'
     ) in result.stdout.splitlines()
     result = cli("--config", str(path), "apply")
     assert result.returncode == 0, result.stderr
-    assert "warning: domain annuity_performance, foreign key fk_org: optional column" in result.stdout
+    assert f"warning: {path}:{line_of(path, '机构全称')}: domain annuity_performance, foreign key fk_org: optional " \
+        "column" in result.stdout
     sample_db.execute("""INSERT INTO business."规模明细" ("月度", "机构代码") VALUES ('2025-10-01', 'G900')""")
     assert sample_db.execute(
         """SELECT "机构", "_source" FROM mapping."组织架构" WHERE "机构代码" = 'G900'"""
@@ -435,8 +438,9 @@ def test_a_default_a_check_constraint_of_the_parent_refuses_is_named_at_its_line
     read_only = make_conninfo(dsn, options="-c default_transaction_read_only=on")
     result = cli("--config", str(path), "validate", db=read_only)
     assert result.returncode == 0, result.stderr
-    assert ('warning: domain annuity_performance, foreign key fk_plan: defaults: not checked against the CHECK '
-            'constraints of "mapping"."年金计划" (the database is read-only)') in result.stdout.splitlines()
+    assert (f'warning: {path}:{line_of(path, "defaults:")}: domain annuity_performance, foreign key fk_plan: '
+            'defaults: not checked against the CHECK constraints of "mapping"."年金计划" (the database is read-only)'
+            ) in result.stdout.splitlines()
     path.write_text(fk_config(PLAN_OK), encoding="utf-8")
     result = cli("--config", str(path), "validate")
     assert result.returncode == 0, result.stderr

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from helpers import apply_config
+from helpers import apply_config, line_of
 from test_catalog import refdata_exists, refused, tracking_columns, triggers
 
 
@@ -355,7 +355,7 @@ def test_a_before_row_trigger_that_may_change_keys_is_a_warning(cli, db, write_c
     result = cli("--config", str(path), "validate")
     assert result.returncode == 0, result.stderr
     assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == [
-        'warning: domain d: BEFORE row trigger "zz_norm" on "public"."f" can change a row after refdata derived '
+        f'warning: {path}:{line_of(path, "fact_table:")}: domain d: BEFORE row trigger "zz_norm" on "public"."f" can change a row after refdata derived '
         "its parents from it (refdata load derives from the values loaded; the row trigger fires first, by name): "
         "a key it changes names a parent nobody derived"]
 
@@ -419,7 +419,7 @@ def test_a_not_null_column_with_a_default_mapped_from_a_nullable_column_is_a_war
     result = cli("--config", str(path), "validate")
     assert result.returncode == 0, result.stderr
     assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == [
-        'warning: domain d, foreign key fk_plan: column "status" of "public"."plan" is NOT NULL and filled from '
+        f'warning: {path}:{line_of(path, "{source: status")}: domain d, foreign key fk_plan: column "status" of "public"."plan" is NOT NULL and filled from '
         '"status" of "public"."f", which can be NULL: its DEFAULT does not stand in for a NULL, so a fact naming '
         "a new key with no value there fails; give it a value in defaults"]
     path.write_text(path.read_text(encoding="utf-8") + "        defaults: {status: new}\n", encoding="utf-8")

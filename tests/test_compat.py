@@ -380,8 +380,8 @@ def test_optional_sql_expression_on_an_absent_column_is_left_out(postgresql, cli
         "          - {target: label, optional: true, aggregation: {type: sql, expression: 'min(\"客户名称\")'}}\n"))
     result = cli("--config", str(path), "apply")
     assert result.returncode == 0, result.stderr
-    assert ('warning: domain pieces, foreign key fk_parent: optional column "label" skipped: expression: '
-            'column "客户名称" does not exist') in result.stdout
+    assert (f'warning: {path}:{line_of(path, "target: label")}: domain pieces, foreign key fk_parent: optional '
+            'column "label" skipped: expression: column "客户名称" does not exist') in result.stdout
     postgresql.execute("INSERT INTO fact (k) VALUES ('K1')")
     assert parents(postgresql, "k, label") == [("K1", None)]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import apply_config
+from helpers import apply_config, line_of
 from test_catalog import refused
 
 
@@ -170,7 +170,7 @@ def test_a_before_insert_trigger_of_a_parent_is_a_warning(cli, db, write_config)
     result = cli("--config", str(path), "validate")
     assert result.returncode == 0, result.stderr
     assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == [
-        'warning: domain d, foreign key fk_product: BEFORE INSERT row trigger "product_norm" on "public"."product" '
+        f'warning: {path}:{line_of(path, "fk_product")}: domain d, foreign key fk_product: BEFORE INSERT row trigger "product_norm" on "public"."product" '
         "can change the parent refdata derives: a key it changes leaves the fact naming a parent nobody derived"]
 
 
@@ -211,7 +211,7 @@ def test_a_citext_fact_key_into_a_citext_parent_key_is_taken(cli, db, write_conf
     result = cli("--config", str(path), "validate")
     assert result.returncode == 0, result.stderr
     assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == [
-        'warning: domain d, foreign key fk_plan: key column "code" (public.citext) of "public"."plan" is looked up by '
+        f'warning: {path}:{line_of(path, "fk_plan")}: domain d, foreign key fk_plan: key column "code" (public.citext) of "public"."plan" is looked up by '
         "another equality than its own, whose operator lies outside schema pg_catalog (the one refdata's functions "
         "search): every look-up reads the whole parent table, and the views count a key the parent holds in another "
         "spelling as missing"]
@@ -255,7 +255,7 @@ def test_a_text_fact_key_into_a_char_key_is_a_warning(cli, db, write_config):
     result = cli("--config", str(path), "validate")
     assert result.returncode == 0, result.stderr
     assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == [
-        'warning: domain d, foreign key fk_plan: key column "code" (character(4)) of "public"."plan" is looked up by '
+        f'warning: {path}:{line_of(path, "fk_plan")}: domain d, foreign key fk_plan: key column "code" (character(4)) of "public"."plan" is looked up by '
         'another equality than its own, that of column "code" (text) of "public"."f": every look-up reads the whole '
         "parent table; give the fact column the key's type"]
     db.execute("INSERT INTO f VALUES ('ab', 'ab'), ('cd', NULL)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import line_of
+
 SCHEMA = """
 CREATE SCHEMA ref;
 CREATE SCHEMA fact;
@@ -33,15 +35,17 @@ domains:
 
 def test_validate_compares_the_config_with_the_declared_foreign_keys(cli, db, write_config):
     db.execute(SCHEMA)
-    result = cli("--config", str(write_config(CONFIG)), "validate")
+    path = write_config(CONFIG)
+    result = cli("--config", str(path), "validate")
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: ")]
+    fk, fact = f"{path}:{line_of(path, 'fk_plan')}", f"{path}:{line_of(path, 'fact_table:')}"
     assert warnings == [
-        'warning: domain assets, foreign key fk_plan: no FOREIGN KEY on "fact"."monthly_assets" (机构代码) '
+        f'warning: {fk}: domain assets, foreign key fk_plan: no FOREIGN KEY on "fact"."monthly_assets" (机构代码) '
         'references "ref"."计划"; is target_table right?',
-        'warning: "fact"."monthly_assets": not covered: monthly_assets_product_fkey (product_code, channel) '
+        f'warning: {fact}: "fact"."monthly_assets": not covered: monthly_assets_product_fkey (product_code, channel) '
         '-> "ref"."product"',
-        'warning: "fact"."monthly_assets": not covered: monthly_assets_计划号_fkey (计划号) -> "ref"."计划"',
+        f'warning: {fact}: "fact"."monthly_assets": not covered: monthly_assets_计划号_fkey (计划号) -> "ref"."计划"',
     ]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import apply_config
+from helpers import apply_config, line_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,7 +126,7 @@ def test_partition_created_after_apply_is_reported_then_covered(db, cli, write_c
     db.execute("CREATE TABLE fact_2027 PARTITION OF fact FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')")
     result = cli("--config", str(config), "validate")
     assert result.returncode == 0, result.stderr
-    assert ('warning: domain facts: partition public.fact_2027 of "public"."fact" has no statement trigger '
+    assert (f'warning: {config}:{line_of(config, "fact_table:")}: domain facts: partition public.fact_2027 of "public"."fact" has no statement trigger '
             '"facts__backfill_insert" (created after apply); writes straight into it derive nothing until '
             'refdata apply adds it') in result.stdout.splitlines()
     assert cli("--config", str(config), "apply").returncode == 0
