@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -58,6 +59,21 @@ def _count(text: str) -> int:
     return int(text)
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?")
+_MILLISECONDS = {"us": 0.001, "ms": 1, None: 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def _duration(text: str) -> str:
+    """A lock timeout as PostgreSQL's lock_timeout reads it (5s, 500ms, 2min;
+    a number alone is milliseconds, 0 waits for ever), refused here rather
+    than by the server halfway through the command."""
+    m = _DURATION.fullmatch(text.strip())
+    if not m or float(m.group(1)) * _MILLISECONDS[m.group(2)] > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"must be a duration such as 5s, 500ms or 2min (at most 24 days), "
+                                          f"not {text!r}")
+    return text.strip()
+
+
 SYNC_CONFIG_HELP = "sync config (default: $REFDATA_SYNC_CONFIG, then reference_sync.yml beside the config)"
 
 
@@ -80,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--sync-config", metavar="PATH", help=SYNC_CONFIG_HELP)
         sp.add_argument("--scratch-db", metavar="DSN",
                         help="an empty database to build the desired state in (default: a temporary one)")
-        sp.add_argument("--lock-timeout", metavar="T",
+        sp.add_argument("--lock-timeout", metavar="T", type=_duration,
                         help="give up when a lock is not granted within T (default 5s)")
     for parser in (r, pl, ap):
         parser.add_argument("--owner", metavar="ROLE",
@@ -92,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("domains", nargs="*", metavar="DOMAIN")
     un.add_argument("--drop-tracking-columns", action="store_true",
                     help="drop the tracking columns too (derived rows stay, as ordinary rows)")
-    un.add_argument("--lock-timeout", metavar="T", help="give up when a lock is not granted within T (default 5s)")
+    un.add_argument("--lock-timeout", metavar="T", type=_duration, help="give up when a lock is not granted within T (default 5s)")
     ld = sub.add_parser("load", help="load a CSV file of fact rows through the staging table, deriving missing parents set-based")
     ld.add_argument("domain", metavar="DOMAIN")
     ld.add_argument("file", metavar="FILE")
@@ -362,10 +378,9 @@ def cmd_apply(args) -> int:
     sync = _sync_config(args, path)
     with connect(dsn, autocommit=True) as conn:
         if args.sql:
-            try:
-                text = Path(args.sql).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                raise InputError(f"{args.sql}: cannot read the plan: {e}") from None
+            from .config import read_utf8
+
+            text = read_utf8(Path(args.sql), args.sql, "plan")
             outcome = run(conn, read_plan(text, args.sql), configured_tables(config, sync[1] if sync else None),
                           args.allow_drop, args.lock_timeout, fact_tables(config))
         else:

@@ -228,6 +228,39 @@ def test_status_loads_takes_a_count_or_refuses_it_as_an_argument(cli, value):
     assert result.stderr.startswith("refdata: error: status: argument --loads: ") and result.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", ["plan", "apply", "uninstall"])
+@pytest.mark.parametrize("value", ["banana", "5 seconds", "99999999d", ""])
+def test_a_lock_timeout_the_server_would_not_take_is_refused_as_an_argument(cli, write_config, command, value):
+    """Refused before anything connects (it was the server's error, exit 1,
+    once the command had begun)."""
+    result = cli("--config", str(write_config(CONFIG)), command, "--lock-timeout", value, db="host=/nonexistent")
+    assert (result.returncode, result.stderr) == (
+        2, f"refdata: error: {command}: argument --lock-timeout: must be a duration such as 5s, 500ms or 2min "
+           f"(at most 24 days), not {value!r}\n")
+
+
+@pytest.mark.parametrize("value", ["5s", "1.5s", "250ms", "2 min", "0"])
+def test_a_lock_timeout_in_postgresql_s_units_is_taken(cli, sample_db, write_config, value):
+    result = cli("--config", str(write_config(CONFIG)), "apply", "--lock-timeout", value)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("content, reason", [
+    (None, "plan file not found"),
+    ("dir", "cannot read plan file: Is a directory"),
+    (b"-- refdata plan\n\xff\n", "{path}:2: plan is not UTF-8 (byte 0xff)"),
+])
+def test_a_plan_file_that_cannot_be_read_is_one_line_naming_it(cli, sample_db, write_config, tmp_path, content, reason):
+    path = tmp_path / "plan.sql"
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    result = cli("--config", str(write_config(CONFIG)), "apply", "--sql", str(path))
+    expected = reason.format(path=path) if reason.startswith("{") else f"{path}: {reason}"
+    assert (result.returncode, result.stderr) == (2, f"refdata: error: {expected}\n")
+
+
 def test_an_output_path_that_cannot_be_written_is_one_line_and_exit_2(cli, sample_db, tmp_path, write_config):
     path = write_config(CONFIG)
     blocker = tmp_path / "a file"

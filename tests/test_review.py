@@ -126,6 +126,83 @@ def test_import_rejects_the_whole_file_naming_the_row(derived, cli, tmp_path, ed
     assert derived.execute("SELECT count(*) FROM refdata.audit_log WHERE action = 'review'").fetchone() == (0,)
 
 
+def _drop_column(rows, name):
+    i = rows[0].index(name)
+    for r in rows:
+        del r[i]
+
+
+def _add_column(rows, name, value):
+    rows[0].append(name)
+    for r in rows[1:]:
+        r.append(value)
+
+
+# An edited export that cannot be imported: (edit of the rows or of the
+# file's text, what the line says after FILE). Every one names the line and,
+# where one is to blame, the column; exit 2; nothing imported.
+BAD_IMPORTS = {
+    "a header naming no reference_table": (lambda rows: rows[0].__setitem__(0, "table"),
+        ":1: the header names no reference_table column (import a file written by export-pending)"),
+    "a header column the table lacks": (lambda rows: rows[0].__setitem__(rows[0].index("客户名称"), "客户名"),
+        ':2: column "客户名" does not exist in mapping."年金计划"'),
+    "the key column missing": (lambda rows: _drop_column(rows, "年金计划号"),
+        ':1: key column "年金计划号" of mapping."年金计划" is not in the header'),
+    "an extra column": (lambda rows: _add_column(rows, "备注", "x"),
+        ':2: column "备注" does not exist in mapping."年金计划"'),
+    "a key named twice": (lambda rows: rows.append(list(rows[1])),
+        ':4: key {"年金计划号": "P90001"} of mapping."年金计划" is named on line 2 too; name each row once'),
+    "a key not in the table": (lambda rows: rows[2].__setitem__(1, "P99999"),
+        ':3: key {"年金计划号": "P99999"} does not exist in mapping."年金计划"'),
+    "a value too long for its column": (lambda rows: rows[2].__setitem__(rows[0].index("计划状态"), "一个太长的状态值啊啊"),
+        ':3: column "计划状态": value too long for type character varying(8)'),
+    "a table that does not exist": (lambda rows: rows[2].__setitem__(0, "mapping.nope"),
+        ':3: column "reference_table": relation "mapping.nope" does not exist'),
+    "a table no foreign key names": (lambda rows: rows[2].__setitem__(0, 'business."规模明细"'),
+        ':3: column "reference_table": business."规模明细" is not a reference table of any configured foreign key'),
+    "a reference table of another foreign key": (lambda rows: rows[2].__setitem__(0, 'mapping."组织架构"'),
+        ':3: column "计划全称" does not exist in mapping."组织架构"'),
+    "a row of too many fields": (lambda rows: rows[2].append("x"), ":3: 12 fields, the header has 11"),
+    "an empty file": (lambda rows: rows.clear(), ": empty file (import a file written by export-pending)"),
+    "a quote never closed on the last line": (None, ':3: a quoted field is never closed (its quote opens on line 3)'),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_IMPORTS))
+def test_an_import_the_file_does_not_fit_names_line_and_column_and_changes_nothing(derived, cli, tmp_path, case):
+    out = tmp_path / "pending.csv"
+    assert cli("export-pending", "--table", "mapping.年金计划", "-o", str(out), "--excel").returncode == 0
+    rows = read_csv(out, "utf-8-sig")
+    rows[1][rows[0].index("客户名称")] = "先改了这一行"
+    edit, message = BAD_IMPORTS[case]
+    if edit is None:  # the last record opens a quote it never closes
+        rows[2][rows[0].index("客户名称")] = "PLACE"
+        write_csv(out, rows)
+        out.write_text(out.read_text(encoding="utf-8-sig").replace("PLACE", '"unclosed'), encoding="utf-8")
+    else:
+        edit(rows)
+        write_csv(out, rows)
+    before = derived.execute(f"SELECT * FROM {PLAN} ORDER BY 1").fetchall()
+    result = cli("review", "import", str(out))
+    assert (result.returncode, result.stderr) == (2, f"refdata: error: {out}{message}\n")
+    assert derived.execute(f"SELECT * FROM {PLAN} ORDER BY 1").fetchall() == before
+    assert derived.execute("SELECT count(*) FROM refdata.audit_log WHERE action = 'review'").fetchone() == (0,)
+
+
+def test_an_import_of_a_file_with_crlf_line_ends_and_a_bom_is_read_as_written(derived, cli, tmp_path):
+    out = tmp_path / "pending.csv"
+    assert cli("export-pending", "--table", "mapping.年金计划", "-o", str(out), "--excel").returncode == 0
+    rows = read_csv(out, "utf-8-sig")
+    rows[2][rows[0].index("计划状态")] = "正常"
+    with out.open("w", encoding="utf-8-sig", newline="") as f:
+        csv.writer(f, lineterminator="\r\n").writerows(rows)
+    result = cli("review", "import", str(out))
+    assert result.returncode == 0, result.stderr
+    assert derived.execute(f"""SELECT "年金计划号", "计划状态", "_needs_review" FROM {PLAN}
+                               WHERE "年金计划号" IN ('P90001', 'P90002') ORDER BY 1""").fetchall() == [
+        ("P90001", "待审核", False), ("P90002", "正常", False)]
+
+
 def test_import_refuses_rows_no_longer_awaiting_review_instead_of_overwriting_them(derived, cli, tmp_path):
     """A file exported before the row was made authoritative (or reviewed by
     someone else) carries stale values: importing it must not write them back."""
@@ -378,6 +455,20 @@ def test_merge_of_unknown_keys_changes_nothing(derived, cli):
     assert derived.execute(f"""SELECT count(*) FROM {FACT} WHERE "计划代码" = 'P90001'""").fetchone() == (2,)
 
 
+@pytest.mark.parametrize("args, message", [
+    (["approve", "mapping.nope", "K"], 'TABLE mapping.nope: relation "mapping.nope" does not exist'),
+    (["approve", "nope.年金计划", "K"], 'TABLE nope.年金计划: schema "nope" does not exist'),
+    (["approve", "a.b.c.d", "K"], "TABLE a.b.c.d: improper relation name (too many dotted names): a.b.c.d"),
+    (["merge", 'business."规模明细"', "A", "B"],
+     'TABLE business."规模明细": business."规模明细" is not a reference table of any configured foreign key'),
+])
+def test_a_table_argument_review_cannot_take_is_named_as_the_argument(derived, cli, args, message):
+    before = derived.execute(f"SELECT * FROM {PLAN} ORDER BY 1").fetchall()
+    result = cli("review", *args)
+    assert (result.returncode, result.stderr) == (2, f"refdata: error: review {args[0]}: {message}\n")
+    assert derived.execute(f"SELECT * FROM {PLAN} ORDER BY 1").fetchall() == before
+
+
 def test_reviewer_role_can_merge_and_export_without_table_rights(derived, role, tmp_path):
     r = reviewer(role, derived, "merger")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -474,6 +565,13 @@ def test_a_reference_table_on_the_reviewers_search_path_round_trips(db, cli, wri
     result = cli("review", "import", str(out))
     assert result.returncode == 0, result.stderr
     assert db.execute("SELECT name, _needs_review FROM plans").fetchall() == [("reviewed name", False)]
+    # approve and merge take the table as the session's search_path finds it too
+    db.execute("INSERT INTO facts VALUES ('N2', 1), ('N3', 1)")
+    result = cli("review", "approve", "plans", "N2")
+    assert result.returncode == 0, result.stderr
+    result = cli("review", "merge", "plans", "N3", "N2")
+    assert result.returncode == 0, result.stderr
+    assert db.execute("SELECT code, _needs_review FROM plans ORDER BY code").fetchall() == [("N1", False), ("N2", False)]
 
 
 def test_a_column_name_a_spreadsheet_would_run_is_quoted_in_the_header_and_read_back(db, cli, write_config, tmp_path):

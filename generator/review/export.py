@@ -102,10 +102,14 @@ def read_reviewed(path: Path) -> list[dict]:
             yield line
 
     with io.StringIO(text, newline="") as handle:
-        reader = csv.reader(lines(handle))
+        # strict: a quote never closed is an error, not a value running to the end of the file
+        reader = csv.reader(lines(handle), strict=True)
+        line = 1
         try:
             header = next(reader, None)
-            if not header or TABLE_COLUMN not in header:
+            if header is None:
+                raise InputError(f"{path}: empty file (import a file written by export-pending)")
+            if TABLE_COLUMN not in header:
                 raise InputError(f"{path}:1: the header names no {TABLE_COLUMN} column (import a file written by export-pending)")
             header = [uncell(name) for name in header]
             seen = set()
@@ -135,8 +139,24 @@ def read_reviewed(path: Path) -> list[dict]:
                 rows.append({"line": line, "table": values.pop(TABLE_COLUMN), "values": values})
                 line = reader.line_num + 1
         except csv.Error as e:
-            raise InputError(f"{path}:{reader.line_num}: {e}") from None
+            if reader.line_num >= line and str(e) == "unexpected end of data":
+                raise InputError(f"{path}:{line}: a quoted field is never closed (its quote opens on line "
+                                 f"{_quote_opened(consumed, line)})") from None
+            raise InputError(f"{path}:{reader.line_num}: malformed CSV: {e}") from None
     return rows
+
+
+def _quote_opened(consumed: list[str], line: int) -> int:
+    """The line of the record starting at `line` (its lines `consumed`)
+    where the quote that is never closed opens."""
+    text = "".join(consumed)
+    open_at, in_quotes = 0, False
+    for i, ch in enumerate(text):
+        if ch == '"':
+            if not in_quotes:
+                open_at = i
+            in_quotes = not in_quotes
+    return line + text.count("\n", 0, open_at)
 
 
 def import_reviewed(conn: psycopg.Connection, path: Path) -> int:

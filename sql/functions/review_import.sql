@@ -23,6 +23,8 @@ DECLARE
     _rd_found boolean;
     _rd_count bigint := 0;
     _rd_message text;
+    _rd_key jsonb;
+    _rd_seen jsonb := '{}';  -- table and key as the file spells them -> the line naming them first
 BEGIN
     PERFORM set_config('refdata.audit_action', 'review', true), set_config('refdata.audit_domain', '', true);
     FOR _rd_row IN SELECT (e ->> 'line')::bigint AS line, e ->> 'table' AS tbl, e -> 'values' AS vals
@@ -30,12 +32,14 @@ BEGIN
         BEGIN
             _rd_table := _rd_row.tbl::regclass;
         EXCEPTION WHEN OTHERS THEN
-            RAISE EXCEPTION 'line %: %', _rd_row.line, SQLERRM USING ERRCODE = 'invalid_parameter_value';
+            RAISE EXCEPTION 'line %: column "reference_table": %', _rd_row.line, SQLERRM
+                USING ERRCODE = 'invalid_parameter_value';
         END;
         SELECT l.key_columns INTO _rd_keys FROM refdata.reference_link AS l
          WHERE format('%I.%I', l.target_schema, l.target_table)::regclass = _rd_table LIMIT 1;
         IF _rd_keys IS NULL THEN
-            RAISE EXCEPTION 'line %: % is not a reference table of any configured foreign key', _rd_row.line, _rd_table
+            RAISE EXCEPTION 'line %: column "reference_table": % is not a reference table of any configured foreign key',
+                _rd_row.line, _rd_table
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         -- Drop what the row does not set: tracking columns, and cells of
@@ -56,6 +60,13 @@ BEGIN
             RAISE EXCEPTION 'line %: column "%" does not exist in %', _rd_row.line, _rd_column, _rd_table
                 USING ERRCODE = 'undefined_column';
         END IF;
+        -- A cell of every column of the header is in the row's values: a key
+        -- column not among them is not in the header (line 1).
+        SELECT c INTO _rd_column FROM unnest(_rd_keys) AS c WHERE NOT _rd_row.vals ? c LIMIT 1;
+        IF _rd_column IS NOT NULL THEN
+            RAISE EXCEPTION 'line 1: key column "%" of % is not in the header', _rd_column, _rd_table
+                USING ERRCODE = 'not_null_violation';
+        END IF;
         SELECT c INTO _rd_column FROM unnest(_rd_keys) AS c WHERE NOT _rd_values ? c OR jsonb_typeof(_rd_values -> c) = 'null' LIMIT 1;
         IF _rd_column IS NOT NULL THEN
             RAISE EXCEPTION 'line %: key column "%" is empty', _rd_row.line, _rd_column USING ERRCODE = 'not_null_violation';
@@ -74,6 +85,13 @@ BEGIN
             END LOOP;
             RAISE;
         END;
+        _rd_key := (SELECT jsonb_object_agg(c, _rd_values -> c) FROM unnest(_rd_keys) AS c);
+        IF _rd_seen ? jsonb_build_array(_rd_table::text, _rd_key)::text THEN
+            RAISE EXCEPTION 'line %: key % of % is named on line % too; name each row once', _rd_row.line, _rd_key,
+                _rd_table, _rd_seen ->> jsonb_build_array(_rd_table::text, _rd_key)::text
+                USING ERRCODE = 'unique_violation';
+        END IF;
+        _rd_seen := _rd_seen || jsonb_build_object(jsonb_build_array(_rd_table::text, _rd_key)::text, _rd_row.line);
         SELECT string_agg(format('t.%I = r.%I', c, c), ' AND ') INTO _rd_match FROM unnest(_rd_keys) AS c;
         BEGIN
             -- Only a row still awaiting review: one reviewed or made
