@@ -113,12 +113,19 @@ def records(path: Path, options: Options,
                     text = raw.decode(first_encoding if number == 1 else options.encoding)
                 except UnicodeDecodeError as e:
                     text = raw.decode(options.encoding, errors="replace")
+                    if number == 1 and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                        # every other byte a NUL: no line of it is worth reading on
+                        raise BadRow(1, None, f"not valid {options.encoding}: the file is UTF-16 (it starts with a "
+                                              "UTF-16 byte order mark), which load does not read: save it as UTF-8")
                     if state["bad"] is None:
                         reason = f"not valid {options.encoding}: byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line"
                         legacy = chinese_encoding(raw) if codecs.lookup(options.encoding).name == "utf-8" else None
                         if legacy:
                             reason += f"; the file reads as {legacy.upper()}: load it with --encoding {legacy}"
                         state["bad"] = BadRow(number, None, reason, text=text)
+                if number == 1 and raw.startswith(codecs.BOM_UTF8) and first_encoding != "utf-8-sig":
+                    raise BadRow(1, None, f"the file starts with a UTF-8 byte order mark, so it is UTF-8, not "
+                                          f"{options.encoding}: load it without --encoding {options.encoding}")
                 if "\x00" in text:
                     # csv refuses NUL outright, and PostgreSQL text cannot hold one:
                     # a bad value at a line and column, like undecodable bytes.
@@ -138,6 +145,9 @@ def records(path: Path, options: Options,
         except StopIteration:
             return
         except csv.Error as e:
+            if str(e) == "unexpected end of data":
+                raise BadRow(start, None, f"malformed CSV: a quoted field is never closed (its quote opens on line "
+                                          f"{quote_opened(state['text'], start)})") from None
             if "new-line character seen in unquoted field" in str(e):
                 # Python's own words ask for a mode of its own; what the user can do is this
                 raise BadRow(start, None, "malformed CSV: a carriage return (CR) inside an unquoted field; lines "
@@ -153,6 +163,20 @@ def records(path: Path, options: Options,
         if fields or bad is not None:
             yield start, fields, bad
         start = state["line"] + 1
+
+
+def quote_opened(lines: list[str], start: int) -> int:
+    """The line where the quote that is never closed opens, in the record
+    of `lines` starting at line `start` (doubled quotes inside a quoted field
+    close and open it again on the same line)."""
+    opened, in_quotes = start, False
+    for number, text in enumerate(lines, start=start):
+        for ch in text:
+            if ch == '"':
+                in_quotes = not in_quotes
+                if in_quotes:
+                    opened = number
+    return opened
 
 
 class Quoted(str):
@@ -208,8 +232,19 @@ class Loader:
             codecs.lookup(options.encoding)
         except LookupError:
             raise InputError(f"--encoding: unknown encoding {options.encoding!r}") from None
+        if "\n".encode(options.encoding) != b"\n":
+            # lines are split at the byte 0x0a, which UTF-16 and UTF-32 spread over 2 or 4 bytes
+            raise InputError(f"--encoding {options.encoding}: load reads files whose lines end in the byte 0x0a "
+                             "(UTF-8, GBK, GB18030, Latin-1, ...): save the file as UTF-8")
         if len(options.delimiter) != 1:
             raise InputError("--delimiter: must be one character")
+        if options.delimiter in '"\r\n':
+            # as COPY refuses them: a field could not be told from the quoting or the line end
+            raise InputError(f"--delimiter: cannot be {_named(options.delimiter)}")
+        bad = next((c for c in options.delimiter + '"\r\n' if c in options.null), None)
+        if bad is not None:
+            # no unquoted field holds it, and a quoted one is never NULL: the marker would never match
+            raise InputError(f"--null {options.null!r}: cannot hold {_named(bad)}")
         self.conn, self.domain, self.path, self.options = conn, domain, path, options
         self.d = config.domains[domain]
         self.stage = stage_table(domain)
@@ -243,6 +278,13 @@ class Loader:
                 hint = same or difflib.get_close_matches(c, list(self.loadable), n=1, cutoff=0.5)
                 suggestion = f' (did you mean "{hint[0]}"?{" column names are case-sensitive" if same else ""})' \
                     if hint else ""
+                other = next((d for d in ",;\t|" if d in c and d != self.options.delimiter), None)
+                if len(columns) == 1 and other:
+                    # the whole header read as one column: the file is delimited otherwise
+                    named = "a tab" if other == "\t" else repr(other)
+                    advice = {",": "without --delimiter", "\t": "with --delimiter $'\\t'"}.get(
+                        other, f"with --delimiter {other!r}")
+                    suggestion = f" (the header is one column: is the file delimited by {named}? load it {advice})"
                 raise InputError(
                     f'{self.path}:1: column {i} "{c}" is not a loadable column of {self.fact_label}{suggestion}'
                 )
@@ -799,6 +841,11 @@ class Loader:
         line = int(m.group(2)) if self.options.rejects or self.python_path or not self._server_parses() \
             else _nth_record_line(self.path, self.options, int(m.group(1)))
         return f"{self.path}:{line}" if line else str(self.path)
+
+
+def _named(ch: str) -> str:
+    return {'"': "the quote character", "\r": "a carriage return", "\n": "a line feed"}.get(
+        ch, f"the delimiter {ch!r}")
 
 
 def _constraint_reason(e: psycopg.errors.Error, fact_table: str) -> tuple[str, str]:

@@ -334,3 +334,79 @@ def test_a_loader_that_may_not_delete_staged_rows_still_gets_the_column(loaded_d
     finally:
         conn.execute(f'DROP OWNED BY "{name}"')
         conn.execute(f'DROP ROLE "{name}"')
+
+
+# (file bytes, ways that read it, what the line says after "FILE")
+BAD_FILES = {
+    "a quote never closed on the last line": (
+        b'line,k,amount,note,r\n1,K1,1.0,a,R1\n2,K2,1.0,"never\nclosed\n', list(READ_WAYS),
+        ":3: malformed CSV: a quoted field is never closed (its quote opens on line 3)"),
+    "a UTF-16 file": (
+        "line,k,amount,note,r\n1,K1,1.0,a,R1\n".encode("utf-16"), ["server", "rejects"],
+        ":1: not valid utf-8: the file is UTF-16 (it starts with a UTF-16 byte order mark), which load does not "
+        "read: save it as UTF-8"),
+    "a UTF-8 file with a byte order mark loaded as Latin-1": (
+        b"\xef\xbb\xbfline,k,amount,note,r\n1,K1,1.0,a,R1\n", ["python"],
+        ":1: the file starts with a UTF-8 byte order mark, so it is UTF-8, not latin-1: load it without "
+        "--encoding latin-1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_a_file_load_cannot_read_is_one_line_naming_the_line_and_what_to_do(loaded_db, load, tmp_path, case):
+    conn = loaded_db[0]
+    content, ways, expected = BAD_FILES[case]
+    path = tmp_path / "facts.csv"
+    path.write_bytes(content)
+    before = _state(conn)
+    for way in ways:
+        result = load(path, *[o.format(rejects=tmp_path / "rejects.csv") for o in READ_WAYS[way]])
+        assert (result.returncode, result.stderr) == (2, f"refdata: error: {path}{expected}\n"), way
+    assert _state(conn) == before and not (tmp_path / "rejects.csv").exists()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "UTF-16LE", "utf-32"])
+def test_an_encoding_whose_line_feed_is_not_one_byte_is_refused_as_an_option(loaded_db, load, tmp_path, encoding):
+    path = tmp_path / "facts.csv"
+    path.write_bytes("line,k\n1,K1\n".encode(encoding))
+    result = load(path, "--encoding", encoding)
+    assert (result.returncode, result.stderr) == (
+        2, f"refdata: error: --encoding {encoding}: load reads files whose lines end in the byte 0x0a (UTF-8, GBK, "
+           "GB18030, Latin-1, ...): save the file as UTF-8\n")
+
+
+@pytest.mark.parametrize("options, expected", [
+    (["--delimiter", '"'], "--delimiter: cannot be the quote character"),
+    (["--delimiter", "\n"], "--delimiter: cannot be a line feed"),
+    (["--delimiter", "\r"], "--delimiter: cannot be a carriage return"),
+    (["--null", ","], "--null ',': cannot hold the delimiter ','"),
+    (["--delimiter", ";", "--null", "n;a"], "--null 'n;a': cannot hold the delimiter ';'"),
+    (["--null", "\n"], "--null '\\n': cannot hold a line feed"),
+    (["--null", '"'], "--null '\"': cannot hold the quote character"),
+])
+def test_a_delimiter_or_null_marker_copy_would_refuse_is_refused_as_an_option(loaded_db, load, tmp_path,
+                                                                              options, expected):
+    """They read fields no file can be written in, or a marker that never matches (an unquoted field cannot
+    hold the delimiter, and a quoted one is never NULL)."""
+    conn = loaded_db[0]
+    path = tmp_path / "facts.csv"
+    path.write_text(f"{HEADER}\n{GOOD[0]}\n", encoding="utf-8")
+    before = _state(conn)
+    result = load(path, *options)
+    assert (result.returncode, result.stderr) == (2, f"refdata: error: {expected}\n")
+    assert _state(conn) == before
+
+
+@pytest.mark.parametrize("delimiter, options, advice", [
+    (";", [], "is the file delimited by ';'? load it with --delimiter ';'"),
+    ("\t", [], "is the file delimited by a tab? load it with --delimiter $'\\t'"),
+    (",", ["--delimiter", ";"], "is the file delimited by ','? load it without --delimiter"),
+])
+def test_a_header_read_as_one_column_suggests_the_delimiter(loaded_db, load, tmp_path, delimiter, options, advice):
+    path = tmp_path / "facts.csv"
+    path.write_text(f"{HEADER.replace(',', delimiter)}\n{GOOD[0].replace(',', delimiter)}\n", encoding="utf-8")
+    result = load(path, *options)
+    header = HEADER.replace(",", delimiter).replace("\t", "\\t")
+    assert (result.returncode, result.stderr) == (
+        2, f'refdata: error: {path}:1: column 1 "{header}" is not a loadable column of "public"."fact" '
+           f"(the header is one column: {advice})\n")

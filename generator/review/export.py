@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 from ..cells import FORMULA_SQL, NUMBER_SQL, cell, uncell
 from ..config import NUL, NUL_HELD, read_utf8
 from ..errors import InputError, cannot_write
-from ..load import Options, Quoted, quoted_kept
+from ..load import Options, Quoted, quote_opened, quoted_kept
 from ..names import ident
 from .errors import translate
 
@@ -141,22 +141,9 @@ def read_reviewed(path: Path) -> list[dict]:
         except csv.Error as e:
             if reader.line_num >= line and str(e) == "unexpected end of data":
                 raise InputError(f"{path}:{line}: a quoted field is never closed (its quote opens on line "
-                                 f"{_quote_opened(consumed, line)})") from None
+                                 f"{quote_opened(consumed, line)})") from None
             raise InputError(f"{path}:{reader.line_num}: malformed CSV: {e}") from None
     return rows
-
-
-def _quote_opened(consumed: list[str], line: int) -> int:
-    """The line of the record starting at `line` (its lines `consumed`)
-    where the quote that is never closed opens."""
-    text = "".join(consumed)
-    open_at, in_quotes = 0, False
-    for i, ch in enumerate(text):
-        if ch == '"':
-            if not in_quotes:
-                open_at = i
-            in_quotes = not in_quotes
-    return line + text.count("\n", 0, open_at)
 
 
 def import_reviewed(conn: psycopg.Connection, path: Path) -> int:
