@@ -56,7 +56,7 @@ def checked(conn: psycopg.Connection, config: Config, source: str,
     if errors:
         where = describe(conn)
         raise InputError("\n".join(f"{e} ({where})" for e in errors))
-    return render(config, report.skipped, extra, owner), report
+    return render(config, report.skipped, extra, owner, report.equalities), report
 
 
 def plan(conn: psycopg.Connection, config: Config, source: str, scratch_dsn: str | None = None,

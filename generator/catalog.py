@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +75,10 @@ class Report:
     skipped: set[tuple[str, str, str]] = field(default_factory=set)
     # sync sources apply could not set up (their connection is not in the environment)
     unconnected: list[str] = field(default_factory=list)
+    # (domain, fk, key column) -> (operator, type) of a key that `=` in
+    # pg_catalog would compare by another equality than its own (citext,
+    # character(n) looked up by text): generated code names both
+    equalities: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -227,6 +232,15 @@ class Catalog:
             except psycopg.Error:
                 return True
             return self.conn.execute(query("key_operator"), {"parent": parent.oid, "key": key}).fetchone()[0]
+
+    def key_equality(self, parent: Table, keys: tuple[str, ...], key: str) -> tuple[str, str] | None:
+        """(`OPERATOR(schema.=)`, `schema.type`): the key's own equality, as a
+        FOREIGN KEY into it compares (sql/catalog/key_equality.sql), and the
+        type to cast the fact value to; None when no unique index names it."""
+        row = self.conn.execute(query("key_equality"), {"parent": parent.oid, "keys": list(keys), "key": key}).fetchone()
+        if not row or not OPERATOR_NAME.fullmatch(row[1]):
+            return None
+        return f"OPERATOR({ident(row[0])}.{row[1]})", qualified(row[2], row[3])
 
     def tracks_source(self, t: Table, column: dict) -> bool:
         """Whether a table's `_source` column is refdata's: NOT NULL, and a CHECK
@@ -532,20 +546,21 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                         f"parent refdata derives: a key it changes leaves the fact naming a parent nobody derived")
         for s, k in zip(fk.sources, fk.keys):
             src, tgt = fact.columns[s], parent.columns[k]
-            if tgt["base_type"] == BPCHAR and src["base_type"] != BPCHAR \
-                    and not catalog.same_key_equality(parent, k, src, tgt):
-                warn((*entry, "source_column"),
-                    f'{place}: key column "{k}" ({tgt["type"]}) of {parent.label} is looked up by another equality '
-                    f'than its own, that of column "{s}" ({src["type"]}) of {fact.label}: every look-up reads the '
-                    f"whole parent table; give the fact column the key's type")
-            if src["base_type"] == tgt["base_type"] and not catalog.same_key_equality(parent, k, src, tgt):
-                # the type's = lives outside pg_catalog (an extension's), where
-                # refdata's functions do not look: it finds another one
-                warn((*entry, "target_key"),
-                    f'{place}: key column "{k}" ({tgt["type"]}) of {parent.label} is looked up by another equality '
-                    f"than its own, whose operator lies outside schema pg_catalog (the one refdata's functions "
-                    f"search): every look-up reads the whole parent table, and the views count a key the parent "
-                    f"holds in another spelling as missing")
+            # `key = fact value` in pg_catalog resolves to text = text for a
+            # character(n) key and a text value, and for a citext key (whose =
+            # lies in another schema): the generated code names the key's own
+            # equality then, as the FOREIGN KEY does
+            if ((tgt["base_type"] == BPCHAR and src["base_type"] != BPCHAR)
+                    or src["base_type"] == tgt["base_type"]) and not catalog.same_key_equality(parent, k, src, tgt):
+                equality = catalog.key_equality(parent, fk.keys, k)
+                if equality:
+                    report.equalities[(name, fk.name, k)] = equality
+                else:
+                    warn((*entry, "source_column"),
+                        f'{place}: key column "{k}" ({tgt["type"]}) of {parent.label} is looked up by another '
+                        f'equality than its own, that of column "{s}" ({src["type"]}) of {fact.label}: every '
+                        f"look-up reads the whole parent table, and the views count a key the parent holds in "
+                        f"another spelling as missing; give the fact column the key's type")
             if not catalog.assignable(src, tgt):
                 problem = "cannot be stored in"
             elif not catalog.comparable(src, tgt):
@@ -734,6 +749,8 @@ def _mapping_loc(fk: ForeignKey, m) -> tuple:
     return ()
 
 
+# the characters an operator's name is made of: nothing else is pasted into OPERATOR(...)
+OPERATOR_NAME = re.compile(r"[-+*/<>=~!@#%^&|`?]+")
 DEFAULT_COLLATION = 100  # pg_collation oid of "default"
 BPCHAR = 1042  # pg_type oid of character(n), whose trailing spaces the load handles itself
 

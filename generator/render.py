@@ -174,6 +174,15 @@ class Statement:
 BLANK_CHARACTERS = "E' \\t\\n\\r\\f\\v\\u00A0\\u2007\\u202F\\u3000\\uFEFF'"
 
 
+def key_equals(key: str, value: str, equality: tuple[str, str] | None) -> str:
+    """`key = value` by the key's own equality: as a FOREIGN KEY compares,
+    the value cast to the key's type, so the key's unique index serves it."""
+    if equality is None:
+        return f"{key} = {value}"
+    operator, type_ = equality
+    return f"{key} {operator} {value}::{type_}"
+
+
 def trimmed(expr: str) -> str:
     return f"btrim({expr}::text, {BLANK_CHARACTERS})"
 
@@ -200,6 +209,9 @@ class FkView:
     mappings: list[BackfillColumn] = field(default_factory=list)
     # the parent table is the fact table itself: a batch's own rows are parents too
     self_referencing: bool = False
+    # key column -> (operator, type) where `=` in pg_catalog is not the key's
+    # own equality (catalog.Report.equalities); empty without a catalog
+    equalities: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.mappings = [m for m in self.fk.mappings() if (self.domain, self.fk.name, m.target) not in self.skip]
@@ -272,7 +284,8 @@ class FkView:
     def match(self, alias: str, record: str, on_target: bool = False) -> str:
         cols = self.fk.keys if on_target else self.fk.sources
         return " AND ".join(
-            f"{alias}.{ident(t)} = {record}.{ident(s)}" for s, t in zip(cols, self.fk.keys)
+            key_equals(f"{alias}.{ident(t)}", f"{record}.{ident(s)}", self.equalities.get(t))
+            for s, t in zip(cols, self.fk.keys)
         )
 
     def keys_kept(self, stored: str, record: str) -> str:
@@ -508,18 +521,23 @@ def fact_key_index(domain: str, d: Domain, fk: ForeignKey) -> tuple[str, str, st
     return d.fact_schema, table, object_name(*parts, "refdata")
 
 
-def domain_views(domain: str, d: Domain, skip: frozenset = frozenset()) -> list[FkView]:
+def domain_views(domain: str, d: Domain, skip: frozenset = frozenset(), equalities: dict | None = None) -> list[FkView]:
     fact = (d.fact_schema, d.fact_table_for(domain))
-    return [FkView(fk, i, domain, skip, self_referencing=(fk.target_schema, fk.target_table) == fact)
+    equalities = equalities or {}
+    return [FkView(fk, i, domain, skip, self_referencing=(fk.target_schema, fk.target_table) == fact,
+                   equalities={k: equalities[(domain, fk.name, k)] for k in fk.keys if (domain, fk.name, k) in equalities})
             for i, fk in enumerate(processing_order(domain, d), start=1)]
 
 
 def render(config: Config, skip: set[tuple[str, str, str]] = frozenset(),
-           sync: list[Statement] = (), owner: str = DEFAULT_OWNER) -> list[Statement]:
+           sync: list[Statement] = (), owner: str = DEFAULT_OWNER,
+           equalities: dict | None = None) -> list[Statement]:
     """Every statement, in apply order.
 
     `skip` names optional mappings (domain, fk, target column) whose fact
-    column the catalog check found absent. `sync` (reference sync's
+    column the catalog check found absent; `equalities` the keys it found
+    compared by another equality than their own (catalog.Report.equalities:
+    without a catalog, keys are compared by `=` as pg_catalog resolves it). `sync` (reference sync's
     statements) come after the tracking columns, before the domains. `owner`
     is the role that owns the generated functions and staging tables.
     """
@@ -553,7 +571,7 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset(),
         Statement("function", "refdata.set_based_blocker", sql_file("functions/set_based_blocker.sql.j2")),
         Statement("function", "refdata.verify_foreign_keys", sql_file("functions/verify_foreign_keys.sql.j2")),
     ]
-    views = {name: domain_views(name, d, skip) for name, d in config.domains.items()}
+    views = {name: domain_views(name, d, skip, equalities) for name, d in config.domains.items()}
     targets = {(v.fk.target_schema, v.fk.target_table): v for fks in views.values() for v in fks}
     for (schema, table), v in targets.items():
         out.append(Statement("tracking", f"{schema}.{table}", sql_file(
@@ -615,7 +633,7 @@ def observability_statements(config: Config, views: dict[str, list[FkView]]) -> 
                 "table": v.target, "literal": literal(v.target), "key_cols": v.key_idents,
                 "key_pairs": [(ident(k), literal(k)) for k in v.fk.keys], "refs": [],
             })
-            ref = {"fact": fact, "pairs": list(zip(v.source_idents, v.key_idents))}
+            ref = {"fact": fact, "match": v.match("r", "f")}
             if ref not in t["refs"]:
                 t["refs"].append(ref)
             fks.append({
@@ -623,6 +641,8 @@ def observability_statements(config: Config, views: dict[str, list[FkView]]) -> 
                 "fact_literal": literal(fact), "table_literal": literal(v.target),
                 "fact": fact, "table": v.target, "sources": v.source_idents, "key_cols": v.key_idents,
                 "f_sources": ", ".join(f"f.{s}" for s in v.source_idents),
+                "match": " AND ".join(key_equals(f"p.{ident(k)}", f"k.{ident(f'k{i}')}", v.equalities.get(k))
+                                      for i, k in enumerate(v.fk.keys, start=1)),
             })
             if config.observability.index_fact_keys and (fact, v.fk.sources) not in indexed:
                 indexed.add((fact, v.fk.sources))

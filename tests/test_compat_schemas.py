@@ -205,19 +205,68 @@ def test_a_citext_fact_key_into_a_citext_parent_key_is_taken(cli, db, write_conf
         CREATE TABLE f (code citext REFERENCES plan);
     """)
     # citext's = lives in schema public, where refdata's functions do not
-    # look: they compare as text, so the look-up reads the whole table
+    # look: apply names it, as the FOREIGN KEY does; nothing to warn about
     path = apply_config(cli, write_config, config(
         "{name: fk_plan, source_column: code, target_table: plan, target_key: code}"))
     result = cli("--config", str(path), "validate")
     assert result.returncode == 0, result.stderr
-    assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == [
-        f'warning: {path}:{line_of(path, "fk_plan")}: domain d, foreign key fk_plan: key column "code" (public.citext) of "public"."plan" is looked up by '
-        "another equality than its own, whose operator lies outside schema pg_catalog (the one refdata's functions "
-        "search): every look-up reads the whole parent table, and the views count a key the parent holds in another "
-        "spelling as missing"]
+    assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == []
     db.execute("INSERT INTO f VALUES ('AbC'), ('abc'), ('ABC ')")
     assert db.execute("SELECT code::text, _source FROM plan ORDER BY 1").fetchall() == [
         ("ABC ", "auto_derived"), ("AbC", "auto_derived")]
+
+
+# Keys the FOREIGN KEY calls equal in another spelling: case for citext,
+# trailing spaces for character(n) (also against a text or varchar value).
+SPELLINGS = {
+    "citext": ("CREATE EXTENSION IF NOT EXISTS citext; CREATE TABLE plan (code citext PRIMARY KEY)",
+               "citext", "ABC", "abc"),
+    "char-char": ("CREATE TABLE plan (code char(5) PRIMARY KEY)", "char(5)", "AB", "AB "),
+    "char-varchar": ("CREATE TABLE plan (code char(5) PRIMARY KEY)", "varchar(5)", "AB", "AB "),
+    "char-text": ("CREATE TABLE plan (code char(5) PRIMARY KEY)", "text", "AB", "AB "),
+}
+
+
+@pytest.mark.parametrize("case", list(SPELLINGS))
+def test_the_views_find_a_parent_the_foreign_key_finds_in_another_spelling(cli, db, write_config, case):
+    # The views compared keys by `=` as pg_catalog resolves it (text = text):
+    # a fact naming 'abc' counted as missing although the FOREIGN KEY (and
+    # the trigger) took the parent 'ABC' as its own.
+    parent, fact_type, stored, spelled = SPELLINGS[case]
+    db.execute(f"{parent}; CREATE TABLE f (code {fact_type} REFERENCES plan, n int)")
+    db.execute("INSERT INTO plan VALUES (%s), ('ZZ')", [stored])
+    db.execute("INSERT INTO f VALUES (%s, 1)", [spelled])  # the FOREIGN KEY takes it
+    apply_config(cli, write_config, config("{name: fk_plan, source_column: code, target_table: plan, target_key: code}"))
+    db.execute("INSERT INTO f VALUES (%s, 2)", [spelled])  # and so does the trigger: nothing derived
+    assert db.execute("SELECT code::text, _source FROM plan ORDER BY 1").fetchall() == [
+        (stored, "authoritative"), ("ZZ", "authoritative")]
+    assert db.execute("SELECT keys_used, authoritative, auto_derived, missing FROM refdata.fk_coverage").fetchall() == [
+        (1, 1, 0, 0)]
+    db.execute("UPDATE plan SET _source = 'auto_derived', _needs_review = true")
+    assert db.execute("SELECT key, fact_rows FROM refdata.pending_review ORDER BY key").fetchall() == [
+        (stored, 2), ("ZZ", 0)]
+
+
+def test_a_citext_key_is_looked_up_through_its_index(cli, db, write_config):
+    # The look-up by text = text read the whole parent for every fact row
+    # (300 inserts against 200,000 parents: 5.7 s); by citext's own = the
+    # key's index serves it.
+    db.execute("""
+        CREATE EXTENSION IF NOT EXISTS citext;
+        CREATE TABLE plan (code citext PRIMARY KEY);
+        CREATE TABLE f (code citext, n int);
+        INSERT INTO plan SELECT 'P' || g FROM generate_series(1, 5000) AS g;
+        ANALYZE plan;
+    """)
+    apply_config(cli, write_config, config("{name: fk_plan, source_column: code, target_table: plan, target_key: code}"))
+    db.execute("INSERT INTO f VALUES ('P3', 0)")  # a session's first insert reads the parent once, whatever the key
+    scans = "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'plan'::regclass"
+    with db.transaction():  # the counts of this transaction and of earlier ones the backend has not reported yet
+        before = db.execute(scans).fetchone()
+        db.execute("INSERT INTO f VALUES ('p1', 1), ('p2', 2), ('new', 3)")
+        after = db.execute(scans).fetchone()
+    assert after[0] - before[0] == 0 and after[1] - before[1] >= 3, (before, after)
+    assert db.execute("SELECT count(*) FROM plan WHERE _source = 'auto_derived'").fetchone() == (1,)
 
 
 # -- a parent with a column named like a tracking column ----------------------------
@@ -243,21 +292,18 @@ def test_a_parent_with_a_source_column_of_its_own_is_refused(cli, db, write_conf
                       "WHERE attrelid = 'plan'::regclass AND attname LIKE '\\_%' AND NOT attisdropped").fetchone() == (None, 1)
 
 
-def test_a_text_fact_key_into_a_char_key_is_a_warning(cli, db, write_config):
-    # text = text is what the look-up of a character(n) key by a text value
-    # resolves to: trailing spaces are handled (the key is refused when they
-    # would be cut), but the key's index cannot serve it. A varchar value is
-    # compared as character(n), by the key's own equality: no warning.
+def test_a_text_fact_key_into_a_char_key_is_looked_up_as_character(cli, db, write_config):
+    # text = text is what `key = text value` resolves to: the key's index
+    # cannot serve it, and 'ab ' is not found next to 'ab'. Apply compares
+    # the value cast to character, as the FOREIGN KEY does (a varchar value
+    # is compared so anyway): no warning.
     db.execute("CREATE TABLE plan (code char(4) PRIMARY KEY); CREATE TABLE f (code text, other varchar(4))")
     path = apply_config(cli, write_config, config(
         "{name: fk_plan, source_column: code, target_table: plan, target_key: code}\n"
         "{name: fk_other, source_column: other, target_table: plan, target_key: code}"))
     result = cli("--config", str(path), "validate")
     assert result.returncode == 0, result.stderr
-    assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == [
-        f'warning: {path}:{line_of(path, "fk_plan")}: domain d, foreign key fk_plan: key column "code" (character(4)) of "public"."plan" is looked up by '
-        'another equality than its own, that of column "code" (text) of "public"."f": every look-up reads the whole '
-        "parent table; give the fact column the key's type"]
+    assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == []
     db.execute("INSERT INTO f VALUES ('ab', 'ab'), ('cd', NULL)")
     assert db.execute("SELECT code, _source FROM plan ORDER BY 1").fetchall() == [
         ("ab  ", "auto_derived"), ("cd  ", "auto_derived")]
