@@ -247,6 +247,23 @@ def test_the_views_find_a_parent_the_foreign_key_finds_in_another_spelling(cli, 
         (stored, 2), ("ZZ", 0)]
 
 
+@pytest.mark.parametrize("case", list(SPELLINGS))
+def test_a_merge_repoints_facts_naming_the_key_in_another_spelling(cli, db, write_config, case):
+    # The merge compared facts with WRONG by text = text: a fact naming
+    # 'abc' stayed behind, and deleting 'ABC' failed on the FOREIGN KEY
+    # (or, without one, left the fact naming no parent).
+    parent, fact_type, stored, spelled = SPELLINGS[case]
+    db.execute(f"{parent}; CREATE TABLE f (code {fact_type} REFERENCES plan, n int)")
+    db.execute("INSERT INTO plan VALUES (%s), ('ZZ')", [stored])
+    db.execute("INSERT INTO f VALUES (%s, 1), (%s, 2), ('ZZ', 3)", [spelled, stored])
+    apply_config(cli, write_config, config("{name: fk_plan, source_column: code, target_table: plan, target_key: code}"))
+    result = db.execute("SELECT refdata.review_merge('public.plan', %s, '\"ZZ\"')",
+                        [f'"{stored}"']).fetchone()[0]
+    assert result["repointed"] == {"d.fk_plan": 2}
+    assert db.execute("SELECT code::text, count(*) FROM f GROUP BY 1").fetchall() == [("ZZ", 3)]
+    assert db.execute("SELECT code::text FROM plan").fetchall() == [("ZZ",)]
+
+
 def test_a_citext_key_is_looked_up_through_its_index(cli, db, write_config):
     # The look-up by text = text read the whole parent for every fact row
     # (300 inserts against 200,000 parents: 5.7 s); by citext's own = the

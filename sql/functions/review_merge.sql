@@ -22,6 +22,7 @@ DECLARE
     _rd_link record;
     _rd_count bigint;
     _rd_repointed jsonb := '{}';
+    _rd_equality jsonb;
 BEGIN
     SELECT k.key_columns, k.key_objects -> 0 INTO _rd_columns, _rd_wrong FROM refdata.review_keys(reference_table, wrong_key) AS k;
     SELECT k.key_objects -> 0 INTO _rd_right FROM refdata.review_keys(reference_table, right_key) AS k;
@@ -54,6 +55,32 @@ BEGIN
                      ORDER BY 1 LOOP
         EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', _rd_link.fact);
     END LOOP;
+    -- A fact names WRONG as a FOREIGN KEY compares: a citext key by its
+    -- type's own = (named with its schema: it lies outside pg_catalog), a
+    -- char(n) key as char, the fact value cast to the key's type. `=` as
+    -- pg_catalog resolves it compares both as text, and facts naming WRONG
+    -- in another case, or with other trailing spaces, stayed behind.
+    SELECT jsonb_object_agg(a.attname, jsonb_build_object(
+               'op', CASE WHEN e.operator IS NULL THEN '=' ELSE format('OPERATOR(%I.%s)', e.operator_schema, e.operator) END,
+               'cast', CASE WHEN e.operator IS NULL THEN '' ELSE format('::%I.%I', e.type_schema, e.type_name) END))
+      INTO _rd_equality
+      FROM pg_catalog.pg_attribute AS a
+      JOIN pg_catalog.pg_type AS y ON y.oid = a.atttypid
+      LEFT JOIN LATERAL (
+          SELECT n.nspname AS operator_schema, o.oprname AS operator, tn.nspname AS type_schema, t.typname AS type_name
+            FROM pg_catalog.pg_opclass AS c
+            JOIN pg_catalog.pg_amop AS m
+              ON m.amopfamily = c.opcfamily AND m.amoplefttype = c.opcintype AND m.amoprighttype = c.opcintype
+             AND m.amopmethod = 403 AND m.amopstrategy = 3
+            JOIN pg_catalog.pg_operator AS o ON o.oid = m.amopopr
+            JOIN pg_catalog.pg_namespace AS n ON n.oid = o.oprnamespace
+            JOIN pg_catalog.pg_type AS t ON t.oid = c.opcintype
+            JOIN pg_catalog.pg_namespace AS tn ON tn.oid = t.typnamespace
+           WHERE c.opcmethod = 403 AND c.opcdefault
+             AND c.opcintype = CASE WHEN y.typtype = 'd' THEN y.typbasetype ELSE y.oid END
+             -- other keys: `=` finds their own equality, cross-type too (bigint facts, integer keys)
+             AND (n.nspname <> 'pg_catalog' OR c.opcintype = 'pg_catalog.bpchar'::pg_catalog.regtype)) AS e ON true
+     WHERE a.attrelid = reference_table AND a.attname = ANY (_rd_columns);
     -- Configured foreign keys first, then declared constraints (from facts or
     -- other reference tables) that a configured one does not already cover.
     FOR _rd_link IN
@@ -79,14 +106,17 @@ BEGIN
         -- cuts a key whose characters beyond a shorter fact column are all
         -- spaces, and the row would name another key (kept is false).
         EXECUTE format('WITH u AS (UPDATE %1$s AS f SET (%2$s) = (SELECT %3$s FROM jsonb_populate_record(NULL::%4$s, $1) AS r)
-                                   WHERE (%5$s) = (SELECT %3$s FROM jsonb_populate_record(NULL::%4$s, $2) AS r)
+                                     FROM jsonb_populate_record(NULL::%4$s, $2) AS w
+                                   WHERE %6$s
                                    RETURNING (%5$s) = (SELECT %3$s FROM jsonb_populate_record(NULL::%4$s, $1) AS r) AS kept)
                         SELECT count(*), coalesce(bool_and(u.kept), true) FROM u',
                        _rd_link.fact,
                        (SELECT string_agg(format('%I', s), ', ' ORDER BY i) FROM unnest(_rd_link.sources) WITH ORDINALITY AS x (s, i)),
                        (SELECT string_agg(format('r.%I', k), ', ' ORDER BY i) FROM unnest(_rd_link.keys) WITH ORDINALITY AS x (k, i)),
                        reference_table,
-                       (SELECT string_agg(format('f.%I', s), ', ' ORDER BY i) FROM unnest(_rd_link.sources) WITH ORDINALITY AS x (s, i)))
+                       (SELECT string_agg(format('f.%I', s), ', ' ORDER BY i) FROM unnest(_rd_link.sources) WITH ORDINALITY AS x (s, i)),
+                       (SELECT string_agg(format('w.%I %s f.%I%s', k, _rd_equality -> k ->> 'op', s, _rd_equality -> k ->> 'cast'), ' AND ')
+                          FROM unnest(_rd_link.sources, _rd_link.keys) AS x (s, k)))
            INTO _rd_count, _rd_found USING _rd_right, _rd_wrong;
         IF NOT _rd_found THEN
             RAISE EXCEPTION 'cannot merge into key % of %: % (%) of % does not fit it (it would be stored as another key)',
