@@ -723,6 +723,33 @@ def test_a_writer_cannot_switch_the_backfill_off_with_a_setting(db, cli, write_c
         ("NEW1", "x", "auto_derived", True), ("NEW2", "y", "auto_derived", True), ("NEW3", "z", "auto_derived", True)]
 
 
+@pytest.mark.parametrize("mode", ["row", "statement"])
+def test_a_loader_cannot_have_its_own_rows_skipped_by_calling_the_load_s_owner_half(db, cli, write_config, role,
+                                                                                     mode):
+    """A loader may call D__load_parents, which records the load's
+    transaction and statement for the backfill triggers. Calling it in one
+    statement (a DO block) with its own INSERT of a fact naming a parent no
+    one derived, after setting refdata.skip_backfill as the load function
+    does, used to have the triggers skip that row: on a fact table without
+    FK constraints the fact named a parent that did not exist, and nothing
+    listed it for review. The parent is derived and marked instead."""
+    db.execute("CREATE TABLE parent (k text PRIMARY KEY, name text); CREATE TABLE fact (k text, name text)")
+    assert cli("--config", str(write_config(OWNER_CONFIG.replace("MODE", mode))), "apply").returncode == 0
+    loader = role("loader", [
+        "GRANT USAGE ON SCHEMA refdata, refdata_stage TO {role}", "GRANT INSERT ON fact TO {role}",
+        'GRANT INSERT, SELECT, DELETE ON refdata_stage."d" TO {role}',
+        'GRANT EXECUTE ON FUNCTION refdata."d__load"(text[], text), '
+        'refdata."d__load_parents"(text[], text, boolean) TO {role}'])
+    loader.execute("""DO $$
+        BEGIN
+            PERFORM FROM refdata."d__load_parents"(NULL, NULL, false);
+            PERFORM set_config('refdata.skip_backfill', 'd', true);
+            INSERT INTO fact VALUES ('ORPHAN', 'x');
+        END $$""")
+    assert db.execute('SELECT k, name, "_source", "_needs_review" FROM parent').fetchall() == [
+        ("ORPHAN", "x", "auto_derived", True)]
+
+
 def test_a_loader_cannot_forge_the_load_log(sample_db, dsn, cli, role, tmp_path):
     """refdata.load_run says who loaded what. A loader with the role model's
     grants (render --grants) may not write it: a row claiming another role,
