@@ -572,6 +572,31 @@ def test_a_plain_insert_in_the_same_statement_as_a_load_derives_its_parents(samp
         ("PS1", "auto_derived"), ("PS2", "auto_derived")]
 
 
+
+def test_a_plain_insert_in_the_same_statement_as_a_load_is_logged_as_its_own_statement(db, cli, write_config):
+    """In statement mode the trigger leaves the load's own insert to the
+    load's record; a plain insert after it, in the same statement, is a
+    statement of its own and gets its record in refdata.load_run."""
+    db.execute("CREATE TABLE parent (k text PRIMARY KEY, name text); CREATE TABLE fact (k text, name text)")
+    apply_config(cli, write_config, """
+domains:
+  d:
+    fact_table: fact
+    trigger_mode: statement
+    foreign_keys:
+      - {name: fk_p, source_column: k, target_table: parent, target_key: k, derive_columns: [name]}
+""")
+    db.execute("""DO $$
+        BEGIN
+            INSERT INTO refdata_stage."d" (k, name, "_rd_line") VALUES ('L1', 'x', 1);
+            PERFORM refdata."d__load"();
+            INSERT INTO fact VALUES ('P1', 'y');
+        END $$""")
+    assert db.execute("SELECT source, rows FROM refdata.load_run ORDER BY id").fetchall() == [
+        ("bulk", 1), ("statement", 1)]
+    assert db.execute('SELECT k, "_source" FROM parent ORDER BY k').fetchall() == [
+        ("L1", "auto_derived"), ("P1", "auto_derived")]
+
 # -- refdata load: files and the errors the README documents --------------------------------
 
 
