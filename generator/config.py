@@ -58,6 +58,10 @@ class PlaceError(ValueError):
         self.loc = loc
 
 
+# Beginnings of the names reference sync gives its objects (generator/sync/render.py).
+RESERVED_DOMAIN_PREFIXES = ("sync_", "refdata_")
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -465,6 +469,12 @@ class Config(Model):
         for name in v:
             if not CONFIG_NAME.fullmatch(name):
                 raise ValueError(f"domain {name!r} is not a valid name (letters, digits, underscore)")
+            # A domain's objects are refdata_stage."D" and refdata."D__..."(); reference
+            # sync's are refdata_stage."sync__T", refdata."sync_T"() and the foreign
+            # tables of its servers, refdata_stage."refdata__..." : one name, two objects.
+            if name.startswith(RESERVED_DOMAIN_PREFIXES):
+                raise ValueError(f"domain {name!r} starts with {name[:name.index('_') + 1]}, which names reference "
+                                 "sync's own objects in schemas refdata and refdata_stage; choose another name")
         if not v:
             raise ValueError("no domains defined")
         return v
