@@ -750,6 +750,53 @@ def test_a_loader_cannot_have_its_own_rows_skipped_by_calling_the_load_s_owner_h
         ("ORPHAN", "x", "auto_derived", True)]
 
 
+FILL_CONFIG = """\
+domains:
+  d:
+    fact_table: fact
+    trigger_mode: MODE
+    foreign_keys:
+      - name: fk_p
+        source_column: k
+        target_table: parent
+        target_key: k
+        mode: fill_null_only
+        backfill_columns: [{source: name, target: name}]
+"""
+
+
+@pytest.mark.parametrize("path", ["row", "statement", "load"])
+def test_an_error_filling_a_parent_shows_none_of_its_values(db, cli, write_config, role, path):
+    """Filling a NULL column of an existing parent (mode fill_null_only) with a
+    value that breaks a constraint of the reference table fails, as it
+    should; but PostgreSQL's DETAIL ("Failing row contains (...)") is built
+    for the owner role, which may read the row, and showed a writer with
+    INSERT on the fact table only the parent's other columns. The error
+    keeps its message, code and constraint, and shows no value of the row."""
+    db.execute("CREATE TABLE parent (k text PRIMARY KEY, name text CONSTRAINT short_name CHECK (length(name) < 5), "
+               "secret text); CREATE TABLE fact (k text, name text);"
+               "INSERT INTO parent VALUES ('K1', NULL, 'TOPSECRET')")
+    config = FILL_CONFIG.replace("MODE", "row" if path == "load" else path)
+    assert cli("--config", str(write_config(config)), "apply").returncode == 0
+    writer = role("writer", [
+        "GRANT USAGE ON SCHEMA refdata, refdata_stage TO {role}", "GRANT INSERT ON fact TO {role}",
+        'GRANT INSERT, SELECT, DELETE ON refdata_stage."d" TO {role}',
+        'GRANT EXECUTE ON FUNCTION refdata."d__load"(text[], text), '
+        'refdata."d__load_parents"(text[], text, boolean) TO {role}'])
+    with pytest.raises(psycopg.errors.CheckViolation) as raised:
+        with writer.transaction():
+            if path == "load":
+                writer.execute("""INSERT INTO refdata_stage."d" (k, name, "_rd_line") VALUES ('K1', 'too long', 1)""")
+                writer.execute('SELECT * FROM refdata."d__load"()')
+            else:
+                writer.execute("INSERT INTO fact VALUES ('K1', 'too long')")
+    error = raised.value
+    assert error.diag.constraint_name == "short_name" and "short_name" in error.diag.message_primary
+    shown = " ".join(str(x) for x in (error, error.diag.message_detail, error.diag.message_hint, error.diag.context))
+    assert "TOPSECRET" not in shown and "K1" not in shown, shown
+    assert db.execute("SELECT name FROM parent").fetchall() == [(None,)]
+
+
 def test_a_loader_cannot_forge_the_load_log(sample_db, dsn, cli, role, tmp_path):
     """refdata.load_run says who loaded what. A loader with the role model's
     grants (render --grants) may not write it: a row claiming another role,
