@@ -293,6 +293,9 @@ def test_a_self_referencing_fact_table_load_counts_every_fact_and_only_the_paren
     # to its row, counts it as a fact, not as a parent.
     assert db.execute("SELECT array_agg(action ORDER BY id) FROM refdata.audit_log "
                       "WHERE key ->> 'code' = 'A'").fetchone() == (["derive", "promote"],)
+    # the key figures: A was no parent before the load, nor derived by it
+    (figures,), = db.execute("SELECT foreign_keys -> 'fk_parent' FROM refdata.load_run").fetchall()
+    assert figures == {"keys_seen": 4, "authoritative": 1, "auto_derived": 0, "derived_now": 2}
     second = _csv(tmp_path, "more.csv", ["code,name,parent", "NEWP,p,ROOT", "E,e,ROOT"])
     result = cli("--config", config, "load", "orgs", str(second), *extra)
     assert result.returncode == 0, result.stderr

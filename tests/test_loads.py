@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import textwrap
 
+import pytest
+
 from generator.config import PROJECT_ROOT
 from helpers import shipped_single_file
 from test_backfill import apply_ok, insert_fact
@@ -128,3 +130,86 @@ def test_load_counts_keys_per_fk_when_two_fks_share_their_column(db, cli, write_
     assert fks["fk_a"] == {"keys_seen": 3, "authoritative": 1, "auto_derived": 0, "derived_now": 2}
     assert fks["fk_b"] == {"keys_seen": 3, "authoritative": 2, "auto_derived": 0, "derived_now": 1}
     assert fks["fk_j"] == {"keys_seen": 3, "authoritative": 2, "auto_derived": 0, "derived_now": 1}
+
+
+LAST_FK_CONFIG = """\
+domains:
+  d:
+    fact_table: fact
+    foreign_keys:
+      - {name: fk_k, source_column: k, target_table: p, target_key: k}
+      - {name: fk_j, source_column: j, target_table: q, target_key: k}
+"""
+
+
+def _load_file(cli, config, tmp_path, lines: list[str], how: str):
+    """One file loaded by `refdata load` (direct, or staged when read in Python)."""
+    data = tmp_path / f"facts{len(list(tmp_path.glob('facts*.csv')))}.csv"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    extra = ["--rejects", str(tmp_path / "rejects.csv"), "--force"] if how == "staging" else []
+    result = cli("--config", str(config), "load", "d", str(data), *extra)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.mark.parametrize("how", ["direct", "staging"])
+def test_a_key_missing_only_for_the_last_foreign_key_is_derived_and_counted(db, cli, write_config, tmp_path, how):
+    """The derive looks for rows only when some FK misses a key: a key missing
+    for the last FK alone, or a blank key alone (skipped, but counted), is
+    still found; a file naming only known keys derives and counts nothing."""
+    db.execute("""CREATE TABLE p (k text PRIMARY KEY); INSERT INTO p VALUES ('P1');
+                  CREATE TABLE q (k text PRIMARY KEY); INSERT INTO q VALUES ('Q1');
+                  CREATE TABLE fact (k text, j text)""")
+    config = write_config(LAST_FK_CONFIG)
+    apply_ok(cli, config)
+    known = _load_file(cli, config, tmp_path, ["k,j", "P1,Q1", "P1,Q1"], how)
+    assert "parents derived: public.p 0, public.q 0; blank keys skipped: 0" in known.stdout, known.stdout
+    last = _load_file(cli, config, tmp_path, ["k,j", "P1,Q1", "P1,Q2", "P1,Q2"], how)
+    assert "parents derived: public.p 0, public.q 1; blank keys skipped: 0" in last.stdout, last.stdout
+    blank = _load_file(cli, config, tmp_path, ["k,j", "P1,Q1", "P1,(空白)", "P1, "], how)
+    assert "parents derived: public.p 0, public.q 0; blank keys skipped: 2" in blank.stdout, blank.stdout
+    assert db.execute("SELECT k, _source FROM q ORDER BY k").fetchall() == [("Q1", "authoritative"), ("Q2", "auto_derived")]
+    figures = [(rows, fks["fk_k"], fks["fk_j"]) for (_, _, _, _, _, rows, _, fks, _) in runs(db)]
+    assert figures == [
+        (2, {"keys_seen": 1, "authoritative": 1, "auto_derived": 0, "derived_now": 0},
+         {"keys_seen": 1, "authoritative": 1, "auto_derived": 0, "derived_now": 0}),
+        (3, {"keys_seen": 1, "authoritative": 1, "auto_derived": 0, "derived_now": 0},
+         {"keys_seen": 2, "authoritative": 1, "auto_derived": 0, "derived_now": 1}),
+        (3, {"keys_seen": 1, "authoritative": 1, "auto_derived": 0, "derived_now": 0},
+         {"keys_seen": 1, "authoritative": 1, "auto_derived": 0, "derived_now": 0}),
+    ]
+
+
+def test_fill_null_only_fills_when_no_key_is_missing_and_the_figures_count_both_modes(db, cli, write_config, tmp_path):
+    """A fill_null_only FK needs the rows whose parents exist: its NULLs are
+    filled by a statement that derives nothing, and with the keys another FK
+    of the domain misses."""
+    db.execute("""CREATE TABLE p (k text PRIMARY KEY, a text); INSERT INTO p VALUES ('P1', NULL), ('P2', 'kept');
+                  CREATE TABLE q (k text PRIMARY KEY); INSERT INTO q VALUES ('Q1'), ('Q2');
+                  CREATE TABLE fact (k text, a text, j text)""")
+    config = write_config("""\
+domains:
+  d:
+    fact_table: fact
+    trigger_mode: statement
+    foreign_keys:
+      - {name: fk_k, source_column: k, target_table: p, target_key: k, derive_columns: [a], mode: fill_null_only}
+      - {name: fk_j, source_column: j, target_table: q, target_key: k}
+""")
+    apply_ok(cli, config)
+    db.execute("INSERT INTO fact VALUES ('P1', 'filled', 'Q2'), ('P2', 'not kept', 'Q1')")
+    assert db.execute("SELECT k, a, _source FROM p ORDER BY k").fetchall() == [
+        ("P1", "filled", "authoritative"), ("P2", "kept", "authoritative")]
+    db.execute("INSERT INTO fact VALUES ('P1', 'again', 'Q3'), ('P4', 'new', 'Q1'), ('P4', 'newer', 'Q3')")
+    assert db.execute("SELECT k, a, _source FROM p ORDER BY k").fetchall() == [
+        ("P1", "filled", "authoritative"), ("P2", "kept", "authoritative"),
+        ("P4", "new", "auto_derived")]
+    assert db.execute("SELECT k, _source FROM q ORDER BY k").fetchall() == [
+        ("Q1", "authoritative"), ("Q2", "authoritative"), ("Q3", "auto_derived")]
+    figures = [(rows, fks["fk_k"], fks["fk_j"]) for (_, _, _, _, _, rows, _, fks, _) in runs(db)]
+    assert figures == [
+        (2, {"keys_seen": 2, "authoritative": 2, "auto_derived": 0, "derived_now": 0},
+         {"keys_seen": 2, "authoritative": 2, "auto_derived": 0, "derived_now": 0}),
+        (3, {"keys_seen": 2, "authoritative": 1, "auto_derived": 0, "derived_now": 1},
+         {"keys_seen": 2, "authoritative": 1, "auto_derived": 0, "derived_now": 1}),
+    ]
