@@ -89,11 +89,11 @@ FACT_SCHEMA, FACT_TABLE = "business", "规模明细"
 AUTO_DERIVED = "auto_derived"
 PROFILE_MIN_MS = 1  # auto_explain threshold: the per-row FK checks stay below it
 # The load's statements by what they do (a text each one holds); the derive
-# and the fact insert are told by their INSERT targets.
+# (which gives the key figures too) and the fact insert are told by their
+# INSERT targets.
 PROFILE_PARTS = [
     ("derive", None),
     ("insert facts", None),
-    ("per-load key figures", "'keys_seen'"),
     ("lock and check foreign keys", "FOR KEY SHARE"),
     ("clear stale batches", "txid_status"),
     ("clear the batch", "DELETE FROM"),
