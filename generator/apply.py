@@ -3,7 +3,7 @@ the config (generator/migrate), then all of its steps in one transaction."""
 
 from __future__ import annotations
 
-import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -13,7 +13,7 @@ from .catalog import Report, check, check_sync, configured_tables, digest, fact_
 from .config import Config, SyncConfig
 from .db import DEFAULT_LOCK_TIMEOUT, describe
 from .errors import InputError, RefdataError
-from .migrate.plan import SUMMARY_KINDS, Plan, destructive_steps, make_plan
+from .migrate.plan import LOCK_MODES, SUMMARY_KINDS, Plan, destructive_steps, make_plan
 from .names import DEFAULT_OWNER, ident, qualified
 from .render import SECRETS, Statement, render
 from .sync.render import statements as sync_statements
@@ -77,7 +77,7 @@ def plan(conn: psycopg.Connection, config: Config, source: str, scratch_dsn: str
             conn.execute("SELECT set_config('idle_in_transaction_session_timeout', '0', true)")
             statements, report = prepared or checked(conn, config, source, sync, owner)
             return make_plan(conn, statements, configured_tables(config, sync[1] if sync else None), scratch_dsn,
-                             lock_timeout), report
+                             lock_timeout, fact_tables(config)), report
     except psycopg.errors.LockNotAvailable as e:
         message = (e.diag.message_primary or str(e)).strip()
         raise RefdataError(f"plan: {message}: a table refdata reads was locked for longer than {lock_timeout} "
@@ -142,29 +142,52 @@ def hand_over_secrets(conn: psycopg.Connection, s: Statement) -> None:
             copy.write_row(row)
 
 
-# Steps that name a fact table without locking it: function and view bodies,
-# rows of refdata's tables, grants.
-UNLOCKING_KINDS = ("function", "view", "params", "rights", "grant", "role", "schema", "event_trigger")
-UNLOCKING_DDL = re.compile(r"^\s*(create\s+(or\s+replace\s+)?(function|view|procedure)|drop\s+(function|view|procedure)"
-                           r"|alter\s+(function|routine|procedure)|grant\s|revoke\s|comment\s|set\s)", re.I)
-
-
-def locked_facts(steps: list[Statement], facts: list[tuple[str, str]]) -> list[str]:
-    """The fact tables (as SQL names) that a step of the plan locks: its DDL
-    on them (triggers, indexes, columns, constraints)."""
-    named = []
-    for schema, table in sorted(facts):
-        name = qualified(schema, table)  # as rendered steps and migra's spell it: quoted
-        if any(s.kind not in UNLOCKING_KINDS and not UNLOCKING_DDL.match(s.sql) and name in s.sql for s in steps):
-            named.append(qualified(schema, table))
-    return named
+def take_locks(conn: psycopg.Connection, locks: list[tuple[str, str, str]], lock_timeout: str) -> None:
+    """All of `locks` ((schema, table, mode)), or RefdataError naming the
+    table not granted within `lock_timeout`. Writers lock tables in either
+    order (a fact table, then its parent tables through a derive or an FK
+    check; or their own parent rows first, then facts): a session holding one
+    of these tables while it waited for another could end a writer's
+    transaction as a deadlock. So the apply waits only while it holds none of
+    them: one table waited for, the others NOWAIT; when one of those is
+    taken, all are let go (the savepoint) and that one is waited for next."""
+    if not locks:
+        return
+    shown = conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout]).fetchone()[0]
+    total_ms = int(conn.execute("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'lock_timeout'")
+                   .fetchone()[0])
+    deadline = time.monotonic() + total_ms / 1000 if total_ms else None
+    first = 0
+    while True:
+        left = max(1, int((deadline - time.monotonic()) * 1000)) if deadline else 0
+        order = [first] + [i for i in range(len(locks)) if i != first]
+        taking = first
+        try:
+            with conn.transaction():
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", [f"{left}ms"])
+                for i in order:
+                    taking = i
+                    schema, table, mode = locks[i]
+                    conn.execute(f"LOCK TABLE {qualified(schema, table)} IN {mode} MODE"
+                                 + ("" if i == first else " NOWAIT"))
+            break
+        except psycopg.errors.LockNotAvailable as e:
+            if taking == first or (deadline and time.monotonic() >= deadline):
+                schema, table, mode = locks[taking]
+                message = (e.diag.message_primary or str(e)).strip()
+                raise RefdataError(f"apply: {qualified(schema, table)} was not granted in {mode} mode within "
+                                   f"{shown} (--lock-timeout): {message}; another session holds it; "
+                                   f"nothing was applied ({describe(conn)})") from None
+            first = taking
+        except psycopg.errors.UndefinedTable:
+            raise StalePlan("the database changed since the plan was made (a table it changes is gone); "
+                            "make a new plan; nothing was applied") from None
+    conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
 
 
 def run(conn: psycopg.Connection, the_plan: Plan, configured: list[tuple[str, str]],
-        allow_drop: bool = False, lock_timeout: str | None = None,
-        facts: list[tuple[str, str]] = ()) -> Outcome:
-    """All steps of a plan in one transaction, if the database is still the one it was made for.
-    `facts`: the configured fact tables, locked before any step that needs them runs."""
+        allow_drop: bool = False, lock_timeout: str | None = None) -> Outcome:
+    """All steps of a plan in one transaction, if the database is still the one it was made for."""
     with conn.transaction():
         dropping = destructive_steps(conn, the_plan.steps)
         if dropping and not allow_drop:
@@ -173,8 +196,13 @@ def run(conn: psycopg.Connection, the_plan: Plan, configured: list[tuple[str, st
                                "review it with refdata plan, then apply --allow-drop; nothing was applied")
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [APPLY_LOCK_KEY])
         pin_search_path(conn)
-        conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout or the_plan.lock_timeout])
+        timeout = lock_timeout or the_plan.lock_timeout
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", [timeout])
         tables = scope(conn, configured)
+        locks = the_plan.locks
+        if locks is None:  # a plan file without its locks: every table it may touch, outright
+            locks = [(schema, table, LOCK_MODES[-1]) for schema, table in tables] if the_plan.steps else []
+        take_locks(conn, locks, timeout)
         before = inventory(conn, tables)
         if digest(before) != the_plan.fingerprint:
             raise StalePlan("the database changed since the plan was made (objects refdata owns or touches "
@@ -185,19 +213,6 @@ def run(conn: psycopg.Connection, the_plan: Plan, configured: list[tuple[str, st
             if d.severity_nonlocalized == "WARNING":
                 warned.append(d.message_primary or "")
 
-        # Writers lock a fact table first, then its parent tables (a derive,
-        # an FK check). A step holding a parent table while it waits for the
-        # fact table a writer holds would deadlock with that writer's next
-        # insert, and end the writer's transaction: the fact tables first,
-        # against writers (readers go on).
-        locked = locked_facts(the_plan.steps, facts)
-        if locked:
-            try:
-                conn.execute(f"LOCK TABLE {', '.join(locked)} IN SHARE ROW EXCLUSIVE MODE")
-            except psycopg.Error as e:
-                message = (e.diag.message_primary or str(e)).strip()
-                raise RefdataError(f"apply failed locking {', '.join(locked)}: {message}; nothing was applied "
-                                   f"({describe(conn)})") from None
         conn.add_notice_handler(warning)
         try:
             for n, s in enumerate(the_plan.steps, start=1):
@@ -224,8 +239,7 @@ def apply(conn: psycopg.Connection, config: Config, source: str, scratch_dsn: st
     for attempt in range(3):
         the_plan, report = plan(conn, config, source, scratch_dsn, lock_timeout, prepared, sync, owner)
         try:
-            outcome = run(conn, the_plan, configured_tables(config, sync[1] if sync else None), allow_drop,
-                          facts=fact_tables(config))
+            outcome = run(conn, the_plan, configured_tables(config, sync[1] if sync else None), allow_drop)
         except StalePlan:
             if attempt == 2:
                 raise

@@ -810,6 +810,16 @@ def touched_tables(conn: psycopg.Connection, configured: list[tuple[str, str]]) 
     return [(r[0], r[1]) for r in conn.execute(query("touched_tables"), table_params(configured)).fetchall()]
 
 
+def relation_states(conn: psycopg.Connection, tables: list[tuple[str, str]]) -> dict[tuple[str, str], tuple]:
+    """(schema, name) -> (relkind, shape, triggers, indexes) of refdata's own
+    relations and of `tables` (sql/catalog/relation_state.sql), read with
+    names qualified as in any other database (search_path pinned)."""
+    with conn.transaction():
+        conn.execute("SELECT set_config('search_path', 'pg_catalog, pg_temp', true)")
+        rows = conn.execute(query("relation_state"), table_params(tables)).fetchall()
+    return {(r[0], r[1]): (r[2], r[3], frozenset(r[4]), frozenset(r[5])) for r in rows}
+
+
 def scope(conn: psycopg.Connection, configured: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The configured tables and those refdata touches besides."""
     return sorted(set(touched_tables(conn, configured)) | set(configured))

@@ -367,7 +367,7 @@ def cmd_apply(args) -> int:
     from .apply import apply, run
     from .names import owner_role
     from .db import DEFAULT_LOCK_TIMEOUT, connect, redact, resolve_dsn
-    from .catalog import configured_tables, fact_tables
+    from .catalog import configured_tables
     from .migrate.plan import read_plan
 
     path, config = _config(args)
@@ -382,7 +382,7 @@ def cmd_apply(args) -> int:
 
             text = read_utf8(Path(args.sql), args.sql, "plan")
             outcome = run(conn, read_plan(text, args.sql), configured_tables(config, sync[1] if sync else None),
-                          args.allow_drop, args.lock_timeout, fact_tables(config))
+                          args.allow_drop, args.lock_timeout)
         else:
             outcome = apply(conn, config, str(path), args.scratch_db, args.lock_timeout or DEFAULT_LOCK_TIMEOUT, args.allow_drop,
                             sync=(str(sync[0]), sync[1]) if sync else None, owner=owner)

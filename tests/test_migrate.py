@@ -5,6 +5,7 @@ nothing outside what refdata owns or touches is ever in it."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import subprocess
@@ -173,6 +174,22 @@ CHANGES = {
 }
 
 
+# The tables each change's plan locks before its first step, and how (the
+# catalog's before and after: sql/catalog/relation_state.sql).
+# Functions and domain_param rows take no table lock; a trigger replaced
+# (dropped and created), an index or a constraint's deferral altered, a view
+# replaced: ACCESS EXCLUSIVE.
+LOCKS = {
+    "backfill column added": [],
+    "foreign key removed": [["business", "规模明细", "ACCESS EXCLUSIVE"], ["mapping", "组织架构", "ACCESS EXCLUSIVE"],
+                            ["refdata", "derivation_activity", "ACCESS EXCLUSIVE"],
+                            ["refdata", "fk_coverage", "ACCESS EXCLUSIVE"], ["refdata", "pending_review", "ACCESS EXCLUSIVE"],
+                            ["refdata", "reference_quality", "ACCESS EXCLUSIVE"]],
+    "statement mode": [["business", "规模明细", "ACCESS EXCLUSIVE"]],
+    "default changed": [],
+}
+
+
 @pytest.mark.parametrize("change", CHANGES)
 def test_each_config_change_plans_and_converges(sample_db, configure, change):
     edit, must, must_not = CHANGES[change]
@@ -186,6 +203,8 @@ def test_each_config_change_plans_and_converges(sample_db, configure, change):
     assert plan.returncode == 3, plan.stderr
     assert must in plan.stdout
     assert must_not not in plan.stdout
+    locks = json.loads(re.search(r"^-- locks: (.*)$", plan.stdout, re.M)[1])
+    assert locks == LOCKS[change], json.dumps(locks, ensure_ascii=False)
     out = ok(configure(changed, "apply"))
     assert re.search(r"^applied: .* replaced", out, re.M), out
     converged(configure, changed)

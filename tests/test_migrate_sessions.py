@@ -91,12 +91,12 @@ def _waiting_pid(db, other_than: int, timeout: float = 30) -> tuple[int, str]:
 
 def test_an_apply_whose_backend_is_killed_half_way_leaves_the_database_as_it_was(installed, sample_db, configure,
                                                                                  dsn, snapshot):
-    """The apply has run the first steps of a plan that adds a foreign key
-    (the fact table's trigger replaced) when it comes to wait for the new
-    parent table a writer holds; then its backend is terminated (a failover,
-    a DBA's pg_terminate_backend). One line naming the step, exit 1, the
-    catalog exactly as before, no scratch database left; the next apply
-    completes and converges."""
+    """The apply has locked its tables and run the first steps of a plan
+    that adds a foreign key when it comes to wait for a function it replaces
+    that another session is altering; then its backend is terminated (a
+    failover, a DBA's pg_terminate_backend). One line naming the step, exit
+    1, the catalog exactly as before, no scratch database left; the next
+    apply completes and converges."""
     small = sample_config()
     _remove_fk(small)
     ok(configure(small, "apply"))  # the installed config less a foreign key
@@ -104,12 +104,14 @@ def test_an_apply_whose_backend_is_killed_half_way_leaves_the_database_as_it_was
     scratch = set(r[0] for r in sample_db.execute("SELECT datname FROM pg_database WHERE datname LIKE 'refdata\\_plan\\_%'"))
     outcome = {}
     with psycopg.connect(dsn) as writer:
-        writer.execute('LOCK TABLE mapping."组织架构" IN ROW EXCLUSIVE MODE')  # as any write there takes
+        for (function,) in writer.execute("SELECT oid::regprocedure::text FROM pg_proc "
+                                          "WHERE pronamespace = 'refdata'::regnamespace").fetchall():
+            writer.execute(f"ALTER FUNCTION {function} COST 101")
         thread = threading.Thread(target=lambda: outcome.update(r=configure(installed, "apply", "--lock-timeout", "60s",
                                                                             env=GUARD)))
         thread.start()
         pid, query = _waiting_pid(sample_db, writer.info.backend_pid)
-        assert '"组织架构"' in query, query
+        assert "function" in query.lower(), query
         sample_db.execute("SELECT pg_terminate_backend(%s)", [pid])
         thread.join()
         writer.rollback()
@@ -187,3 +189,84 @@ def test_an_apply_waiting_for_the_fact_table_never_ends_the_writer_holding_it(sa
     ok(outcome["r"])
     converged(configure, bigger)
     assert sample_db.execute(f"SELECT count(*) FROM {FACT} WHERE \"月度\" = '2025-10-01'").fetchone() == (2,)
+
+
+def test_an_apply_never_ends_a_writer_that_wrote_the_parent_table_before_the_fact_table(sample_db, configure, dsn):
+    """The other order of the test above: the writer inserts into the parent
+    table first (its own reference data) and then into the fact table, in one
+    transaction. The apply needs both tables (tracking columns on the parent,
+    a trigger and an index on the fact table): holding the fact table while
+    it waited for the parent would make the writer's fact insert the deadlock
+    victim (its check runs first: deadlock_timeout 10ms). The apply waits
+    holding no table, the writer commits, then the apply converges."""
+    config = sample_config()
+    _remove_fk(config)
+    ok(configure(config, "apply"))
+    bigger = sample_config()
+    organization = next(f for f in bigger["domains"]["annuity_performance"]["foreign_keys"]
+                        if f["name"] == "fk_organization")
+    bigger["domains"] = {**config["domains"], "organizations": {
+        "fact_schema": "business", "fact_table": "规模明细", "foreign_keys": [organization]}}
+    plan = ok(configure(bigger, "plan"), 3)
+    # Triggers and an index added to the fact table, tracking columns to the
+    # parent, refdata's views over the parents replaced:
+    assert re.findall(r"^LOCK TABLE .*$", plan, re.M) == [
+        'LOCK TABLE "business"."规模明细" IN SHARE ROW EXCLUSIVE MODE;',
+        'LOCK TABLE "mapping"."组织架构" IN ACCESS EXCLUSIVE MODE;'] + [
+        f'LOCK TABLE "refdata"."{view}" IN ACCESS EXCLUSIVE MODE;'
+        for view in ("derivation_activity", "fk_coverage", "pending_review", "reference_quality")], plan
+    outcome = {}
+    with psycopg.connect(dsn) as writer:
+        writer.execute("""INSERT INTO mapping."组织架构" ("机构代码", "机构") VALUES ('G900', 'own')""")
+        thread = threading.Thread(target=lambda: outcome.update(r=configure(bigger, "apply", "--lock-timeout", "60s",
+                                                                            env=GUARD)))
+        thread.start()
+        _waiting_pid(sample_db, writer.info.backend_pid)
+        writer.execute("SET deadlock_timeout = '10ms'")
+        writer.execute(f"""INSERT INTO {FACT} ("月度", "计划代码", "机构代码") VALUES ('2025-10-01', 'P00001', 'G900')""")
+        writer.commit()
+        thread.join()
+    ok(outcome["r"])
+    converged(configure, bigger)
+    assert sample_db.execute(f"SELECT count(*) FROM {FACT} WHERE \"月度\" = '2025-10-01'").fetchone() == (1,)
+
+
+def test_an_apply_that_cannot_get_a_table_in_time_names_it_and_leaves_the_writer_alone(sample_db, configure, dsn):
+    """A writer holds the parent table past --lock-timeout: the apply gives
+    up with one line naming that table, exit 1, nothing applied, and the
+    writer's transaction goes on to insert a fact and commit."""
+    config = sample_config()
+    _remove_fk(config)
+    ok(configure(config, "apply"))
+    bigger = sample_config()
+    before = refdata_objects(sample_db)
+    with psycopg.connect(dsn) as writer:
+        writer.execute("""INSERT INTO mapping."组织架构" ("机构代码", "机构") VALUES ('G901', 'own')""")
+        r = configure(bigger, "apply", "--lock-timeout", "300ms", env=GUARD)
+        writer.execute(f"""INSERT INTO {FACT} ("月度", "计划代码", "机构代码") VALUES ('2025-11-01', 'P00001', 'G901')""")
+        writer.commit()
+    assert r.returncode == 1, r.stderr
+    assert r.stdout == ""
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    assert '"mapping"."组织架构"' in r.stderr and "--lock-timeout" in r.stderr and "nothing was applied" in r.stderr
+    assert refdata_objects(sample_db) == before
+
+
+def test_an_apply_that_only_replaces_functions_waits_for_no_writer(sample_db, configure, dsn):
+    """A backfill column added changes function bodies only: the apply locks
+    no table, so a writer in the middle of a transaction on the fact table
+    and a parent table does not hold it up (--lock-timeout 300ms), and the
+    writer's next insert runs the new function."""
+    base = sample_config()
+    base["domains"]["annuity_performance"]["foreign_keys"][0]["backfill_columns"] = [
+        c for c in base["domains"]["annuity_performance"]["foreign_keys"][0]["backfill_columns"]
+        if c["target"] != "客户名称"]
+    ok(configure(base, "apply"))
+    with psycopg.connect(dsn) as writer:
+        writer.execute("""INSERT INTO mapping."组织架构" ("机构代码", "机构") VALUES ('G902', 'own')""")
+        writer.execute(f"""INSERT INTO {FACT} ("月度", "计划代码") VALUES ('2025-12-01', 'P00001')""")
+        ok(configure(sample_config(), "apply", "--lock-timeout", "300ms", env=GUARD))
+        writer.execute(f"""INSERT INTO {FACT} ("月度", "计划代码", "客户名称") VALUES ('2025-12-01', 'PNEW9', '新客户')""")
+        writer.commit()
+    assert sample_db.execute("""SELECT "客户名称" FROM mapping."年金计划" WHERE "年金计划号" = 'PNEW9'""").fetchone() == (
+        "新客户",)

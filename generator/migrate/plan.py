@@ -17,6 +17,7 @@ On a database without schema refdata the plan is the rendered SQL itself.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -26,7 +27,7 @@ from migra import Migration
 from schemainspect import get_inspector
 from schemainspect.pg.obj import InspectedConstraint, InspectedTrigger
 
-from ..catalog import table_params, fingerprint, query, touched_tables
+from ..catalog import relation_states, table_params, fingerprint, query, touched_tables
 from ..errors import InputError, RefdataError
 from ..names import ident, literal, qualified
 from ..render import PSQL_PREAMBLE, FromEnv, Statement
@@ -47,6 +48,10 @@ OWN_SCHEMAS = ("refdata", "refdata_stage")
 FDW_KINDS = ("extension", "server", "user_mapping", "foreign_table")
 # Kinds of the inventory that are objects of refdata (summaries count them).
 SUMMARY_KINDS = ("schema", "table", "view", "function", "trigger", "tracking columns", "parameters")
+# Table lock modes a plan's steps take, weakest first: CREATE INDEX; CREATE
+# TRIGGER and ALTER TABLE ... ENABLE TRIGGER; ALTER TABLE of a column or
+# constraint, DROP TRIGGER, DROP INDEX, CREATE OR REPLACE VIEW, DROP TABLE.
+LOCK_MODES = ("SHARE", "SHARE ROW EXCLUSIVE", "ACCESS EXCLUSIVE")
 
 
 @dataclass
@@ -55,6 +60,10 @@ class Plan:
     fingerprint: str
     lock_timeout: str = DEFAULT_LOCK_TIMEOUT
     destructive: list[str] = field(default_factory=list)
+    # (schema, table, mode): the tables the steps change, each in the
+    # strongest mode a step takes on it; apply takes them all before its first
+    # step. None: not known (a plan file without its "-- locks:" line).
+    locks: list[tuple[str, str, str]] | None = None
 
     def script(self) -> str:
         """The plan as a psql script, all or nothing; `apply --sql` reads it back."""
@@ -66,9 +75,12 @@ class Plan:
             "--   refdata apply --sql FILE   (refuses if the database changed since)\n"
             "-- or psql -v ON_ERROR_STOP=1 -f FILE\n"
             f"-- fingerprint: {self.fingerprint}\n"
+            + (f"-- locks: {json.dumps(self.locks, ensure_ascii=False)}\n" if self.locks is not None else "")
             + PSQL_PREAMBLE +
             "BEGIN;\n"
             f"SET LOCAL lock_timeout = {literal(self.lock_timeout)};\n"
+            + "".join(f"LOCK TABLE {qualified(schema, table)} IN {mode} MODE;\n"
+                      for schema, table, mode in self.locks or [])
             + body
             + "\nCOMMIT;\n"
         )
@@ -79,12 +91,19 @@ def _has_refdata(conn: psycopg.Connection) -> bool:
 
 
 def make_plan(conn: psycopg.Connection, statements: list[Statement], configured: list[tuple[str, str]],
-              scratch_dsn: str | None = None, lock_timeout: str = DEFAULT_LOCK_TIMEOUT) -> Plan:
+              scratch_dsn: str | None = None, lock_timeout: str = DEFAULT_LOCK_TIMEOUT,
+              facts: list[tuple[str, str]] = ()) -> Plan:
+    """`facts`: the configured fact tables (the others get tracking columns)."""
     print_ = fingerprint(conn, configured)
+    existing = touched_tables(conn, configured)
     if not _has_refdata(conn):
         # Nothing of refdata's to compare with: the plan is the rendered SQL.
-        return Plan(list(statements), print_, lock_timeout)
-    existing = touched_tables(conn, configured)
+        # It adds tracking columns to the reference tables and triggers and
+        # indexes to the fact tables (to their partitions with them: LOCK
+        # TABLE takes a partitioned table's partitions too).
+        locks = [(schema, table, LOCK_MODES[1] if (schema, table) in facts else LOCK_MODES[2])
+                 for schema, table in existing if (schema, table) in configured]
+        return Plan(list(statements), print_, lock_timeout, locks=locks)
     schemas = [r[0] for r in conn.execute(query("copied_schemas"), table_params(existing))]
     # Roles are the cluster's, not the database's: building the desired state
     # creates a missing one (NOLOGIN, as apply would); the plan creates it too,
@@ -93,6 +112,7 @@ def make_plan(conn: psycopg.Connection, statements: list[Statement], configured:
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_roles AS r WHERE r.rolname = %s)", [s.name]).fetchone()[0]]
     with scratch_database(conn, schemas, scratch_dsn, lock_timeout) as scratch:
         _build_desired(scratch, [s for s in statements if s.kind not in FDW_KINDS])
+        locks = table_locks(relation_states(conn, existing), relation_states(scratch, existing))
         steps = roles + _schema_steps(conn, scratch, existing)
         steps += _deferral_steps(conn, scratch, existing)
         steps += _own_object_steps(conn, scratch)
@@ -101,9 +121,29 @@ def make_plan(conn: psycopg.Connection, statements: list[Statement], configured:
     steps += _fdw_steps(conn, statements)
     steps += _guard_steps(conn, statements)
     steps += _rights_steps(conn, statements, steps)
-    plan = Plan(steps, print_, lock_timeout)
+    plan = Plan(steps, print_, lock_timeout, locks=locks if steps else [])
     plan.destructive = destructive_steps(conn, steps)
     return plan
+
+
+def table_locks(live: dict, desired: dict) -> list[tuple[str, str, str]]:
+    """The tables of the live database that the plan from `live` to `desired`
+    (catalog.relation_states of each) changes, each with the strongest lock
+    mode a step changing it takes (LOCK_MODES), in name order. A relation
+    only the desired state has is created: nobody else can hold it."""
+    locks = []
+    for (schema, name), (kind, shape, triggers, indexes) in sorted(live.items()):
+        want = desired.get((schema, name))
+        if want is None or want[0] != kind or want[1] != shape or triggers - want[2] or indexes - want[3]:
+            mode = LOCK_MODES[2]  # dropped, altered, a trigger or index dropped or replaced
+        elif want[2] - triggers:
+            mode = LOCK_MODES[1]
+        elif want[3] - indexes:
+            mode = LOCK_MODES[0]
+        else:
+            continue
+        locks.append((schema, name, mode))
+    return locks
 
 
 def _rights_steps(live: psycopg.Connection, statements: list[Statement], planned: list[Statement]) -> list[Statement]:
@@ -451,6 +491,7 @@ def _label(sql: str) -> str:
 _STEP = re.compile(r"^-- step \d+$", re.M)
 _FINGERPRINT = re.compile(r"^-- fingerprint: ([0-9a-f]+)$", re.M)
 _LOCK_TIMEOUT = re.compile(r"^SET LOCAL lock_timeout = '([^']*)';$", re.M)
+_LOCKS = re.compile(r"^-- locks: (.*)$", re.M)
 
 
 def read_plan(text: str, source: str) -> Plan:
@@ -467,4 +508,11 @@ def read_plan(text: str, source: str) -> Plan:
         if sql:
             steps.append(Statement("ddl", _label(sql), sql + "\n"))
     timeout = _LOCK_TIMEOUT.search(text)
-    return Plan(steps, fp.group(1), timeout.group(1) if timeout else DEFAULT_LOCK_TIMEOUT)
+    locks = _LOCKS.search(text)
+    try:
+        locks = [(str(s), str(t), str(m)) for s, t, m in json.loads(locks.group(1))] if locks else None
+    except (ValueError, TypeError):
+        raise InputError(f"{source}: the '-- locks:' line is not the list plan wrote; make a new plan") from None
+    if locks and any(m not in LOCK_MODES for _, _, m in locks):
+        raise InputError(f"{source}: the '-- locks:' line names a lock mode plan never writes; make a new plan")
+    return Plan(steps, fp.group(1), timeout.group(1) if timeout else DEFAULT_LOCK_TIMEOUT, locks=locks)
