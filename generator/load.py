@@ -32,7 +32,8 @@ from .config import Config, chinese_encoding
 from .errors import InputError, RefdataError, cannot_write
 from .names import ident, object_name, qualified
 from .order import processing_order
-from .render import refdata_name, stage_table
+from .db import describe
+from .render import INSTALL_STAMP, generated_code_stamp, load_functions, refdata_name, stage_table
 
 RETRIES = 3
 NUL = b"\x00"
@@ -213,6 +214,22 @@ def quoted_kept(fields: list[str], text: str, options: Options) -> list[str]:
 # -- loading ---------------------------------------------------------------------
 
 
+def check_install(conn: psycopg.Connection) -> None:
+    """RefdataError when schema refdata's comment does not carry the stamp of
+    the code this refdata generates: the functions a load calls would be
+    another version's, or missing (the tool was upgraded, apply not run)."""
+    row = conn.execute("SELECT pg_catalog.obj_description(n.oid, 'pg_namespace') FROM pg_catalog.pg_namespace AS n "
+                       "WHERE n.nspname = 'refdata'").fetchone()
+    if row is None:
+        return  # not installed at all: the staging table's line says so
+    mine, found = generated_code_stamp(), INSTALL_STAMP.search(row[0] or "")
+    if found is None or found.group(1) != mine:
+        theirs = f"it carries {found.group(1)}" if found else "it carries none: an earlier version"
+        raise RefdataError(f"refdata's generated code in {describe(conn)} was made by another version of refdata "
+                           f"(this one renders {mine}, {theirs}); run refdata apply with this config to bring it "
+                           "up to date; nothing was loaded")
+
+
 class Loader:
     def __init__(self, conn: psycopg.Connection, config: Config, domain: str, path: Path, options: Options):
         if domain not in config.domains:
@@ -249,10 +266,15 @@ class Loader:
         self.d = config.domains[domain]
         self.stage = stage_table(domain)
         self.function = refdata_name(domain, "load")
+        check_install(conn)
         catalog = Catalog(conn)
         stage = catalog.table("refdata_stage", object_name(domain))
         if stage.oid is None:
             raise RefdataError(f"staging table {self.stage} does not exist; run refdata apply first")
+        for function in load_functions(domain):
+            if conn.execute("SELECT pg_catalog.to_regprocedure(%s) IS NULL", [function]).fetchone()[0]:
+                raise RefdataError(f"function {function} of domain {domain}'s load does not exist in {describe(conn)}; "
+                                   "run refdata apply with this config to make it; nothing was loaded")
         fact = catalog.table(self.d.fact_schema, self.d.fact_table_for(domain))
         drift = catalog.stage_drift(domain, fact)
         conn.rollback()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import string
 from dataclasses import dataclass, field
 from functools import cache
@@ -77,6 +78,33 @@ def _templates():
     env.globals["derive_lock"] = "pg_catalog.pg_advisory_xact_lock(1919247972, 1)"
     env.globals["key_sets"] = KeySets.build
     return env
+
+
+@cache
+def generated_code_stamp() -> str:
+    """A digest of what the code refdata installs is rendered from: the
+    templates (not the catalog queries, the benchmark's or the demo's) and
+    this module. Recorded in schema refdata's comment at apply; a load into
+    an install with another stamp is an install no apply brought up to date."""
+    digest = hashlib.sha256()
+    for path in sorted(SQL_DIR.rglob("*")):
+        part = path.relative_to(SQL_DIR)
+        if path.is_file() and part.parts[0] not in ("catalog", "bench", "demo"):
+            digest.update(part.as_posix().encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+INSTALL_STAMP = re.compile(r"\(generated code ([0-9a-f]+)\)$")
+
+
+def load_functions(domain: str) -> list[str]:
+    """The functions `refdata load` of a domain calls, directly or through
+    the ones it calls, as regprocedure text."""
+    return [f"{refdata_name(domain, 'load')}(text[], text)",
+            f"{refdata_name(domain, 'load_parents')}(text[], text, boolean)",
+            f"{refdata_name(domain, 'load_ready')}(text[], text, boolean)",
+            f"{refdata_name(domain, 'load_begin')}()", f"{refdata_name(domain, 'load_verify')}()"]
 
 
 def sql_file(path: str, **context) -> str:
@@ -544,7 +572,7 @@ def render(config: Config, skip: set[tuple[str, str, str]] = frozenset(),
     skip = frozenset(skip)
     out = [
         Statement("role", owner, sql_file("roles/owner.sql.j2", owner=ident(owner), owner_literal=literal(owner))),
-        Statement("schema", "refdata", sql_file("schema/refdata.sql")),
+        Statement("schema", "refdata", sql_file("schema/refdata.sql.j2", stamp=generated_code_stamp())),
         Statement("schema", "refdata_stage", sql_file("schema/refdata_stage.sql")),
         Statement("table", "refdata.domain_param", sql_file("tables/domain_param.sql")),
         Statement("function", "refdata.concat_distinct", sql_file("functions/concat_distinct.sql.j2")),
