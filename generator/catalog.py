@@ -492,7 +492,8 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
             if (ref["referenced_schema"], ref["referenced_table"]) in targets and not ref["deferred"]:
                 error(("trigger_mode",),
                     f"domain {name}, foreign key {targets[(ref['referenced_schema'], ref['referenced_table'])]}: "
-                    f'trigger_mode statement needs constraint "{ref["name"]}" of {fact.label} to be '
+                    f'trigger_mode statement needs constraint "{ref["root_name"]}" of '
+                    f'{qualified(ref["root_schema"], ref["root_table"])} to be '
                     f"DEFERRABLE INITIALLY DEFERRED (or set defer_foreign_keys: true)"
                 )
     triggers_seen: set[tuple[str, str]] = set()

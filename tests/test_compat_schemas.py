@@ -85,6 +85,96 @@ def test_a_load_into_a_partition_checks_the_foreign_keys_it_inherits(cli, db, wr
     assert ("verified set-based" in result.stdout) == (verify == "auto")
 
 
+# A fact table that is itself a partition has, as its foreign keys, clones of
+# its partitioned table's; a FOREIGN KEY into a partitioned parent has a clone
+# per partition of the parent, on the same table. The first are the table's
+# foreign keys, the second never count apart from the one they stem from.
+TRADE = PARTITIONED + """
+    CREATE TABLE org (id text PRIMARY KEY);
+    CREATE TABLE trade (code text, yr int, org text REFERENCES org, FOREIGN KEY (code, yr) REFERENCES period)
+        PARTITION BY LIST (yr);
+    CREATE TABLE trade_2024 PARTITION OF trade FOR VALUES IN (2024);
+    CREATE TABLE trade_rest PARTITION OF trade DEFAULT;
+"""
+
+
+def statement_config(fact: str, defer: bool) -> str:
+    return config(PERIOD_FK, fact=fact).replace(
+        "    foreign_keys:\n", f"    trigger_mode: statement\n    defer_foreign_keys: {str(defer).lower()}\n"
+                              "    foreign_keys:\n")
+
+
+def test_a_partition_as_fact_table_warns_of_the_foreign_keys_it_inherits(cli, db, write_config):
+    db.execute(TRADE)
+    path = write_config(config(PERIOD_FK, fact="trade_2024"))
+    result = cli("--config", str(path), "validate")
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if line.startswith("warning: ")] == [
+        'warning: "public"."trade_2024": not covered: trade_org_fkey (org) -> "public"."org"']
+
+
+def test_statement_mode_on_a_partition_needs_its_table_s_constraint_deferred(cli, db, write_config):
+    db.execute(TRADE)
+    path = write_config(statement_config("trade_2024", defer=False))
+    for command in ("validate", "apply"):
+        result = cli("--config", str(path), command)
+        assert result.returncode == 2, result.stdout
+        assert result.stderr.splitlines() == [
+            f"refdata: error: {path}:{line_of(path, 'trigger_mode')}: domain d, foreign key fk_period: trigger_mode "
+            'statement needs constraint "trade_code_yr_fkey" of "public"."trade" to be DEFERRABLE INITIALLY DEFERRED '
+            f"(or set defer_foreign_keys: true) (database {db.info.dbname} on {db.info.host})"]
+    assert db.execute("SELECT to_regnamespace('refdata')").fetchone()[0] is None
+
+
+@pytest.mark.parametrize("fact", ["trade", "trade_2024"])
+def test_defer_foreign_keys_defers_the_partitioned_table_s_constraint(cli, db, write_config, fact):
+    # A partition's constraint can only be altered through the one it stems
+    # from: apply defers the partitioned table's (all its partitions with it),
+    # and neither the clones into the parent's partitions nor the partitions'
+    # own clones are deferred apart.
+    db.execute(TRADE + "INSERT INTO org VALUES ('O1');")
+    path = write_config(statement_config(fact, defer=True))
+    result = cli("--config", str(path), "validate")
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if line.startswith("warning: ")] == [
+        f'warning: "public"."{fact}": not covered: trade_org_fkey (org) -> "public"."org"']
+    result = cli("--config", str(path), "apply")
+    assert result.returncode == 0, result.stderr
+    assert db.execute("""SELECT DISTINCT condeferrable AND condeferred FROM pg_constraint
+                          WHERE contype = 'f' AND conrelid::regclass::text LIKE 'trade%' AND confrelid <> 'org'::regclass
+                       """).fetchall() == [(True,)]
+    db.execute(f"INSERT INTO {fact} VALUES ('new', 2024, 'O1')")
+    assert db.execute("SELECT code, yr, _source FROM period").fetchall() == [("new", 2024, "auto_derived")]
+    again = cli("--config", str(path), "apply")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[-1].startswith("unchanged: ")
+    plan = cli("--config", str(path), "plan")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    # a fresh plan after the constraint went back to immediate defers it again
+    db.execute("ALTER TABLE trade ALTER CONSTRAINT trade_code_yr_fkey NOT DEFERRABLE")
+    plan = cli("--config", str(path), "plan")
+    assert [line for line in plan.stdout.splitlines() if line.startswith("ALTER ")] == [
+        'ALTER TABLE "public"."trade" ALTER CONSTRAINT "trade_code_yr_fkey" DEFERRABLE INITIALLY DEFERRED;'], plan.stdout
+
+
+def test_a_load_into_a_partition_checks_a_defaulted_inherited_key_per_row(cli, db, write_config, tmp_path):
+    # The set-based check verifies the columns a load writes; an inherited
+    # foreign key on a column the file leaves to its default makes the load
+    # check every row as PostgreSQL does, which refuses the default naming
+    # an organisation that does not exist.
+    db.execute(TRADE + "ALTER TABLE trade ALTER COLUMN org SET DEFAULT 'NOPE'; INSERT INTO org VALUES ('O1');")
+    path = apply_config(cli, write_config, config(PERIOD_FK, fact="trade_2024"))
+    result = load(cli, path, tmp_path, "code,yr\nnew,2024\n")
+    assert result.returncode == 2, result.stdout
+    assert "trade_org_fkey" in result.stderr
+    assert db.execute("SELECT count(*) FROM trade").fetchone()[0] == 0
+    db.execute("ALTER TABLE trade ALTER COLUMN org SET DEFAULT 'O1'")
+    result = load(cli, path, tmp_path, "code,yr\nnew,2024\n")
+    assert result.returncode == 0, result.stderr
+    assert ("foreign keys checked per row (foreign key trade_org_fkey: column org is not loaded but computed or "
+            "defaulted)") in result.stdout
+
+
 # -- types and functions of extensions -----------------------------------------
 
 
