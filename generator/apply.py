@@ -43,7 +43,7 @@ def checked(conn: psycopg.Connection, config: Config, source: str,
             f"run triggers that others put on reference tables as superuser; name a role without SUPERUSER "
             f"(--owner ROLE or $REFDATA_OWNER; apply creates it NOLOGIN when missing), or run "
             f"ALTER ROLE {ident(owner)} NOSUPERUSER")
-    report = check(conn, config)
+    report = check(conn, config, owner)
     errors = [f"{getattr(e, 'where', None) or source}: {e}" for e in report.errors]
     extra: list[Statement] = []
     if sync:

@@ -18,7 +18,7 @@ import psycopg
 from .config import Config, DatabaseSource, Domain, ForeignKey, SyncConfig
 from .db import describe
 from .errors import RefdataError
-from .names import ident, object_name, qualified
+from .names import DEFAULT_OWNER, ident, object_name, qualified
 from .order import processing_order
 
 CATALOG_SQL = Path(__file__).resolve().parent.parent / "sql" / "catalog"
@@ -321,13 +321,14 @@ class Catalog:
         return [(name, *decided[name]) for name in sorted(refused)]
 
 
-def check(conn: psycopg.Connection, config: Config) -> Report:
-    """All catalog problems of the config; nothing is changed in the database."""
+def check(conn: psycopg.Connection, config: Config, owner: str = DEFAULT_OWNER) -> Report:
+    """All catalog problems of the config, for functions owned by `owner`;
+    nothing is changed in the database."""
     report = Report()
     catalog = Catalog(conn)
     facts = {(d.fact_schema, d.fact_table_for(n)) for n, d in config.domains.items()}
     for name, domain in config.domains.items():
-        _check_domain(catalog, report, name, domain, facts, config.where)
+        _check_domain(catalog, report, name, domain, facts, config.where, owner)
     _check_declared(catalog, report, config)
     _check_names(catalog, report, config)
     return report
@@ -432,7 +433,8 @@ def _check_declared(catalog: Catalog, report: Report, config: Config) -> None:
 
 
 def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
-                  facts: set[tuple[str, str]] = frozenset(), where=lambda *loc: None) -> None:
+                  facts: set[tuple[str, str]] = frozenset(), where=lambda *loc: None,
+                  owner: str = DEFAULT_OWNER) -> None:
     """The checks of one domain; `facts` are the fact tables of every domain,
     `where` is Config.where (file:line of a field); each error names the
     line of the entry it stems from."""
@@ -545,6 +547,21 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                     warn((*entry, "target_table"),
                         f"{place}: BEFORE INSERT row trigger {ident(trigger)} on {parent.label} can change the "
                         f"parent refdata derives: a key it changes leaves the fact naming a parent nobody derived")
+            applies, permitted, open_ = catalog.conn.execute(query("row_security"),
+                                                             {"oid": parent.oid, "owner": owner}).fetchone()
+            # refdata's functions read and insert parents as the owner role:
+            # with no policy for it they see none and may insert none
+            if applies and not permitted:
+                error((*entry, "target_table"),
+                    f"{place}: row-level security on {parent.label} applies to {ident(owner)}, which derives its "
+                    f"parents, and no policy lets it read and insert rows: every fact row would fail; give it one "
+                    f"(CREATE POLICY ... TO {ident(owner)} USING (true) WITH CHECK (true)) or BYPASSRLS")
+            elif applies and not open_:
+                at = where(name, *entry, "target_table")
+                report.warnings.append(
+                    f"{at + ': ' if at else ''}{place}: row-level security on {parent.label} applies to "
+                    f"{ident(owner)}, which derives its parents: a parent its policies hide looks missing (the insert "
+                    f"finds the key taken and adds nothing) and a derived row they refuse fails the fact row")
         for s, k in zip(fk.sources, fk.keys):
             src, tgt = fact.columns[s], parent.columns[k]
             # `key = fact value` in pg_catalog resolves to text = text for a

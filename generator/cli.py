@@ -276,7 +276,7 @@ def _orders(path, config):
 def cmd_validate(args) -> int:
     from .apply import checked
     from .db import catalog_dsn, connect, redact
-    from .names import qualified
+    from .names import owner_role, qualified
 
     path, config = _config(args)
     orders = _orders(path, config)
@@ -297,7 +297,7 @@ def cmd_validate(args) -> int:
         print(f"catalog: not checked ({why})")
         return 0
     with connect(dsn) as conn:
-        _, report = checked(conn, config, str(path), (str(sync[0]), sync[1]) if sync else None)
+        _, report = checked(conn, config, str(path), (str(sync[0]), sync[1]) if sync else None, owner_role())
         conn.rollback()
     for w in report.warnings:
         print(f"warning: {printable(w)}")

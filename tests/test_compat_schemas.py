@@ -5,6 +5,9 @@ validate, apply (twice), plan, inserts, `refdata load`."""
 
 from __future__ import annotations
 
+import uuid
+
+import psycopg
 import pytest
 
 from helpers import apply_config, line_of
@@ -175,6 +178,30 @@ def test_a_load_into_a_partition_checks_a_defaulted_inherited_key_per_row(cli, d
             "defaulted)") in result.stdout
 
 
+@pytest.mark.parametrize("fact", ["f", "ledger_b"])
+def test_a_review_merge_counts_a_partitioned_table_s_rows_once(cli, db, write_config, fact):
+    # Each partition of a table has a clone of the table's FOREIGN KEY, under
+    # the same name: counted apart, the last one counted hid the others.
+    db.execute("""
+        CREATE TABLE org (id text PRIMARY KEY);
+        CREATE TABLE f (org text);
+        CREATE TABLE ledger (yr int, org text REFERENCES org) PARTITION BY LIST (yr);
+        CREATE TABLE ledger_a PARTITION OF ledger FOR VALUES IN (2024);
+        CREATE TABLE ledger_b PARTITION OF ledger DEFAULT;
+    """)
+    apply_config(cli, write_config, config("{name: fk_org, source_column: org, target_table: org, target_key: id}",
+                                           fact=fact))
+    # ledger is no fact table of refdata's: a DBA lets the merge re-point its rows
+    db.execute("GRANT SELECT, UPDATE ON ledger TO refdata_owner")
+    db.execute("INSERT INTO org VALUES ('O1'), ('OX')")
+    db.execute("INSERT INTO ledger VALUES (2024, 'OX'), (2025, 'OX'), (2025, 'OX'), (2026, 'O1')")
+    result = cli("review", "merge", "public.org", "OX", "O1")
+    assert result.returncode == 0, result.stderr
+    repointed = "d.fk_org: 0, ledger_org_fkey: 3" if fact == "f" else "d.fk_org: 2, ledger_org_fkey: 1"
+    assert result.stdout.strip() == f"merged OX into O1 in public.org; rows re-pointed: {repointed}"
+    assert db.execute("SELECT org, count(*) FROM ledger GROUP BY 1").fetchall() == [("O1", 4)]
+
+
 # -- types and functions of extensions -----------------------------------------
 
 
@@ -262,6 +289,86 @@ def test_a_before_insert_trigger_of_a_parent_is_a_warning(cli, db, write_config)
     assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == [
         f'warning: {path}:{line_of(path, "fk_product")}: domain d, foreign key fk_product: BEFORE INSERT row trigger "product_norm" on "public"."product" '
         "can change the parent refdata derives: a key it changes leaves the fact naming a parent nobody derived"]
+
+
+# -- parents with row-level security -----------------------------------------------
+
+
+RLS_PARENT = """
+    CREATE TABLE org (id text PRIMARY KEY, region text);
+    CREATE TABLE f (org text);
+    INSERT INTO org VALUES ('O1', 'north');
+    ALTER TABLE org ENABLE ROW LEVEL SECURITY;
+"""
+ORG_FK = "{name: fk_org, source_column: org, target_table: org, target_key: id}"
+
+
+def test_a_parent_whose_row_level_security_lets_the_owner_see_nothing_is_refused(cli, db, write_config):
+    # refdata's functions look parents up and insert them as the owner role:
+    # with no policy for it, every fact row failed, those naming parents that
+    # exist included, and validate had said nothing.
+    db.execute(RLS_PARENT + "CREATE POLICY north ON org TO PUBLIC USING (region = 'north');"
+               "ALTER POLICY north ON org TO pg_monitor;")
+    path = write_config(config(ORG_FK))
+    refused(cli, db, path, 'domain d, foreign key fk_org: row-level security on "public"."org" applies to '
+            '"refdata_owner", which derives its parents, and no policy lets it read and insert rows: every fact row '
+            'would fail; give it one (CREATE POLICY ... TO "refdata_owner" USING (true) WITH CHECK (true)) or BYPASSRLS')
+
+
+def test_a_parent_whose_row_level_security_has_a_policy_for_the_owner_is_a_warning(cli, db, write_config):
+    # a policy for everyone: a parent it hides looks missing, and a derived
+    # row it refuses (no region) fails the fact row
+    db.execute(RLS_PARENT + "CREATE POLICY regional ON org USING (region IS DISTINCT FROM 'hidden') "
+               "WITH CHECK (region IS NOT NULL);")
+    path = apply_config(cli, write_config, config(ORG_FK))
+    result = cli("--config", str(path), "validate")
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == [
+        f"warning: {path}:{line_of(path, 'target_table')}: domain d, foreign key fk_org: row-level security on "
+        '"public"."org" applies to "refdata_owner", which derives its parents: a parent its policies hide looks '
+        "missing (the insert finds the key taken and adds nothing) and a derived row they refuse fails the fact row"]
+    db.execute("INSERT INTO f VALUES ('O1')")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+        db.execute("INSERT INTO f VALUES ('NEW')")
+    db.rollback()
+    # a policy letting the owner see and insert every row: no warning, parents derived
+    db.execute("CREATE POLICY refdata ON org TO refdata_owner USING (true)")
+    result = cli("--config", str(path), "validate")
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == []
+    db.execute("INSERT INTO f VALUES ('NEW')")
+    assert db.execute("SELECT id, _source FROM org ORDER BY id").fetchall() == [
+        ("NEW", "auto_derived"), ("O1", "authoritative")]
+    # a restrictive policy narrows every permissive one
+    db.execute("CREATE POLICY narrow ON org AS RESTRICTIVE USING (region IS NOT NULL)")
+    result = cli("--config", str(path), "validate")
+    assert any("row-level security" in line for line in result.stdout.splitlines())
+
+
+def test_a_parent_the_owner_role_owns_has_no_row_level_security_finding(cli, db, write_config):
+    db.execute(RLS_PARENT)
+    db.execute("CREATE ROLE refdata_owner NOLOGIN") if db.execute(
+        "SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'refdata_owner')").fetchone()[0] else None
+    db.execute("ALTER TABLE org OWNER TO refdata_owner")
+    path = apply_config(cli, write_config, config(ORG_FK))
+    result = cli("--config", str(path), "validate")
+    assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == []
+    db.execute("INSERT INTO f VALUES ('O1'), ('NEW')")
+    assert db.execute("SELECT count(*) FROM org").fetchone()[0] == 2
+    # FORCE ROW LEVEL SECURITY holds the table's owner to the policies too
+    db.execute("ALTER TABLE org FORCE ROW LEVEL SECURITY")
+    result = cli("--config", str(path), "validate")
+    assert result.returncode == 2
+    assert "no policy lets it read and insert rows" in result.stderr
+    # but not a role with BYPASSRLS
+    role = f"rd_bypass_{uuid.uuid4().hex[:8]}"
+    db.execute(f'CREATE ROLE "{role}" NOLOGIN BYPASSRLS')
+    try:
+        result = cli("--config", str(path), "validate", env={"REFDATA_OWNER": role})
+        assert result.returncode == 0, result.stderr
+        assert [line for line in result.stdout.splitlines() if line.startswith("warning:")] == []
+    finally:
+        db.execute(f'DROP ROLE "{role}"')
 
 
 # -- keys compared by another equality than the parent key's ------------------------

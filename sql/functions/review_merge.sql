@@ -97,6 +97,9 @@ BEGIN
                      JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
           FROM pg_catalog.pg_constraint AS c
          WHERE c.contype = 'f' AND c.confrelid = reference_table
+           -- a partition's clone of its table's constraint: the table's re-points its rows
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint AS cp
+                            WHERE cp.oid = c.conparentid AND cp.confrelid = c.confrelid)
         ORDER BY 1 DESC, 2
     LOOP
         IF NOT (_rd_link.keys <@ _rd_columns AND _rd_columns <@ _rd_link.keys) THEN
