@@ -236,6 +236,31 @@ def test_a_schema_using_extensions_and_other_schemas_plans_and_applies_again(cli
         ("AbC", True, "auto_derived")]
 
 
+@pytest.mark.parametrize("schema", ["public", "rpt"])
+def test_a_view_over_a_foreign_table_in_a_copied_schema_plans(cli, db, write_config, schema):
+    # A plan's copy of the schemas leaves foreign tables out (their server is
+    # not copied): a view reading one failed the copy, and every plan and apply.
+    db.execute(f"""
+        CREATE EXTENSION file_fdw;
+        CREATE SERVER files FOREIGN DATA WRAPPER file_fdw;
+        CREATE SCHEMA rpt;
+        CREATE FOREIGN TABLE {schema}.org_file (id text) SERVER files OPTIONS (program 'echo O1', format 'csv');
+        CREATE VIEW public.org_feed AS SELECT id FROM {schema}.org_file;
+        CREATE VIEW public.org_feed_upper AS SELECT upper(id) AS id FROM public.org_feed;
+        CREATE TABLE org (id text PRIMARY KEY);
+        CREATE TABLE f (org text REFERENCES org);
+    """)
+    path = write_config(config("{name: fk_org, source_column: org, target_table: org, target_key: id}"))
+    plan = cli("--config", str(path), "plan")
+    assert plan.returncode == 3, plan.stderr
+    path = apply_config(cli, write_config, path.read_text(encoding="utf-8"))
+    plan = cli("--config", str(path), "plan")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert db.execute("SELECT * FROM public.org_feed_upper").fetchall() == [("O1",)]
+    db.execute("INSERT INTO f VALUES ('NEW')")
+    assert db.execute("SELECT count(*) FROM org").fetchone()[0] == 1
+
+
 # -- long domain names -----------------------------------------------------------
 
 

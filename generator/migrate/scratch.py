@@ -129,12 +129,7 @@ def _copy(live: psycopg.Connection, scratch: psycopg.Connection, schemas: list[s
         dump_cmd += ["-n", ident(s)]  # a pattern: quoted, it matches this name only
     for (extension,) in live.execute(query("copied_extensions"), {"schemas": schemas}).fetchall():
         dump_cmd += ["-e", ident(extension)]
-    # Foreign tables need their server, which a schema dump leaves out; plans
-    # leave them to reference sync's own statements (plan.FDW_KINDS).
-    for schema, table in live.execute(
-            "SELECT n.nspname, c.relname FROM pg_catalog.pg_class AS c "
-            "JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace "
-            "WHERE c.relkind = 'f' AND n.nspname = ANY (%s) ORDER BY 1, 2", [schemas]).fetchall():
+    for schema, table in live.execute(query("uncopied_relations"), {"schemas": schemas}).fetchall():
         dump_cmd += ["-T", qualified(schema, table)]
     dump = subprocess.run(dump_cmd, capture_output=True, env=_client_env(live))
     if dump.returncode != 0:
