@@ -436,3 +436,60 @@ def test_a_sync_table_the_catalog_refuses_is_named_at_its_line(find, replace, at
         assert result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith(f"refdata: error: {path}:{line}: {message} (database "), result.stderr
     assert sample_db.execute("SELECT to_regnamespace('refdata')").fetchone() == (None,)
+
+
+def clash_tables(path, *names: str, fdw: str | None = None) -> str:
+    """Sync tables of a file each (and one read through a foreign table, whose
+    connection the environment does not give), into tables org, org1, ..."""
+    out = ""
+    for i, name in enumerate(names):
+        out += (f"  - name: {name}\n    target_table: org{i or ''}\n    source_type: config_file\n"
+                f"    source_config: {{file_path: \"{path}\", schema_version: \"1.0\"}}\n    primary_key: id\n")
+    if fdw:
+        out += (f"  - name: {fdw}\n    target_table: org_fdw\n    source_type: postgres\n"
+                "    source_config: {connection_env_prefix: NOWHERE, table: org, columns: [{source: id, target: id}]}\n"
+                "    primary_key: id\n")
+    return out
+
+
+LONG = "a" * 60
+
+
+@pytest.mark.parametrize("domain, names, fdw, clash", [
+    # the sync table's staging table and the domain's, both refdata_stage."sync__orgs"
+    ("sync__orgs", ["orgs"], None, ("orgs", 'its staging table "refdata_stage"."sync__orgs", which is the staging '
+                                            "table of domain sync__orgs")),
+    # the same after shortening: both names end in the same hash
+    (f"sync__{LONG}", [LONG], None, (LONG, "its staging table \"refdata_stage\".\"sync__aaaa")),
+    # refdata's own function refdata.sync_fdw(), which the sync function would replace
+    ("d", ["fdw"], None, ("fdw", 'its function "refdata"."sync_fdw", which is refdata\'s function refdata.sync_fdw')),
+    # a domain's function refdata."sync__backfill"
+    ("sync", ["_backfill"], None, ("_backfill", 'its function "refdata"."sync__backfill", which is refdata\'s '
+                                                "function refdata.sync__backfill")),
+    # two sync tables: one's staging table is the other's foreign table
+    ("d", ["x__source"], "x", ("x", 'its foreign table "refdata_stage"."sync__x__source", which is the staging '
+                                    "table of sync table x__source")),
+])
+def test_a_sync_table_whose_generated_names_clash_is_refused_at_its_line(db, cli, write_config, domain, names, fdw,
+                                                                         clash):
+    db.execute("""CREATE TABLE org (id text PRIMARY KEY); CREATE TABLE org1 (id text PRIMARY KEY);
+                  CREATE TABLE org_fdw (id text PRIMARY KEY); CREATE TABLE f (org text)""")
+    data = write_config('schema_version: "1.0"\ndata:\n  - {id: A}\n', "orgs.yml")
+    path = sync_config(write_config, clash_tables(data, *names, fdw=fdw))
+    config = write_config(f"domains:\n  {domain}:\n    fact_table: f\n    foreign_keys:\n"
+                          "      - {name: fk_org, source_column: org, target_table: org, target_key: id}\n")
+    name, message = clash
+    line = next(n for n, t in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+                if t == f"  - name: {name}")
+    for command in ("validate", "apply", "render"):
+        result = cli("--config", str(config), command)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"refdata: error: {path}:{line}: table {name}: refdata would name "
+                                        f"{message}"), result.stderr
+    assert db.execute("SELECT to_regnamespace('refdata')").fetchone() == (None,)
+    # another name is taken
+    path.write_text(path.read_text(encoding="utf-8").replace(f"name: {name}\n", f"name: {name}_2\n"),
+                    encoding="utf-8")
+    result = cli("--config", str(config), "apply")
+    assert result.returncode == 0, result.stderr

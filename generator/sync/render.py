@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..config import Config, DatabaseSource, SyncConfig, SyncTable
 from ..errors import InputError, RefdataError
 from ..names import DEFAULT_OWNER, ident, literal, object_name, qualified
-from ..render import Statement, sql_file
+from ..render import Statement, render, sql_file
 from .connection import Connection, NotConfigured, connection, server_options
 
 WRAPPER = {"postgres": "postgres_fdw", "legacy_mysql": "mysql_fdw"}
@@ -45,6 +45,33 @@ def source_name(t: SyncTable) -> str:
 
 def wrapper_function(t: SyncTable) -> str:
     return qualified("refdata", object_name(f"sync_{t.name}"))
+
+
+def refuse_clashes(sync: SyncConfig, config: Config | None) -> None:
+    """InputError naming the sync table's line when a name refdata gives one
+    of its objects (its function in schema refdata, its staging or foreign
+    table in refdata_stage) is one refdata gives another object too: one of
+    its own functions, a domain's function or staging table, another sync
+    table's (long names are shortened first, so compared as created). Apply
+    would replace the other object, or merge both into one."""
+    taken: dict[tuple[str, str], str] = {}
+    own = [s for s in (render(config) if config else []) if s.kind == "function"]
+    own += [Statement(kind, name, "") for kind, name, _ in SHARED if kind == "function"]
+    for s in own:
+        taken.setdefault(("refdata", s.name.split(".", 1)[1].split("(")[0]), f"refdata's function {s.name}")
+    for domain in config.domains if config else []:
+        taken.setdefault(("refdata_stage", object_name(domain)), f"the staging table of domain {domain}")
+    for i, t in enumerate(sync.tables):
+        relation = ("its staging table", stage_name(t)) if t.effective_via == "client" else \
+            ("its foreign table", source_name(t))
+        for what, schema, name in (("its function", "refdata", object_name(f"sync_{t.name}")),
+                                   (relation[0], "refdata_stage", relation[1])):
+            holder = f"the {what.removeprefix('its ')} of sync table {t.name}"
+            other = taken.setdefault((schema, name), holder)
+            if other != holder:
+                where = sync.where("tables", i, "name")
+                raise InputError(f"{where + ': ' if where else ''}table {t.name}: refdata would name {what} "
+                                 f"{qualified(schema, name)}, which is {other}; rename the sync table")
 
 
 def server_name(t: SyncTable) -> str:
@@ -91,6 +118,7 @@ def statements(sync: SyncConfig, config: Config | None, env=None,
     """`for_script`: a psql script takes connection settings from the
     environment when it runs (\\getenv), so none are needed now. `owner`:
     the role the sync functions run as, whose user mappings they read through."""
+    refuse_clashes(sync, config)
     out = [Statement(kind, name, sql_file(path)) for kind, name, path in SHARED]
     warnings: list[str] = []
     tracked = {(fk.target_schema, fk.target_table) for d in (config.domains.values() if config else [])
