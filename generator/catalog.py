@@ -172,6 +172,11 @@ class Catalog:
         """The columns constraint `name` of `table` (as SQL writes it) reads."""
         return [r[0] for r in self.conn.execute(query("constraint_columns"), {"table": table, "name": name})]
 
+    def partition_root(self, table: str) -> tuple[str, str] | None:
+        """(schema, table) of the partitioned table at the top of partition `table` (as SQL writes it)."""
+        row = self.conn.execute(query("partition_root"), {"table": table}).fetchone()
+        return (row[0], row[1]) if row else None
+
     def unique_keys(self, t: Table, immediate: bool | None = None) -> list[list[str]]:
         """Column lists of the table's unique keys; only those checked
         immediately (or only deferrable ones) when `immediate` says so."""

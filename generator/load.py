@@ -744,6 +744,13 @@ class Loader:
         if e.diag.table_name:
             table = (e.diag.schema_name, e.diag.table_name)
             candidates = [fk for fk in fks if (fk.target_schema, fk.target_table) == table]
+            if not candidates:  # a partition of a partitioned parent
+                try:
+                    with self.conn.transaction():
+                        root = Catalog(self.conn).partition_root(qualified(*table))
+                except psycopg.Error:
+                    root = None
+                candidates = [fk for fk in fks if (fk.target_schema, fk.target_table) == root]
             if not candidates:
                 return None
             targets = [e.diag.column_name] if e.diag.column_name else []

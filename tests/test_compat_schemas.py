@@ -88,6 +88,22 @@ def test_a_load_into_a_partition_checks_the_foreign_keys_it_inherits(cli, db, wr
     assert ("verified set-based" in result.stdout) == (verify == "auto")
 
 
+def test_a_derived_parent_a_partition_refuses_names_the_column_and_the_foreign_key(cli, db, write_config, tmp_path):
+    # The server names the partition the derived row went to: the load's
+    # error named no column and no foreign key, as for a table no FK targets.
+    db.execute(PARTITIONED.replace("yr int, PRIMARY KEY", "yr int, label text CHECK (label <> 'bad'), PRIMARY KEY")
+               .replace("amount int", "lab text"))
+    path = apply_config(cli, write_config, config(
+        "{name: fk_period, source_column: [code, yr], target_table: period, target_key: [code, yr], "
+        "backfill_columns: [{source: lab, target: label}]}"))
+    result = load(cli, path, tmp_path, "code,yr,lab\nnew,2024,bad\n")
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f'refdata: error: {tmp_path / "facts.csv"}:2: column "lab": foreign key fk_period: cannot derive its parent '
+        'in "public"."period" column "label": new row for relation "period_2024" violates check constraint'), \
+        result.stderr
+    assert db.execute("SELECT count(*) FROM period").fetchone()[0] == 0
+
 # A fact table that is itself a partition has, as its foreign keys, clones of
 # its partitioned table's; a FOREIGN KEY into a partitioned parent has a clone
 # per partition of the parent, on the same table. The first are the table's
