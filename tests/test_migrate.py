@@ -456,13 +456,15 @@ def test_scratch_database_is_gone_after_success_and_after_failure(sample_db, con
     _remove_fk(config)
     ok(configure(config, "plan"), 3)
     assert scratch_databases(sample_db) == before
-    # a view over a foreign table, which the copy leaves out (its server is
-    # not copied): the copy fails
+    # a function whose SQL body reads a foreign table, which the copy leaves
+    # out (its server is not copied) and pg_dump cannot leave the function
+    # out with it: the copy fails
     sample_db.execute("""CREATE EXTENSION IF NOT EXISTS file_fdw;
                          CREATE SERVER rd_files FOREIGN DATA WRAPPER file_fdw;
                          CREATE FOREIGN TABLE mapping.legacy (code text) SERVER rd_files
                              OPTIONS (filename '/dev/null', format 'csv');
-                         CREATE VIEW mapping.legacy_codes AS SELECT code FROM mapping.legacy""")
+                         CREATE FUNCTION mapping.legacy_count() RETURNS bigint LANGUAGE sql
+                             BEGIN ATOMIC SELECT count(*) FROM mapping.legacy; END""")
     failed = configure(config, "plan")
     assert failed.returncode == 1
     assert "copying the live schema into the scratch database failed" in failed.stderr
