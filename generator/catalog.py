@@ -562,9 +562,8 @@ def _check_domain(catalog: Catalog, report: Report, name: str, domain: Domain,
                     f"parents, and no policy lets it read and insert rows: every fact row would fail; give it one "
                     f"(CREATE POLICY ... TO {ident(owner)} USING (true) WITH CHECK (true)) or BYPASSRLS")
             elif applies and not open_:
-                at = where(name, *entry, "target_table")
-                report.warnings.append(
-                    f"{at + ': ' if at else ''}{place}: row-level security on {parent.label} applies to "
+                warn((*entry, "target_table"),
+                    f"{place}: row-level security on {parent.label} applies to "
                     f"{ident(owner)}, which derives its parents: a parent its policies hide looks missing (the insert "
                     f"finds the key taken and adds nothing) and a derived row they refuse fails the fact row")
         for s, k in zip(fk.sources, fk.keys):

@@ -129,7 +129,8 @@ def test_a_partition_as_fact_table_warns_of_the_foreign_keys_it_inherits(cli, db
     result = cli("--config", str(path), "validate")
     assert result.returncode == 0, result.stderr
     assert [line for line in result.stdout.splitlines() if line.startswith("warning: ")] == [
-        'warning: "public"."trade_2024": not covered: trade_org_fkey (org) -> "public"."org"']
+        f'warning: {path}:{line_of(path, "fact_table")}: "public"."trade_2024": not covered: trade_org_fkey (org) -> '
+        '"public"."org"']
 
 
 def test_statement_mode_on_a_partition_needs_its_table_s_constraint_deferred(cli, db, write_config):
@@ -156,7 +157,8 @@ def test_defer_foreign_keys_defers_the_partitioned_table_s_constraint(cli, db, w
     result = cli("--config", str(path), "validate")
     assert result.returncode == 0, result.stderr
     assert [line for line in result.stdout.splitlines() if line.startswith("warning: ")] == [
-        f'warning: "public"."{fact}": not covered: trade_org_fkey (org) -> "public"."org"']
+        f'warning: {path}:{line_of(path, "fact_table")}: "public"."{fact}": not covered: trade_org_fkey (org) -> '
+        '"public"."org"']
     result = cli("--config", str(path), "apply")
     assert result.returncode == 0, result.stderr
     assert db.execute("""SELECT DISTINCT condeferrable AND condeferred FROM pg_constraint
