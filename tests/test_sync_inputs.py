@@ -456,11 +456,8 @@ LONG = "a" * 60
 
 
 @pytest.mark.parametrize("domain, names, fdw, clash", [
-    # the sync table's staging table and the domain's, both refdata_stage."sync__orgs"
-    ("sync__orgs", ["orgs"], None, ("orgs", 'its staging table "refdata_stage"."sync__orgs", which is the staging '
-                                            "table of domain sync__orgs")),
-    # the same after shortening: both names end in the same hash
-    (f"sync__{LONG}", [LONG], None, (LONG, "its staging table \"refdata_stage\".\"sync__aaaa")),
+    # two long names, shortened alike: one's staging table is the other's foreign table
+    ("d", [f"{LONG}__source"], LONG, (LONG, 'its foreign table "refdata_stage"."sync__aaaa')),
     # refdata's own function refdata.sync_fdw(), which the sync function would replace
     ("d", ["fdw"], None, ("fdw", 'its function "refdata"."sync_fdw", which is refdata\'s function refdata.sync_fdw')),
     # a domain's function refdata."sync__backfill"

@@ -51,16 +51,15 @@ def refuse_clashes(sync: SyncConfig, config: Config | None) -> None:
     """InputError naming the sync table's line when a name refdata gives one
     of its objects (its function in schema refdata, its staging or foreign
     table in refdata_stage) is one refdata gives another object too: one of
-    its own functions, a domain's function or staging table, another sync
-    table's (long names are shortened first, so compared as created). Apply
-    would replace the other object, or merge both into one."""
+    its own functions, a domain's function, another sync table's (long names
+    are shortened first, so compared as created). Apply would replace the
+    other object, or merge both into one. (A domain's staging table cannot
+    clash: domain names do not start with sync_.)"""
     taken: dict[tuple[str, str], str] = {}
     own = [s for s in (render(config) if config else []) if s.kind == "function"]
     own += [Statement(kind, name, "") for kind, name, _ in SHARED if kind == "function"]
     for s in own:
         taken.setdefault(("refdata", s.name.split(".", 1)[1].split("(")[0]), f"refdata's function {s.name}")
-    for domain in config.domains if config else []:
-        taken.setdefault(("refdata_stage", object_name(domain)), f"the staging table of domain {domain}")
     for i, t in enumerate(sync.tables):
         relation = ("its staging table", stage_name(t)) if t.effective_via == "client" else \
             ("its foreign table", source_name(t))
