@@ -52,7 +52,7 @@ def checked(conn: psycopg.Connection, config: Config, source: str,
         errors += [f"{getattr(e, 'where', None) or sync_source}: {e}" for e in sync_report.errors]
         if not sync_report.errors:
             extra, warnings = sync_statements(sync_config, config, owner=owner)
-            report.unconnected += [f"{sync_source}: {w}" for w in warnings]
+            report.unconnected += warnings
     if errors:
         where = describe(conn)
         raise InputError("\n".join(f"{e} ({where})" for e in errors))

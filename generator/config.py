@@ -600,6 +600,20 @@ def read_utf8(path: Path, place: str, kind: str = "") -> str:
                          f"(byte 0x{raw[e.start]:02x}){hint}") from None
 
 
+def quote_opened(lines: list[str], start: int) -> int:
+    """The line where the quote that is never closed opens, in the record
+    of `lines` starting at line `start` (doubled quotes inside a quoted field
+    close and open it again on the same line)."""
+    opened, in_quotes = start, False
+    for number, text in enumerate(lines, start=start):
+        for ch in text:
+            if ch == '"':
+                in_quotes = not in_quotes
+                if in_quotes:
+                    opened = number
+    return opened
+
+
 def chinese_encoding(raw: bytes) -> str | None:
     """gbk or gb18030 when bytes that are not UTF-8 decode as that (Excel and
     Notepad on Chinese Windows write these), else None."""

@@ -28,7 +28,7 @@ import psycopg
 
 from .catalog import Catalog
 from .cells import cell
-from .config import Config, chinese_encoding
+from .config import Config, chinese_encoding, quote_opened
 from .errors import InputError, RefdataError, cannot_write
 from .names import ident, object_name, qualified
 from .order import processing_order
@@ -164,20 +164,6 @@ def records(path: Path, options: Options,
         if fields or bad is not None:
             yield start, fields, bad
         start = state["line"] + 1
-
-
-def quote_opened(lines: list[str], start: int) -> int:
-    """The line where the quote that is never closed opens, in the record
-    of `lines` starting at line `start` (doubled quotes inside a quoted field
-    close and open it again on the same line)."""
-    opened, in_quotes = start, False
-    for number, text in enumerate(lines, start=start):
-        for ch in text:
-            if ch == '"':
-                in_quotes = not in_quotes
-                if in_quotes:
-                    opened = number
-    return opened
 
 
 class Quoted(str):

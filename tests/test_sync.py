@@ -265,3 +265,15 @@ def test_a_database_whose_strings_keep_backslash_escapes_syncs_every_column_by_n
     sample_db.execute('SELECT * FROM refdata."sync_年金计划"()')
 
     assert sample_db.execute(f'SELECT "ordinal" FROM {PLAN} WHERE "年金计划号" = %s', ["P90001"]).fetchone() == (7,)
+
+
+def test_apply_notes_a_source_the_environment_does_not_name_at_its_config_line(sample_db, cli, write_config):
+    config = project_config(write_config)
+    sync = sync_config(write_config, plan_table("NOWHERE", "fdw"))
+    result = cli("--config", str(config), "apply", env={})
+    assert result.returncode == 0, result.stderr
+    line = next(n for n, text in enumerate(sync.read_text(encoding="utf-8").splitlines(), start=1)
+                if "connection_env_prefix" in text)
+    notes = [text for text in result.stdout.splitlines() if text.startswith("note: ")]
+    assert len(notes) == 1 and notes[0].startswith(f"note: {sync}:{line}: table 年金计划: "), result.stdout
+    assert notes[0].endswith("; its foreign table is not set up and its sync will fail")

@@ -178,6 +178,9 @@ def test_a_csv_value_longer_than_pythons_csv_limit_is_synced_whole(sample_db, cl
      "{path}:3: column '产品线' holds a NUL character, which PostgreSQL text cannot hold"),
     ("lines.yml", 'schema_version: "1.0"\ndata:\n  - {产品线代码: PL1, 产品线: "a\\0b"}\n',
      "{path}:3: column '产品线' holds a NUL character, which PostgreSQL text cannot hold"),
+    ("lines.csv", '产品线代码,产品线\nPL1,甲\nPL2,"never\nclosed\n',
+     "{path}:3: a quoted field is never closed (its quote opens on line 3)"),
+    ("lines.csv", '产品线代码,产品线\nPL1,"甲"乙\n', "{path}:2: malformed CSV: ',' expected after '\"'"),
 ])
 def test_a_bad_config_file_fails_its_table_naming_the_place_and_changes_nothing(
         name, content, message, sample_db, cli, write_config):

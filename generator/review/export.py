@@ -10,9 +10,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ..cells import FORMULA_SQL, NUMBER_SQL, cell, uncell
-from ..config import NUL, NUL_HELD, read_utf8
+from ..config import NUL, NUL_HELD, quote_opened, read_utf8
 from ..errors import InputError, cannot_write
-from ..load import Options, Quoted, quote_opened, quoted_kept
+from ..load import Options, Quoted, quoted_kept
 from ..names import ident
 from .errors import translate
 

@@ -124,7 +124,7 @@ def statements(sync: SyncConfig, config: Config | None, env=None,
                for fk in d.foreign_keys}
     extensions: set[str] = set()
     servers: set[str] = set()
-    for t in sync.tables:
+    for i, t in enumerate(sync.tables):
         target = qualified(t.target_schema, t.target_table)
         if (t.target_schema, t.target_table) not in tracked:
             out.append(Statement("tracking", f"{t.target_schema}.{t.target_table}", sql_file(
@@ -150,7 +150,10 @@ def statements(sync: SyncConfig, config: Config | None, env=None,
                 raise InputError(f"table {t.name}: {e}") from None
             except NotConfigured as e:
                 if via == "fdw":
-                    warnings.append(f"table {t.name}: {e}; its foreign table is not set up and its sync will fail")
+                    # the file's line of the prefix the environment lacks, as config warnings name theirs
+                    where = sync.where("tables", i, "source_config", "connection_env_prefix")
+                    warnings.append(f"{where + ': ' if where else ''}table {t.name}: {e}; its foreign table is not "
+                                    "set up and its sync will fail")
             if via == "fdw" and conn:
                 host_var = conn.env("host").var if for_script else None
                 server = server_name(t)

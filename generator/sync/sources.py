@@ -29,7 +29,7 @@ from typing import Iterator
 
 import yaml
 
-from ..config import NUL, NUL_HELD, DatabaseSource, FileSource, SyncTable, read_utf8
+from ..config import NUL, NUL_HELD, DatabaseSource, FileSource, SyncTable, quote_opened, read_utf8
 from ..errors import InputError, RefdataError
 from ..names import ident, mysql_ident
 from .connection import Connection
@@ -201,8 +201,27 @@ def file_rows(t: SyncTable, base: Path, batch_size: int, target_columns: list[st
 
 
 def _csv(place: str, text: str) -> tuple[list[str], list[tuple], dict]:
-    # newline="": a quoted value keeps its line breaks
-    reader = csv.reader(io.StringIO(text, newline=""))
+    consumed: list[str] = []  # the lines of the record being read
+
+    def lines(handle):
+        for line in handle:
+            consumed.append(line)
+            yield line
+
+    # newline="": a quoted value keeps its line breaks; strict: a quote never
+    # closed is an error, not a value running to the end of the file
+    reader = csv.reader(lines(io.StringIO(text, newline="")), strict=True)
+    try:
+        return _csv_records(place, reader, consumed)
+    except csv.Error as e:
+        start = reader.line_num - max(len(consumed), 1) + 1  # the line of the record being read
+        if str(e) == "unexpected end of data":
+            raise InputError(f"{place}:{start}: a quoted field is never closed (its quote opens on line "
+                             f"{quote_opened(consumed, start)})") from None
+        raise InputError(f"{place}:{start}: malformed CSV: {e}") from None
+
+
+def _csv_records(place: str, reader, consumed: list[str]) -> tuple[list[str], list[tuple], dict]:
     header = next(reader, None)
     if not header or not any(header):
         raise InputError(f"{place}: no header row naming the target columns")
@@ -213,7 +232,9 @@ def _csv(place: str, text: str) -> tuple[list[str], list[tuple], dict]:
             raise InputError(f"{place}:1: column {column!r} is named twice in the header")
     records = []
     start = reader.line_num + 1
+    consumed.clear()
     for row in reader:
+        consumed.clear()
         if len(row) != len(header):
             raise InputError(f"{place}:{start}: {len(row)} fields, the header has {len(header)}")
         held = next((c for c, v in zip(header, row) if NUL in v), None)
