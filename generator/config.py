@@ -807,6 +807,23 @@ def _field_names() -> list[str]:
     return sorted({f for m in (Config, Domain, ForeignKey, BackfillColumn) for f in m.model_fields})
 
 
+# Where each field of the config belongs: a real field in another entry than its own is said as such.
+_FIELD_OWNERS = ((BackfillColumn, "a backfill_columns item"), (ForeignKey, "a foreign key"), (Domain, "a domain"),
+                 (Config, "the top level"))
+
+
+def _entry_of(loc) -> str:
+    """What kind of entry of the config an error path ends in (its last step the field)."""
+    names = [p for p in loc[:-1] if isinstance(p, str) and not _is_tag(p)]
+    if names[-1:] in (["backfill_columns"], ["derive_columns"]):
+        return f"a {names[-1]} item"
+    if names[-1:] == ["foreign_keys"]:
+        return "a foreign key"
+    if names[-1:] == ["domains"] or len(names) > 1 and names[-2] == "domains":
+        return "a domain"
+    return "the top level" if not names else f"{names[-1]}"
+
+
 def _plain(err: dict) -> str:
     """pydantic's error as a plain message: no pydantic wording reaches users."""
     kind, loc, value = err["type"], err["loc"], err.get("input")
@@ -815,6 +832,9 @@ def _plain(err: dict) -> str:
     if kind == "value_error":
         return err["msg"].removeprefix("Value error, ")
     if kind == "extra_forbidden":
+        owner = next((what for model, what in _FIELD_OWNERS if loc[-1] in model.model_fields), None)
+        if owner:  # a real field, in the wrong entry
+            return f"unknown field {loc[-1]!r} (a field of {owner}, not of {_entry_of(loc)})"
         hint = difflib.get_close_matches(str(loc[-1]), _field_names(), n=1, cutoff=0.6)
         return f"unknown field {loc[-1]!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
     if kind == "missing":

@@ -62,6 +62,15 @@ CASES = {
     "number as a field": (one_fk(", 1: x"), "cfg.yml:4: domain d, foreign key fk_a: unknown field 1"),
     "missing field": ("domains:\n  d:\n    foreign_keys:\n      - {name: fk_a, source_column: a, target_key: a}\n",
                       "cfg.yml:4: domain d, foreign key fk_a: missing required field 'target_table'"),
+    "a foreign key's field in a backfill item": (one_fk(", backfill_columns: [{source: x, target: y, mode: first}]"),
+                                                 "cfg.yml:4: domain d, foreign key fk_a: unknown field 'mode' "
+                                                 "(a field of a foreign key, not of a backfill_columns item)"),
+    "a backfill item's field on the foreign key": (one_fk(", code: 'lambda r: r'"),
+                                                   "cfg.yml:4: domain d, foreign key fk_a: unknown field 'code' "
+                                                   "(a field of a backfill_columns item, not of a foreign key)"),
+    "a domain's field on a foreign key": (one_fk(", fact_table: f"),
+                                          "cfg.yml:4: domain d, foreign key fk_a: unknown field 'fact_table' "
+                                          "(a field of a domain, not of a foreign key)"),
 }
 
 
