@@ -413,6 +413,7 @@ def _check_declared(catalog: Catalog, report: Report, config: Config) -> None:
     for name, domain in config.domains.items():
         for fk in domain.foreign_keys:
             by_fact.setdefault((domain.fact_schema, domain.fact_table_for(name)), []).append((name, fk))
+
     def at(name: str, fk: ForeignKey, field: str) -> str | None:
         return config.where(name, "foreign_keys", config.domains[name].foreign_keys.index(fk), field)
 

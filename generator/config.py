@@ -821,7 +821,7 @@ def _entry_of(loc) -> str:
         return "a foreign key"
     if names[-1:] == ["domains"] or len(names) > 1 and names[-2] == "domains":
         return "a domain"
-    return "the top level" if not names else f"{names[-1]}"
+    return names[-1] if names else "the top level"
 
 
 def _plain(err: dict) -> str:

@@ -832,7 +832,6 @@ class Loader:
             return InputError(f"{self._offending_line(e)}{column}: {message}{detail}; nothing was loaded")
         return RefdataError(f"load of {self.path} failed: {message}{detail}; nothing was loaded")
 
-
     def _refused_column(self, e: psycopg.errors.Error) -> str:
         """The fact column(s) a constraint of the fact table refused: from the
         server's detail, or, when it hides the key from a role that may not
