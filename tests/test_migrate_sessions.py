@@ -74,6 +74,18 @@ def test_uninstall_beside_a_load_gives_up_after_the_lock_timeout_and_removes_not
     assert refdata_objects(sample_db)["schemas"] == []
 
 
+def _with_organizations_domain(config: dict) -> dict:
+    """`config` plus a domain deriving organisations from the same fact table:
+    an apply that adds triggers and an index to the fact table and tracking
+    columns to the organisations' table."""
+    bigger = sample_config()
+    organization = next(f for f in bigger["domains"]["annuity_performance"]["foreign_keys"]
+                        if f["name"] == "fk_organization")
+    bigger["domains"] = {**config["domains"], "organizations": {
+        "fact_schema": "business", "fact_table": "规模明细", "foreign_keys": [organization]}}
+    return bigger
+
+
 def _waiting_pid(db, other_than: int, timeout: float = 30) -> tuple[int, str]:
     """The backend of this database (other than `other_than` and this one)
     that waits for a lock not granted: polled until there is one."""
@@ -170,11 +182,7 @@ def test_an_apply_waiting_for_the_fact_table_never_ends_the_writer_holding_it(sa
     config = sample_config()
     _remove_fk(config)
     ok(configure(config, "apply"))
-    bigger = sample_config()
-    organization = next(f for f in bigger["domains"]["annuity_performance"]["foreign_keys"]
-                        if f["name"] == "fk_organization")
-    bigger["domains"] = {**config["domains"], "organizations": {
-        "fact_schema": "business", "fact_table": "规模明细", "foreign_keys": [organization]}}
+    bigger = _with_organizations_domain(config)
     outcome = {}
     with psycopg.connect(dsn) as writer:
         writer.execute(f"""INSERT INTO {FACT} ("月度", "计划代码") VALUES ('2025-10-01', 'P00001')""")
@@ -202,11 +210,7 @@ def test_an_apply_never_ends_a_writer_that_wrote_the_parent_table_before_the_fac
     config = sample_config()
     _remove_fk(config)
     ok(configure(config, "apply"))
-    bigger = sample_config()
-    organization = next(f for f in bigger["domains"]["annuity_performance"]["foreign_keys"]
-                        if f["name"] == "fk_organization")
-    bigger["domains"] = {**config["domains"], "organizations": {
-        "fact_schema": "business", "fact_table": "规模明细", "foreign_keys": [organization]}}
+    bigger = _with_organizations_domain(config)
     plan = ok(configure(bigger, "plan"), 3)
     # Triggers and an index added to the fact table, tracking columns to the
     # parent, refdata's views over the parents replaced:
