@@ -600,10 +600,11 @@ def read_utf8(path: Path, place: str, kind: str = "") -> str:
                          f"(byte 0x{raw[e.start]:02x}){hint}") from None
 
 
-def quote_opened(lines: list[str], start: int) -> int:
-    """The line where the quote that is never closed opens, in the record
-    of `lines` starting at line `start` (doubled quotes inside a quoted field
-    close and open it again on the same line)."""
+def unclosed_quote(lines: list[str], start: int) -> str:
+    """What is wrong with a CSV record whose quote is never closed, naming
+    the line where that quote opens, in the record of `lines` starting at
+    line `start` (doubled quotes inside a quoted field close and open it
+    again on the same line): the words of every CSV reader refdata has."""
     opened, in_quotes = start, False
     for number, text in enumerate(lines, start=start):
         for ch in text:
@@ -611,7 +612,7 @@ def quote_opened(lines: list[str], start: int) -> int:
                 in_quotes = not in_quotes
                 if in_quotes:
                     opened = number
-    return opened
+    return f"a quoted field is never closed (its quote opens on line {opened})"
 
 
 def chinese_encoding(raw: bytes) -> str | None:

@@ -28,7 +28,7 @@ import psycopg
 
 from .catalog import Catalog
 from .cells import cell
-from .config import Config, chinese_encoding, quote_opened
+from .config import Config, chinese_encoding, unclosed_quote
 from .errors import InputError, RefdataError, cannot_write
 from .names import ident, object_name, qualified
 from .order import processing_order
@@ -147,8 +147,7 @@ def records(path: Path, options: Options,
             return
         except csv.Error as e:
             if str(e) == "unexpected end of data":
-                raise BadRow(start, None, f"malformed CSV: a quoted field is never closed (its quote opens on line "
-                                          f"{quote_opened(state['text'], start)})") from None
+                raise BadRow(start, None, f"malformed CSV: {unclosed_quote(state['text'], start)}") from None
             if "new-line character seen in unquoted field" in str(e):
                 # Python's own words ask for a mode of its own; what the user can do is this
                 raise BadRow(start, None, "malformed CSV: a carriage return (CR) inside an unquoted field; lines "

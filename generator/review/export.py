@@ -10,7 +10,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ..cells import FORMULA_SQL, NUMBER_SQL, cell, uncell
-from ..config import NUL, NUL_HELD, quote_opened, read_utf8
+from ..config import NUL, NUL_HELD, read_utf8, unclosed_quote
 from ..errors import InputError, cannot_write
 from ..load import Options, Quoted, quoted_kept
 from ..names import ident
@@ -140,8 +140,7 @@ def read_reviewed(path: Path) -> list[dict]:
                 line = reader.line_num + 1
         except csv.Error as e:
             if reader.line_num >= line and str(e) == "unexpected end of data":
-                raise InputError(f"{path}:{line}: a quoted field is never closed (its quote opens on line "
-                                 f"{quote_opened(consumed, line)})") from None
+                raise InputError(f"{path}:{line}: {unclosed_quote(consumed, line)}") from None
             raise InputError(f"{path}:{reader.line_num}: malformed CSV: {e}") from None
     return rows
 

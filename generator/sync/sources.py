@@ -29,7 +29,7 @@ from typing import Iterator
 
 import yaml
 
-from ..config import NUL, NUL_HELD, DatabaseSource, FileSource, SyncTable, quote_opened, read_utf8
+from ..config import NUL, NUL_HELD, DatabaseSource, FileSource, SyncTable, read_utf8, unclosed_quote
 from ..errors import InputError, RefdataError
 from ..names import ident, mysql_ident
 from .connection import Connection
@@ -216,8 +216,7 @@ def _csv(place: str, text: str) -> tuple[list[str], list[tuple], dict]:
     except csv.Error as e:
         start = reader.line_num - max(len(consumed), 1) + 1  # the line of the record being read
         if str(e) == "unexpected end of data":
-            raise InputError(f"{place}:{start}: a quoted field is never closed (its quote opens on line "
-                             f"{quote_opened(consumed, start)})") from None
+            raise InputError(f"{place}:{start}: {unclosed_quote(consumed, start)}") from None
         raise InputError(f"{place}:{start}: malformed CSV: {e}") from None
 
 
